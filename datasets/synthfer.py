@@ -1,0 +1,97 @@
+"""synthfer: the built-in procedural FER dataset, needing no files (the default of ``nlbench run``).
+
+Faces are rendered from parameters (mouth curvature and opening, brows, eyes, nose wrinkle, ...)
+for 7 expression classes, with nuisance (pose, scale, skin tone, lighting, background, occluders,
+blur, sensor noise) and a share of weak or blended, genuinely ambiguous faces; see
+:mod:`nlbench.synthface`. Train and test sets use different seeds, so they share no image.
+The defaults keep ``nlbench run`` on a 2-core CPU within a few minutes; every size is an option
+(``[datasets.synthfer.options]`` or ``--set datasets.synthfer.options.train_size=4000``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import nlbench
+from nlbench import Dataset, SampleTable
+from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD
+from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
+
+
+@dataclass
+class SynthferOptions:
+    """Sizes and difficulty of the generated dataset."""
+
+    train_size: int = 1500
+    test_size: int = 600
+    #: Side of the rendered images (stored as is; ``image_size`` of [train] is the network input).
+    size: int = 32
+    #: Share of weak or blended (ambiguous) faces.
+    ambiguous_share: float = 0.15
+    #: Scale of head pose, lighting, occluder, blur and noise variation (0 = none).
+    nuisance: float = 1.0
+    #: Generator seed of the dataset itself (independent of the run seed).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train_size < 7 or self.test_size < 7:
+            raise ValueError("train_size and test_size must be at least 7 (one per class)")
+        if not 16 <= self.size <= 256:
+            raise ValueError(f"size must be between 16 and 256 pixels, got {self.size}")
+        if not 0 <= self.ambiguous_share <= 1:
+            raise ValueError("ambiguous_share must be in [0, 1]")
+        if self.nuisance < 0:
+            raise ValueError("nuisance must be non-negative")
+
+
+class Synthfer(Dataset):
+    """Procedurally rendered facial expressions in 7 classes (FER2013-like class order)."""
+
+    name = "synthfer"
+    summary = "built-in procedural faces, 7 expressions, no files needed"
+    paper = "nlbench built-in (nlbench.synthface)"
+    class_names = CLASS_NAMES
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    needs_root = False
+    augmentation = "cct"
+    # neutral, happiness, surprise, sadness, anger, disgust, fear -> AffectNet order
+    to_affectnet = (0, 1, 3, 2, 6, 5, 4)
+    train_defaults = {"image_size": 32, "batch_size": 64, "epochs": 6, "last_k": 3, "eval_batch_size": 600}
+    Options = SynthferOptions
+
+    def __init__(self, root=None, options=None) -> None:
+        super().__init__(root, options)
+        self.storage_size = self.options.size
+
+    def check(self) -> None:
+        """Nothing to check: the data is generated."""
+
+    def _split(self, split: str) -> tuple[int, int]:
+        opts = self.options
+        if split == "train":
+            return opts.train_size, opts.seed * 2
+        if split == "test":
+            return opts.test_size, opts.seed * 2 + 1
+        raise ValueError(f"unknown split {split!r}")
+
+    def table(self, split: str) -> SampleTable:
+        count, seed = self._split(split)
+        labels = sample_labels(count, seed)
+        return SampleTable(refs=list(range(count)), labels=labels)
+
+    def render(self, split: str) -> tuple[np.ndarray, SampleTable]:
+        table = self.table(split)
+        _, seed = self._split(split)
+        pixels = render_faces(
+            table.labels, self.options.size, seed,
+            ambiguous_share=self.options.ambiguous_share, nuisance=self.options.nuisance,
+        )
+        return pixels, table
+
+
+@nlbench.hookimpl
+def register_datasets(register) -> None:
+    register(Synthfer)

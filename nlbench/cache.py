@@ -1,0 +1,136 @@
+"""The decode-once image cache: every image is decoded and resized once into a uint8 array.
+
+Datasets read from files are decoded through :meth:`Dataset.read_image` into a memory-mapped
+``N x 3 x S x S`` uint8 file in the cache folder, keyed by the dataset's identity and the exact
+sample list, so later runs (and other processes of a sweep) map it instead of decoding again.
+Generated datasets (``Dataset.render``) produce their pixels directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nlbench.dataset import Dataset, SampleTable
+from nlbench.errors import DataError
+
+CACHE_ENV = "NLBENCH_CACHE"
+CACHE_VERSION = 1
+
+
+@dataclass
+class SplitData:
+    """The images (uint8 tensor, N x 3 x S x S, on the CPU) and sample table of one split."""
+
+    images: torch.Tensor
+    table: SampleTable
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded images are kept: $NLBENCH_CACHE, else ~/.cache/nlbench."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nlbench"
+
+
+def to_storage(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an HxWx3 (or HxW) uint8 image to size x size and return it as 3 x S x S."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxWx3 image, got shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.shape[0] != size or array.shape[1] != size:
+        array = np.asarray(Image.fromarray(array.astype(np.uint8)).resize((size, size), Image.BILINEAR))
+    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.uint8)
+
+
+def _cache_key(dataset: Dataset, split: str, table: SampleTable) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"v": CACHE_VERSION, "id": dataset.identity(), "split": split}, sort_keys=True).encode())
+    for ref in table.refs:
+        digest.update(repr(ref).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def decode_images(
+    dataset: Dataset, table: SampleTable, out: np.ndarray, advance: Callable[[int], None] | None = None
+) -> list[str]:
+    """Decode every sample of ``table`` into ``out``; returns the refs that could not be read."""
+    size = dataset.storage_size
+    failures: list[str] = []
+
+    def work(i: int) -> tuple[int, str | None]:
+        try:
+            out[i] = to_storage(dataset.read_image(table.refs[i]), size)
+            return i, None
+        except Exception as err:  # corrupt or unreadable file: reported, never a crash mid-way
+            return i, f"{table.refs[i]}: {type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for _, problem in pool.map(work, range(len(table))):
+            if problem:
+                failures.append(problem)
+            if advance:
+                advance(1)
+    return failures
+
+
+def load_split(
+    dataset: Dataset,
+    split: str,
+    cache_dir: Path | None = None,
+    advance: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> SplitData:
+    """The images and labels of one split, decoded once and cached on disk."""
+    rendered = dataset.render(split)
+    if rendered is not None:
+        pixels, table = rendered
+        return SplitData(torch.from_numpy(np.ascontiguousarray(pixels)), table)
+    table = dataset.table(split)
+    if len(table) == 0:
+        raise DataError(f"dataset {dataset.name!r} has no {split} samples under {dataset.root}.")
+    size = dataset.storage_size
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dataset.name}-{split}-{_cache_key(dataset, split, table)}.u8"
+    shape = (len(table), 3, size, size)
+    if path.is_file() and path.stat().st_size == int(np.prod(shape)):
+        pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: torch wants a writable array
+        return SplitData(torch.from_numpy(np.asarray(pixels)), table)
+    if on_total:
+        on_total(len(table))
+    partial = path.with_suffix(f".partial-{os.getpid()}")
+    pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+    failures = decode_images(dataset, table, pixels, advance)
+    if failures:
+        del pixels
+        partial.unlink(missing_ok=True)
+        shown = "\n  ".join(failures[:5])
+        more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise DataError(
+            f"{len(failures)} {split} image(s) of dataset {dataset.name!r} could not be decoded:\n  {shown}{more}\n"
+            f"Replace or remove them; `nlbench prepare --dataset {dataset.name} --data-root {dataset.root}` lists every problem."
+        )
+    pixels.flush()
+    del pixels
+    os.replace(partial, path)  # atomic: a half-written cache is never mistaken for a complete one
+    pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: torch wants a writable array
+    return SplitData(torch.from_numpy(np.asarray(pixels)), table)

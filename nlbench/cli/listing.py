@@ -1,0 +1,63 @@
+"""``nlbench methods | datasets | plugins``: what is registered, by which plugin, what failed."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nlbench.cli.common import load
+
+
+def _source(entry) -> str:
+    plugin = entry.plugin
+    version = f" {plugin.version}" if plugin.version else ""
+    return f"{plugin.name}{version} ({plugin.kind})"
+
+
+def methods(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
+    """List the registered training methods."""
+    _, registry = load(config)
+    table = Table(title="methods")
+    for column in ("name", "summary", "paper", "plugin"):
+        table.add_column(column, overflow="fold")
+    for name, entry in sorted(registry.methods.items()):
+        table.add_row(name, entry.cls.summary, entry.cls.paper, _source(entry))
+    Console().print(table)
+    _warn_failures(registry)
+
+
+def datasets(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
+    """List the registered datasets."""
+    _, registry = load(config)
+    table = Table(title="datasets")
+    for column in ("name", "classes", "needs files", "summary", "plugin"):
+        table.add_column(column, overflow="fold")
+    for name, entry in sorted(registry.datasets.items()):
+        cls = entry.cls
+        table.add_row(name, str(len(cls.class_names)), "yes" if cls.needs_root else "no", cls.summary, _source(entry))
+    Console().print(table)
+    _warn_failures(registry)
+
+
+def plugins(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
+    """List every plugin found, what it registered, and why any failed to load."""
+    _, registry = load(config)
+    table = Table(title="plugins")
+    for column in ("plugin", "kind", "version", "registered", "status", "origin"):
+        table.add_column(column, overflow="fold")
+    for info in registry.plugins:
+        status = "ok" if info.ok else f"FAILED: {info.error}"
+        table.add_row(info.name, info.kind, info.version, ", ".join(info.registered), status, info.origin)
+    Console().print(table)
+
+
+def _warn_failures(registry) -> None:
+    failed = [p for p in registry.plugins if not p.ok]
+    if failed:
+        Console(stderr=True).print(
+            f"{len(failed)} plugin(s) failed to load: {', '.join(p.name for p in failed)} (see `nlbench plugins`)",
+            markup=False,
+        )

@@ -1,0 +1,96 @@
+"""``nlbench run``: train one method on one dataset at one noise level, resumably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nlbench.cli.common import load, runs_dir
+from nlbench.progress import make_reporter
+from nlbench.spec import RunRequest, resolve_spec
+from nlbench.trainer import Engine, resolve_device
+
+
+def run(
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Method to train (see `nlbench methods`); default cct."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset (see `nlbench datasets`); default synthfer."),
+    noise: Optional[float] = typer.Option(None, "--noise", "-n", help="Label-noise rate in [0, 1); default 0.2."),
+    noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="flip (default), exact, uniform or pair."),
+    noise_source: Optional[str] = typer.Option(
+        None, "--noise-source", help="injected (default) or dataset (train on the dataset's own noisy labels)."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (also picks the noisy labels)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Training epochs (default: per dataset)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default: CUDA if present), cpu or cuda."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder holding the dataset's files."),
+    pretrained: Optional[str] = typer.Option(
+        None, "--pretrained", help="ResNet-18 checkpoint file (MS-Celeb-1M in the SCN/CCT format, or torchvision/timm keys)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a setting, e.g. methods.cct.lambda_max=0.8 or train.batch_size=128 (repeatable)."
+    ),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
+    force: bool = typer.Option(False, "--force", help="Train again even if an identical run is done."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
+) -> None:
+    """Train one run; an identical finished run is reported and skipped, an interrupted one resumed."""
+    train_sets = [s for s in set_ if s.split("=", 1)[0].startswith("train.")]
+    other_sets = [s for s in set_ if s not in train_sets]
+    cfg, registry = load(config, other_sets)
+    overrides = {}
+    for item in train_sets:
+        from nlbench.config import parse_set
+
+        key, value = parse_set(item)
+        overrides[key.split(".", 1)[1]] = value
+    request = RunRequest(
+        method=method, dataset=dataset, noise=noise, noise_mode=noise_mode, noise_source=noise_source,
+        seed=seed, epochs=epochs, data_root=data_root, pretrained=pretrained, train_overrides=overrides,
+    )
+    spec = resolve_spec(request, cfg, registry)
+    target = resolve_device(device or cfg.run_defaults().device)
+    cache = cache_dir or cfg.run_defaults().cache_dir or None
+    reporter = make_reporter(quiet)
+    reporter.message(
+        f"nlbench run: {spec['method']} on {spec['dataset']}, noise {spec['noise']['rate']:.2f} "
+        f"({spec['noise']['mode']}), seed {spec['seed']}, {spec['train']['epochs']} epochs, device {target}"
+    )
+    engine = Engine(spec, registry, runs_dir(runs, cfg), target, reporter, Path(cache) if cache else None)
+    try:
+        outcome = engine.execute(force=force)
+    finally:
+        reporter.close()
+    out = Console(highlight=False)
+    if outcome.skipped:
+        reporter.message(f"an identical run is already done: {outcome.run_dir.path} (use --force to train it again)")
+    print_result(out, outcome.result, outcome.run_dir.path)
+
+
+def print_result(console: Console, result: dict, path: Path) -> None:
+    """The result of a run as a table of accuracies on stdout."""
+    noise = result["noise"]
+    title = (
+        f"{result['method']} on {result['dataset']}, noise {noise['rate']:.2f} {noise['mode']} "
+        f"(realised {100 * noise['realised_rate']:.1f}%), seed {result['seed']}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    table.add_column("last", justify="right")
+    table.add_column(f"mean last {result['metrics']['model']['k']}", justify="right")
+    table.add_column("best (epoch)", justify="right")
+    for name, summary in result["metrics"]["members"].items():
+        table.add_row(name, f"{summary['last']:.2f}", f"{summary['lastk']:.2f}",
+                      f"{summary['best']:.2f} ({summary['best_epoch']})")
+    console.print(table)
+    model = result["metrics"]["model"]
+    console.print(
+        f"deployable model: last {model['last']:.2f}%, mean of last {model['k']} {model['lastk']:.2f}%, "
+        f"best {model['best']:.2f}% (epoch {model['best_epoch']}, selected on the test set)"
+    )
+    console.print(f"stored in {path}", soft_wrap=True)

@@ -1,0 +1,151 @@
+"""What the engine hands a method: device, sizes, seeded generators and shared-pipeline helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nlbench.backbone import BackboneFactory
+from nlbench.config import TrainSettings
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed derived from the run seed and a purpose (phase, epoch, name)."""
+    key = "|".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
+
+class LabelStore:
+    """The training labels a method sees, on the device; relabelling methods change them here.
+
+    The injected noisy labels are kept untouched as ``given``; ``current`` starts as a copy and is
+    changed only through :meth:`relabel`, which counts every change for the diagnostics.
+    """
+
+    def __init__(self, given: np.ndarray, device: torch.device) -> None:
+        self.given = torch.as_tensor(given, dtype=torch.long, device=device)
+        self.current = self.given.clone()
+        self.changes = torch.zeros((), dtype=torch.long, device=device)
+
+    def relabel(self, index: torch.Tensor, labels: torch.Tensor) -> None:
+        """Set the labels of the samples at ``index`` (dataset indices) to ``labels``."""
+        labels = labels.to(self.current.dtype)
+        self.changes += (self.current[index] != labels).sum()
+        self.current[index] = labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current labels and change count, for checkpoints."""
+        return {"current": self.current.cpu(), "changes": self.changes.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.current.copy_(state["current"].to(self.current.device))
+        self.changes.copy_(state["changes"].to(self.changes.device))
+
+
+@dataclass
+class RegisteredOptimizer:
+    """An optimiser created through the context, with the phase whose epochs decay its lr."""
+
+    optimizer: torch.optim.Optimizer
+    phase: str
+
+
+@dataclass
+class Context:
+    """The run as a method sees it (see :class:`nlbench.Method`)."""
+
+    device: torch.device
+    num_classes: int
+    class_names: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    train_size: int
+    noise_rate: float
+    seed: int
+    settings: TrainSettings
+    backbones: BackboneFactory
+    labels: LabelStore
+    phase: str = "train"
+    epoch: int = 0
+    optimizers: list[RegisteredOptimizer] = field(default_factory=list)
+
+    @property
+    def use_amp(self) -> bool:
+        """Whether forward passes run under bf16 autocast (CUDA only)."""
+        return self.settings.amp and self.device.type == "cuda"
+
+    def backbone(self, num_classes: int | None = None) -> nn.Module:
+        """A new ResNet-18 on the device; each call of a run gets its own seeded initialisation."""
+        model = self.backbones(num_classes).to(self.device)
+        if self.device.type == "cuda" and self.settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.settings.compile:
+            model.compile()  # in place: state_dict keys stay the plain ones
+        return model
+
+    def optimizer(
+        self, networks: Sequence[nn.Module], phase: str = "train", classifier_lr: float | None = None
+    ) -> torch.optim.Optimizer:
+        """Adam over ``networks`` with the shared pipeline's groups: backbone lr and classifier lr.
+
+        The lr of every group is multiplied by ``lr_decay`` once per epoch of ``phase``
+        (lr(e) = lr(0) * decay^e), applied by the engine.
+        """
+        groups = []
+        for net in networks:
+            head = net.get_classifier() if hasattr(net, "get_classifier") else None
+            head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+            backbone = [p for p in net.parameters() if id(p) not in head_ids and p.requires_grad]
+            classifier = [p for p in net.parameters() if id(p) in head_ids and p.requires_grad]
+            if backbone:
+                groups.append({"params": backbone, "lr": self.settings.backbone_lr})
+            if classifier:
+                groups.append({"params": classifier, "lr": classifier_lr or self.settings.classifier_lr})
+        for group in groups:
+            group["initial_lr"] = group["lr"]
+        fused = self.device.type == "cuda"
+        opt = torch.optim.Adam(groups, weight_decay=self.settings.weight_decay, fused=fused or None)
+        self.optimizers.append(RegisteredOptimizer(opt, phase))
+        return opt
+
+    def apply_lr_schedule(self, phase: str, epoch: int) -> None:
+        """Set lr = initial lr * decay^epoch for the optimisers of ``phase``."""
+        factor = self.settings.lr_decay**epoch
+        for registered in self.optimizers:
+            if registered.phase == phase:
+                for group in registered.optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+
+    def generator(self, purpose: str) -> torch.Generator:
+        """A device generator seeded by (seed, phase, epoch, purpose): reproducible across resumes."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(derive_seed(self.seed, self.phase, self.epoch, purpose))
+        return gen
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (when enabled), a no-op elsewhere."""
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward pass outside autocast (methods call this instead of ``loss.backward()``)."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            loss.backward()
+
+    @contextlib.contextmanager
+    def at(self, phase: str, epoch: int) -> Iterator[None]:
+        """Temporarily set the phase and epoch the generators derive from."""
+        old = (self.phase, self.epoch)
+        self.phase, self.epoch = phase, epoch
+        try:
+            yield
+        finally:
+            self.phase, self.epoch = old

@@ -1,0 +1,191 @@
+"""The dataset contract: what a dataset plugin declares and returns.
+
+A dataset plugin only *describes* data. It checks the files a user has on disk, lists the samples
+of each split with their labels (:class:`SampleTable`), and reads one image when asked. The core
+decodes every image once into a uint8 cache (:mod:`nlbench.cache`), injects label noise
+(:mod:`nlbench.noise`) and augments batches on the training device (:mod:`nlbench.augment`).
+A dataset never downloads anything: when files are missing it raises :class:`DataError` naming
+the path it expected and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from nlbench.errors import ConfigError, DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+
+#: The AffectNet class order, the common order of cross-dataset reports (methods.md §2.1).
+AFFECTNET_ORDER = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class SampleTable:
+    """The samples of one split: references the dataset can read, and their labels.
+
+    ``refs[i]`` is whatever :meth:`Dataset.read_image` understands (a path, a path plus a face
+    box, a row number). ``labels`` are the dataset's own (clean, as far as it knows) labels.
+    ``noisy_labels`` are set by datasets that ship real noisy labels for training (noise source
+    ``dataset``). ``problems`` lists rows skipped or suspicious, reported by ``nlbench prepare``.
+    """
+
+    refs: Sequence[Any]
+    labels: np.ndarray
+    noisy_labels: np.ndarray | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.refs) != len(self.labels):
+            raise ValueError(f"{len(self.refs)} refs but {len(self.labels)} labels")
+        if self.noisy_labels is not None:
+            self.noisy_labels = np.asarray(self.noisy_labels, dtype=np.int64)
+            if len(self.noisy_labels) != len(self.labels):
+                raise ValueError("noisy_labels and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class NoOptions:
+    """Options of a dataset that has none."""
+
+
+class Dataset:
+    """Base class of dataset plugins; subclass it and register it with ``register_datasets``.
+
+    Class attributes declare the dataset; the constructor receives the data root given by the
+    user (``--data-root``, ``None`` for datasets that need no files) and the dataset options
+    (``[datasets.<name>.options]`` in benchmark.toml, validated against :attr:`Options`).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    class_names: ClassVar[tuple[str, ...]]
+    #: Side of the square uint8 images kept in the decode-once cache.
+    storage_size: ClassVar[int] = 112
+    mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
+    std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
+    #: Training augmentation pipeline (see :mod:`nlbench.augment`): "cct", "affectnet", "scn" or "none".
+    augmentation: ClassVar[str] = "cct"
+    #: Whether the dataset reads user files (``--data-root`` required).
+    needs_root: ClassVar[bool] = True
+    #: Training settings this dataset changes from ``[train]`` (e.g. classifier_lr on AffectNet).
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Index in :data:`AFFECTNET_ORDER` of each of this dataset's classes, for cross-dataset reports.
+    to_affectnet: ClassVar[tuple[int, ...] | None] = None
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
+        if self.needs_root and root is None:
+            raise DataError(
+                f"dataset {self.name!r} reads files from disk: give their folder with --data-root PATH "
+                f"(nlbench never downloads data; `nlbench prepare --dataset {self.name} --data-root PATH` checks it)."
+            )
+        self.root = Path(root).expanduser() if root is not None else None
+        self.options = build_options(self.Options, options or {}, f"datasets.{self.name}.options")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the dataset's labels index."""
+        return len(self.class_names)
+
+    def check(self) -> None:
+        """Check the layout on disk and raise :class:`DataError` naming what is missing."""
+        if self.root is not None and not self.root.is_dir():
+            raise DataError(f"data root {str(self.root)!r} of dataset {self.name!r} is not a folder.")
+
+    def table(self, split: str) -> SampleTable:
+        """List the samples of ``split`` ("train" or "test") with their labels."""
+        raise NotImplementedError(f"dataset {self.name!r} must implement table(split)")
+
+    def read_image(self, ref: Any) -> np.ndarray:
+        """Read the image of one sample as an HxWx3 uint8 array (any size; the core resizes)."""
+        raise NotImplementedError(f"dataset {self.name!r} must implement read_image(ref)")
+
+    def render(self, split: str) -> tuple[np.ndarray, SampleTable] | None:
+        """Produce the pixels of a whole split directly (N x 3 x S x S uint8), for generated datasets.
+
+        Datasets read from files return ``None`` (the default) and are decoded by the core through
+        :meth:`read_image`.
+        """
+        return None
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this dataset's content, for the decode cache and the run id."""
+        return {
+            "name": self.name,
+            "root": str(self.root.resolve()) if self.root is not None else None,
+            "options": dataclasses.asdict(self.options),
+            "storage_size": self.storage_size,
+        }
+
+
+def build_options(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build an options dataclass from a dict, rejecting unknown keys and wrong types by name."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(known)) or '(none)'}."
+        )
+    converted = {}
+    defaults = cls()
+    for key, value in values.items():
+        converted[key] = coerce(value, getattr(defaults, key), f"{where}.{key}")
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid {where}: {err}") from None
+
+
+def coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert ``value`` to the type of ``default`` (int, float, bool, str, list), or explain why not."""
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+    elif kind is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return kind(value)
+    else:
+        return value
+    raise ConfigError(f"{where} must be of type {kind.__name__}, got {value!r}.")

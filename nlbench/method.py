@@ -1,0 +1,188 @@
+"""The method contract: what a training-method plugin implements.
+
+A method owns its networks, optimisers, schedules and backward/step calls; the engine owns the
+device, data, augmentation, sampling, evaluation, checkpoints, seeding and progress. A minimal
+method is a few dozen lines (see ``methods/standard.py`` and ``examples/``)::
+
+    class MyMethod(nlbench.Method):
+        name = "mine"
+        summary = "one line on what it does"
+
+        def build(self, ctx):
+            super().build(ctx)
+            self.net = ctx.backbone()
+            self.opt = ctx.optimizer([self.net])
+
+        def train_step(self, batch, phase, epoch):
+            logits = self.net(batch.x).float()
+            loss = F.cross_entropy(logits, batch.y)
+            self.opt.zero_grad(set_to_none=True)
+            self.ctx.backward(loss)
+            self.opt.step()
+            return {"loss": loss.detach(), "logits": logits.detach()}
+
+        def predict(self, x):
+            return self.net(x)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.context import Context
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own epoch count (CCT: "train", then "distill")."""
+
+    name: str
+    epochs: int
+
+
+@dataclass
+class Batch:
+    """One training mini-batch on the training device.
+
+    ``x`` is the augmented, normalised image batch; ``y`` the labels the method may train on
+    (the injected noisy labels, as changed by relabelling methods); ``index`` the dataset index of
+    each sample (for methods that keep per-sample state). Clean labels are never part of a batch.
+    """
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+
+@dataclass
+class NoHParams:
+    """Hyperparameters of a method that has none."""
+
+
+class Method:
+    """Base class of method plugins; subclass it and register it with ``register_methods``.
+
+    ``train_step`` returns a dict of tensors, kept on the device (no ``.item()``: the engine
+    averages them per epoch without synchronising the GPU every step). Keys with a meaning:
+
+    - ``loss`` (required): the scalar loss of the step; a non-finite value fails the run.
+    - ``logits``: B x C training logits of the deployable network, for memorisation curves
+      (training accuracy on the clean and the noisy samples against their given labels).
+    - ``selected``: B boolean mask of the samples the method trained on, for label precision.
+    - any other scalar: averaged per epoch and stored in metrics.jsonl.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    HParams: ClassVar[type] = NoHParams
+    #: Whether the method needs the nominal noise rate (Co-teaching family, JoCoR).
+    uses_noise_rate: ClassVar[bool] = False
+
+    def __init__(self, hp: Any | None = None) -> None:
+        self.hp = hp if hp is not None else self.HParams()
+        self.ctx: Context | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def validate(cls, hp: Any, settings: dict[str, Any]) -> None:
+        """Reject hyperparameter combinations that cannot run, raising ``ValueError`` with the reason.
+
+        ``settings`` holds the resolved run settings (epochs, noise rate, batch size, ...).
+        """
+
+    def build(self, ctx: Context) -> None:
+        """Create networks (``ctx.backbone()``) and optimisers (``ctx.optimizer(...)``)."""
+        self.ctx = ctx
+
+    def phases(self) -> list[Phase]:
+        """The training phases in order; the default is one "train" phase of ``ctx.epochs``."""
+        assert self.ctx is not None
+        return [Phase("train", self.ctx.epochs)]
+
+    def start_phase(self, phase: Phase) -> None:
+        """Prepare a phase: modes, freezing (also called when a run resumes inside it, after the
+        state was loaded, so it must not reset learnable state)."""
+
+    def on_epoch_start(self, phase: Phase, epoch: int) -> None:
+        """Update per-epoch schedules; ``epoch`` is 0-based within the phase."""
+
+    def train_step(self, batch: Batch, phase: Phase, epoch: int) -> dict[str, Tensor]:
+        """Forward, loss, backward and optimiser step for one mini-batch."""
+        raise NotImplementedError(f"method {self.name!r} must implement train_step")
+
+    def on_epoch_end(self, phase: Phase, epoch: int) -> dict[str, float]:
+        """Finish an epoch (e.g. apply relabelling); returns extra metrics to store."""
+        return {}
+
+    # -- inference -------------------------------------------------------------------------
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits of the deployable model for a normalised image batch."""
+        raise NotImplementedError(f"method {self.name!r} must implement predict")
+
+    def predict_members(self, x: Tensor, phase: Phase) -> dict[str, Tensor]:
+        """Scores (argmax = prediction) of every model worth evaluating, ``model`` = deployable.
+
+        Multi-network methods add ``net1``..``netN`` and ``ensemble``.
+        """
+        return {"model": self.predict(x)}
+
+    def modules(self) -> list[nn.Module]:
+        """All networks of the method (switched between train and eval mode by the engine)."""
+        found: list[nn.Module] = []
+        for value in vars(self).values():
+            if isinstance(value, nn.Module):
+                found.append(value)
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
+                found.extend(value)
+        return found
+
+    def train_mode(self, phase: Phase) -> None:
+        """Put the networks that train in ``phase`` into train mode (default: all of them)."""
+        for module in self.modules():
+            module.train()
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: by default every network and optimiser attribute."""
+        state: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+                state[key] = value.state_dict()
+            elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, (nn.Module, torch.optim.Optimizer)) for v in value
+            ):
+                state[key] = [v.state_dict() for v in value]
+        state["extra"] = self.extra_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        for key, saved in state.items():
+            if key == "extra":
+                continue
+            value = getattr(self, key)
+            if isinstance(value, (list, tuple)):
+                for item, item_state in zip(value, saved, strict=True):
+                    item.load_state_dict(item_state)
+            else:
+                value.load_state_dict(saved)
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """State other than networks and optimisers (schedules kept in attributes, counters)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved."""
+
+
+def hparams_dict(hp: Any) -> dict[str, Any]:
+    """The hyperparameters of a method as a plain dict (for the run spec and result)."""
+    return dataclasses.asdict(hp)

@@ -1,0 +1,239 @@
+"""The plugin manager: finds method and dataset plugins and records where each came from.
+
+Three sources, all through the same pluggy hooks (:mod:`nlbench.hookspecs`):
+
+1. the built-in plugin folders ``methods/`` and ``datasets/``, loaded file by file *by path* under
+   a private module namespace (they are not importable packages: a top-level ``datasets`` would
+   shadow Hugging Face's package);
+2. folders listed in benchmark.toml under ``[plugins] paths``, loaded the same way;
+3. installed packages exposing the entry-point group ``nlbench``
+   (skipped when ``NLBENCH_DISABLE_PLUGIN_AUTOLOAD=1``).
+
+Each plugin loads inside its own try/except: a broken plugin is recorded with its error (shown by
+``nlbench plugins``) and never stops the others. Two plugins registering the same name make that
+name unusable, with an error naming both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable
+
+import pluggy
+
+from nlbench import hookspecs
+from nlbench.dataset import Dataset
+from nlbench.errors import PluginError, UsageError
+from nlbench.method import Method
+
+ENTRY_POINT_GROUP = "nlbench"
+DISABLE_AUTOLOAD_ENV = "NLBENCH_DISABLE_PLUGIN_AUTOLOAD"
+PRIVATE_NAMESPACE = "nlbench._loaded_plugins"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``nlbench plugins`` shows it."""
+
+    name: str
+    kind: str  # "built-in", "folder" or "entry point"
+    origin: str  # a file path or a distribution name
+    version: str
+    error: str | None = None
+    registered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plugin loaded and registered without error."""
+        return self.error is None
+
+
+@dataclass
+class Entry:
+    """A registered method or dataset class and the plugin that registered it."""
+
+    name: str
+    cls: type
+    plugin: PluginInfo
+
+
+@dataclass
+class Registry:
+    """Everything the plugins registered, plus the plugins that failed."""
+
+    methods: dict[str, Entry] = field(default_factory=dict)
+    datasets: dict[str, Entry] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+    manager: pluggy.PluginManager | None = None
+
+    def method(self, name: str) -> type[Method]:
+        """The method class registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("method", self.methods, name)
+
+    def dataset(self, name: str) -> type[Dataset]:
+        """The dataset class registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("dataset", self.datasets, name)
+
+    def _lookup(self, kind: str, table: dict[str, Entry], name: str) -> Any:
+        if (kind, name) in self.conflicts:
+            sources = " and ".join(f"{p.name} ({p.origin})" for p in self.conflicts[(kind, name)])
+            raise PluginError(f"{kind} {name!r} is registered by two plugins: {sources}. Remove or rename one of them.")
+        if name not in table:
+            known = ", ".join(sorted(table)) or "(none)"
+            hint = ""
+            failed = [p for p in self.plugins if not p.ok]
+            if failed:
+                hint = f" Some plugins failed to load ({', '.join(p.name for p in failed)}): see `nlbench plugins`."
+            raise UsageError(f"unknown {kind} {name!r}. Known {kind}s: {known}.{hint}")
+        return table[name].cls
+
+
+def builtin_plugin_dirs() -> list[Path]:
+    """The built-in plugin folders: inside the installed package (wheel) or beside it (source)."""
+    package = Path(__file__).resolve().parent
+    for base in (package / "_builtin", package.parent):
+        methods, datasets = base / "methods", base / "datasets"
+        if (methods / "standard.py").is_file() and (datasets / "synthfer.py").is_file():
+            return [methods, datasets]
+    raise PluginError(
+        f"the built-in plugin folders methods/ and datasets/ were not found next to {package}; reinstall nlbench."
+    )
+
+
+def load_module_from_path(path: Path, namespace: str) -> ModuleType:
+    """Import one plugin file under a private module name (never via sys.path)."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    module_name = f"{PRIVATE_NAMESPACE}.{namespace}_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if os.environ.get("NLBENCH_DEBUG"):
+        text += "\n" + "".join(traceback.format_exception(err))
+    return text
+
+
+def _folder_plugins(folder: Path, kind: str) -> Iterable[tuple[PluginInfo, Any]]:
+    from nlbench import __version__
+
+    if not folder.is_dir():
+        yield PluginInfo(folder.name, kind, str(folder), "", error=f"plugin folder {folder} does not exist"), None
+        return
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        version = __version__ if kind == "built-in" else ""
+        info = PluginInfo(f"{folder.name}/{path.stem}", kind, str(path), version)
+        try:
+            module = load_module_from_path(path, folder.name)
+        except Exception as err:  # a broken plugin must never stop the others
+            info.error = _describe(err)
+            module = None
+        yield info, module
+
+
+def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        info = PluginInfo(ep.name, "entry point", dist.name if dist else ep.value, dist.version if dist else "")
+        try:
+            obj = ep.load()
+        except Exception as err:
+            info.error = _describe(err)
+            obj = None
+        yield info, obj
+
+
+def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None) -> Registry:
+    """Load every plugin and collect what they register."""
+    if autoload is None:
+        autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes")
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    registry = Registry(manager=manager)
+    sources: list[tuple[PluginInfo, Any]] = []
+    for folder in builtin_plugin_dirs():
+        sources.extend(_folder_plugins(folder, "built-in"))
+    for folder in extra_dirs:
+        sources.extend(_folder_plugins(Path(folder), "folder"))
+    if autoload:
+        sources.extend(_entry_point_plugins())
+
+    for info, plugin in sources:
+        registry.plugins.append(info)
+        if plugin is None:
+            continue
+        try:
+            manager.register(plugin, name=f"{info.kind}:{info.origin}:{info.name}")
+        except Exception as err:
+            info.error = _describe(err)
+            continue
+        for hook_name, table, base in (
+            ("register_methods", registry.methods, Method),
+            ("register_datasets", registry.datasets, Dataset),
+        ):
+            hook = getattr(plugin, hook_name, None)
+            if hook is None:
+                continue
+            try:
+                hook(register=_registrar(registry, info, table, base))
+            except Exception as err:
+                info.error = _describe(err)
+    return registry
+
+
+def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], base: type) -> Any:
+    kind = "method" if base is Method else "dataset"
+
+    def register(cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(f"register() expects a nlbench.{base.__name__} subclass, got {cls!r}")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise PluginError(f"{cls.__name__}.name must be an identifier-like string, got {name!r}")
+        if (kind, name) in registry.conflicts:
+            registry.conflicts[(kind, name)].append(info)
+            raise PluginError(f"{kind} {name!r} is already registered by several plugins")
+        if name in table:
+            first = table.pop(name)
+            registry.conflicts[(kind, name)] = [first.plugin, info]
+            message = f"{kind} {name!r} is registered by both {first.plugin.name} ({first.plugin.origin}) and {info.name} ({info.origin})"
+            first.plugin.error = first.plugin.error or message
+            raise PluginError(message)
+        table[name] = Entry(name, cls, info)
+        info.registered.append(f"{kind}:{name}")
+
+    return register
+
+
+_CACHE: dict[tuple, Registry] = {}
+
+
+def get_registry(extra_dirs: Iterable[Path] = ()) -> Registry:
+    """The registry for this process (built once per set of extra plugin folders)."""
+    key = (tuple(str(Path(d).resolve()) for d in extra_dirs), os.environ.get(DISABLE_AUTOLOAD_ENV, ""))
+    if key not in _CACHE:
+        _CACHE[key] = build_registry(extra_dirs)
+    return _CACHE[key]
