@@ -143,8 +143,9 @@ def _render_chunk(labels: np.ndarray, uni: np.ndarray, nrm: np.ndarray, sensor: 
     n, nu = len(labels), float(nuisance)
     e = _expression(labels, uni, nrm, ambiguous_share)
     curv, mopen, mwidth, teeth, braise, btilt, eye, wrinkle, mouth_y, asym = (_col(e[:, k]) for k in range(10))
-    U = lambda k: uni[:, k].astype(np.float32)  # noqa: E731 - short accessor keeps formulas readable
-    Z = lambda k: nrm[:, k].astype(np.float32)  # noqa: E731
+    # Short accessors for the k-th uniform / normal column keep the formulas below readable.
+    U = lambda k: uni[:, k].astype(np.float32)
+    Z = lambda k: nrm[:, k].astype(np.float32)
 
     # Pixel grid in [-1, 1] (y down), then the head's similarity transform (nuisance).
     g = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2.0 - 1.0
@@ -175,7 +176,8 @@ def _render_chunk(labels: np.ndarray, uni: np.ndarray, nrm: np.ndarray, sensor: 
     tex = np.zeros((n, size, size), np.float32)
     for k in range(3):
         ang, freq, ph = 6.283 * U(15 + k), 1.0 + 2.5 * U(18 + k), 6.283 * U(21 + k)
-        tex += _col(0.09 * nu) * np.sin(_col(freq * 3.1416) * (np.cos(_col(ang)) * x + np.sin(_col(ang)) * y) + _col(ph))
+        proj = np.cos(_col(ang)) * x + np.sin(_col(ang)) * y
+        tex += 0.09 * nu * np.sin(_col(freq * 3.1416) * proj + _col(ph))
     canvas = bg[:, :, None, None] * (1.0 + tex[:, None])
 
     # Identity (not a nuisance): layout jitter of the facial features.

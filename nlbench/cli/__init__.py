@@ -25,13 +25,14 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from nlbench.cli import listing, run, table
+    from nlbench.cli import listing, prepare, run, table
 
     app.command("run")(run.run)
     app.command("table")(table.table)
     app.command("methods")(listing.methods)
     app.command("datasets")(listing.datasets)
     app.command("plugins")(listing.plugins)
+    app.command("prepare")(prepare.prepare)
 
 
 _register_commands()

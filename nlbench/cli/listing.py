@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+
+from nlbench.progress import stdout_console
 from rich.table import Table
 
 from nlbench.cli.common import load
@@ -14,6 +16,8 @@ from nlbench.cli.common import load
 def _source(entry) -> str:
     plugin = entry.plugin
     version = f" {plugin.version}" if plugin.version else ""
+    if plugin.kind == "entry point":  # the distribution is what users install and upgrade
+        return f"{plugin.origin}{version} (entry point {plugin.name})"
     return f"{plugin.name}{version} ({plugin.kind})"
 
 
@@ -25,7 +29,7 @@ def methods(config: Optional[str] = typer.Option(None, "--config", help="benchma
         table.add_column(column, overflow="fold")
     for name, entry in sorted(registry.methods.items()):
         table.add_row(name, entry.cls.summary, entry.cls.paper, _source(entry))
-    Console().print(table)
+    stdout_console().print(table)
     _warn_failures(registry)
 
 
@@ -38,7 +42,7 @@ def datasets(config: Optional[str] = typer.Option(None, "--config", help="benchm
     for name, entry in sorted(registry.datasets.items()):
         cls = entry.cls
         table.add_row(name, str(len(cls.class_names)), "yes" if cls.needs_root else "no", cls.summary, _source(entry))
-    Console().print(table)
+    stdout_console().print(table)
     _warn_failures(registry)
 
 
@@ -49,9 +53,13 @@ def plugins(config: Optional[str] = typer.Option(None, "--config", help="benchma
     for column in ("plugin", "kind", "version", "registered", "status", "origin"):
         table.add_column(column, overflow="fold")
     for info in registry.plugins:
-        status = "ok" if info.ok else f"FAILED: {info.error}"
+        status = "ok" if info.ok else "FAILED (below)"
         table.add_row(info.name, info.kind, info.version, ", ".join(info.registered), status, info.origin)
-    Console().print(table)
+    console = stdout_console()
+    console.print(table)
+    for info in registry.plugins:
+        if not info.ok:  # in full, unwrapped: people copy these lines into bug reports
+            console.print(f"FAILED {info.name} ({info.origin}): {info.error}", markup=False, soft_wrap=True)
 
 
 def _warn_failures(registry) -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nlbench.cli.common import load, runs_dir
-from nlbench.progress import make_reporter
+from nlbench.progress import make_reporter, stdout_console
 from nlbench.spec import RunRequest, resolve_spec
 from nlbench.trainer import Engine, resolve_device
 
@@ -66,7 +66,7 @@ def run(
         outcome = engine.execute(force=force)
     finally:
         reporter.close()
-    out = Console(highlight=False)
+    out = stdout_console()
     if outcome.skipped:
         reporter.message(f"an identical run is already done: {outcome.run_dir.path} (use --force to train it again)")
     print_result(out, outcome.result, outcome.run_dir.path)

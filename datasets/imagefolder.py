@@ -1,0 +1,198 @@
+"""imagefolder: a user's own FER data, one folder per class, without writing a plugin.
+
+Layouts, under the data root:
+
+* ``train/<class>/...`` and ``test/<class>/...``: the given split; classes are the folders of
+  ``train/`` (a ``test/`` class missing from ``train/`` is reported and its images skipped);
+* ``<class>/...``: every class folder is split into train and test by a seeded, stratified draw
+  (options ``test_fraction`` = 0.2 and ``split_seed`` = 0): in each class, ``round(n *
+  test_fraction)`` images, at least 1 and at most n - 1 when the class has 2 or more images, go to
+  the test set. Each class's draw depends only on its name, its sorted file names and the seed.
+
+Class names are the folder names, sorted, so the class order (and the label indices) is the same
+on every machine. Images: jpg, jpeg, png, bmp, webp, tif, tiff (any case), searched recursively in
+each class folder; hidden files are ignored, other files are reported. Because the classes depend on
+the data root, ``class_names`` is set per instance (the class attribute is an empty placeholder).
+
+``to_affectnet`` is filled in when every class name is one of the AffectNet expressions or a usual
+synonym (happy, sad, angry, surprised, fearful, disgusted, ...), each once; otherwise it is None
+and cross-dataset reports and pair noise cannot use it.
+
+Settings: storage size (option ``size``, default 112), normalisation (option ``normalisation``:
+``imagenet`` or ``half`` for 0.5/0.5), the shared CCT augmentation (``--set
+train.augmentation=...`` changes it), no other training defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import nlbench
+from nlbench import DataError, Dataset, SampleTable
+from nlbench.dataset import AFFECTNET_ORDER, HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
+#: Folder names recognised as AffectNet expressions (lower case) -> index in AFFECTNET_ORDER.
+SYNONYMS = {name: i for i, name in enumerate(AFFECTNET_ORDER)} | {
+    "neutrality": 0, "happy": 1, "joy": 1, "sad": 2, "surprised": 3, "surprise": 3, "fearful": 4, "afraid": 4,
+    "scared": 4, "disgusted": 5, "angry": 6, "contemptuous": 7,
+}
+
+
+@dataclass
+class ImagefolderOptions:
+    """How to split, store and normalise a folder-per-class dataset."""
+
+    #: Share of each class drawn into the test set when there are no train/ and test/ folders.
+    test_fraction: float = 0.2
+    #: Seed of that draw.
+    split_seed: int = 0
+    #: Side of the stored square images.
+    size: int = 112
+    #: "imagenet" (mean 0.485/0.456/0.406, std 0.229/0.224/0.225) or "half" (0.5/0.5).
+    normalisation: str = "imagenet"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 16 <= self.size <= 512:
+            raise ValueError(f"size must be between 16 and 512 pixels, got {self.size}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be 'imagenet' or 'half', got {self.normalisation!r}")
+
+
+class ImageFolder(Dataset):
+    """Images sorted into one folder per class, with or without train/ and test/ folders."""
+
+    name = "imagefolder"
+    summary = "your own images, one folder per class (optional train/ and test/ folders)"
+    paper = "-"
+    class_names = ()  # per data root: set on the instance from the folder names
+    augmentation = "cct"
+    Options = ImagefolderOptions
+
+    def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(root, options)
+        self.storage_size = self.options.size
+        self.mean, self.std = NORMALISATIONS[self.options.normalisation]
+        self._tables: dict[str, SampleTable] | None = None
+        if self.root is not None and self.root.is_dir():
+            self.class_names = tuple(self._class_folders(self._train_root()))
+            self.to_affectnet = affectnet_mapping(self.class_names)
+
+    def _train_root(self) -> Path:
+        assert self.root is not None
+        return self.root / "train" if self._has_splits() else self.root
+
+    def _has_splits(self) -> bool:
+        assert self.root is not None
+        return (self.root / "train").is_dir() and (self.root / "test").is_dir()
+
+    @staticmethod
+    def _class_folders(folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def check(self) -> None:
+        """Check there are class folders, at least two of them."""
+        super().check()
+        assert self.root is not None
+        where = self._train_root()
+        if len(self.class_names) < 2:
+            found = f"only {self.class_names[0]!r}" if self.class_names else "none"
+            raise DataError(
+                f"{where} must hold one folder per class (at least 2; found {found}), e.g. {where}/happy/001.jpg, "
+                f"optionally under train/ and test/ folders."
+            )
+
+    def table(self, split: str) -> SampleTable:
+        """The images of ``split`` with their class indices (sorted folder names)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}")
+        if self._tables is None:
+            self.check()
+            self._tables = self._split_tables() if self._has_splits() else self._drawn_tables()
+        return self._tables[split]
+
+    def _scan(self, folder: Path, problems: list[str]) -> dict[str, list[str]]:
+        """Image paths per class folder under ``folder`` (sorted); other files are reported."""
+        found: dict[str, list[str]] = {}
+        for name in self._class_folders(folder):
+            paths, others = [], []
+            for base, dirs, files in os.walk(folder / name):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for file in sorted(files):
+                    if file.startswith("."):
+                        continue
+                    (paths if Path(file).suffix.lower() in EXTENSIONS else others).append(os.path.join(base, file))
+            if others:
+                problems.append(f"{folder / name}: {len(others)} file(s) that are not images "
+                                f"({', '.join(sorted(EXTENSIONS))}) ignored, e.g. {others[0]}")
+            if not paths:
+                problems.append(f"{folder / name}: class folder without images")
+            found[name] = sorted(paths)
+        return found
+
+    def _split_tables(self) -> dict[str, SampleTable]:
+        assert self.root is not None
+        tables = {}
+        for split in ("train", "test"):
+            problems: list[str] = []
+            found = self._scan(self.root / split, problems)
+            refs, labels = [], []
+            for name, paths in found.items():
+                if name not in self.class_names:
+                    problems.append(f"{self.root / split / name}: class {name!r} is not a folder of "
+                                    f"{self.root / 'train'}; its {len(paths)} image(s) skipped")
+                    continue
+                refs += paths
+                labels += [self.class_names.index(name)] * len(paths)
+            tables[split] = SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64), problems=problems)
+        return tables
+
+    def _drawn_tables(self) -> dict[str, SampleTable]:
+        assert self.root is not None
+        problems: list[str] = []
+        found = self._scan(self.root, problems)
+        parts: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
+        for label, name in enumerate(self.class_names):
+            paths = found[name]
+            n = len(paths)
+            n_test = min(max(int(round(n * self.options.test_fraction)), 1), n - 1) if n >= 2 else 0
+            # One generator per class, keyed by its name: adding a class leaves the others' draws unchanged.
+            rng = np.random.default_rng([self.options.split_seed, zlib.crc32(name.encode())])
+            chosen = set(rng.permutation(n)[:n_test].tolist())
+            for i, path in enumerate(paths):
+                refs, labels = parts["test" if i in chosen else "train"]
+                refs.append(path)
+                labels.append(label)
+        return {
+            split: SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64),
+                               problems=problems if split == "train" else [])
+            for split, (refs, labels) in parts.items()
+        }
+
+    def read_image(self, ref: Any) -> np.ndarray:
+        """One image as an HxWx3 uint8 array."""
+        with Image.open(ref) as image:
+            return np.asarray(image.convert("RGB"))
+
+
+def affectnet_mapping(class_names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Index in AFFECTNET_ORDER of each class name, or None unless every name maps, each to its own class."""
+    mapped = [SYNONYMS.get(name.strip().lower()) for name in class_names]
+    if any(m is None for m in mapped) or len(set(mapped)) != len(mapped):
+        return None
+    return tuple(int(m) for m in mapped if m is not None)
+
+
+@nlbench.hookimpl
+def register_datasets(register) -> None:
+    register(ImageFolder)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny synthfer configuration and a CLI runner that captures exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nlbench.cli import main
+
+#: Flags that shrink synthfer so an end-to-end run takes a few seconds on a CPU.
+TINY = [
+    "--set", "datasets.synthfer.options.train_size=96",
+    "--set", "datasets.synthfer.options.test_size=48",
+    "--set", "datasets.synthfer.options.size=16",
+    "--set", "train.image_size=16",
+    "--set", "train.batch_size=32",
+    "--set", "train.eval_batch_size=64",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep caches out of the home folder and ignore any benchmark.toml of the working directory."""
+    monkeypatch.setenv("NLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+
+
+class CliResult:
+    """Exit code and captured output of one CLI call."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Call ``nlbench`` in-process: ``cli("run", "--epochs", "1")`` -> CliResult."""
+
+    def call(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return call
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory (holding spec.json) under ``root``."""
+    return sorted(p.parent for p in root.rglob("spec.json"))
+
+
+def read_result(run: Path) -> dict:
+    """The parsed result.json of a run directory."""
+    return json.loads((run / "result.json").read_text())

@@ -1,0 +1,155 @@
+"""Plugins: folder plugins, entry-point packages, broken plugins and duplicate names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nlbench.errors import PluginError
+from nlbench.plugins import build_registry
+
+from conftest import TINY, read_result, run_dirs
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = '''
+import torch.nn.functional as F
+import nlbench
+
+class Tiny(nlbench.Method):
+    """A folder-plugin method."""
+    name = "{name}"
+    summary = "folder plugin"
+
+    def build(self, ctx):
+        super().build(ctx)
+        self.net = ctx.backbone()
+        self.opt = ctx.optimizer([self.net])
+
+    def train_step(self, batch, phase, epoch):
+        loss = F.cross_entropy(self.net(batch.x).float(), batch.y)
+        self.opt.zero_grad()
+        self.ctx.backward(loss)
+        self.opt.step()
+        return {{"loss": loss.detach()}}
+
+    def predict(self, x):
+        return self.net(x)
+
+@nlbench.hookimpl
+def register_methods(register):
+    register(Tiny)
+'''
+
+
+def _folder(tmp_path: Path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_builtin_plugins_register_standard_cct_and_synthfer():
+    registry = build_registry(autoload=False)
+    assert {"standard", "cct"} <= set(registry.methods)
+    assert "synthfer" in registry.datasets
+    assert all(p.ok for p in registry.plugins), [p.error for p in registry.plugins if not p.ok]
+    assert registry.methods["cct"].plugin.kind == "built-in"
+
+
+def test_folder_plugin_from_benchmark_toml_runs_like_a_builtin(cli, tmp_path):
+    folder = _folder(tmp_path, {"tiny.py": GOOD.format(name="tinyfolder")})
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder.name}"]\n')  # relative to the config file
+    listed = cli("methods", "--config", str(config))
+    assert listed.code == 0 and "tinyfolder" in listed.out
+    ran = cli("run", "--config", str(config), "--method", "tinyfolder", "--epochs", "1",
+              "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert ran.code == 0, ran.err
+    assert read_result(run_dirs(tmp_path / "runs")[0])["method"] == "tinyfolder"
+
+
+def test_a_broken_plugin_is_reported_and_the_others_still_work(cli, tmp_path):
+    folder = _folder(tmp_path, {
+        "broken.py": "raise RuntimeError('this plugin is broken on purpose')\n",
+        "good.py": GOOD.format(name="stillworks"),
+    })
+    registry = build_registry([folder], autoload=False)
+    assert "stillworks" in registry.methods and "cct" in registry.methods
+    [broken] = [p for p in registry.plugins if p.name.endswith("broken")]
+    assert not broken.ok and "broken on purpose" in broken.error
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder}"]\n')
+    shown = cli("plugins", "--config", str(config))
+    assert shown.code == 0 and "FAILED" in shown.out and "broken on purpose" in shown.out
+    unknown = cli("run", "--config", str(config), "--method", "nosuchmethod")
+    assert unknown.code == 2 and "failed to load" in unknown.err
+
+
+def test_duplicate_names_are_rejected_naming_both_sources(tmp_path):
+    folder = _folder(tmp_path, {"a_one.py": GOOD.format(name="twin"), "b_two.py": GOOD.format(name="twin")})
+    registry = build_registry([folder], autoload=False)
+    with pytest.raises(PluginError) as err:
+        registry.method("twin")
+    assert "a_one" in str(err.value) and "b_two" in str(err.value)
+    assert "cct" in registry.methods
+
+
+def test_plugin_folders_are_not_importable_packages():
+    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('datasets') is not None and "\
+           "importlib.util.find_spec('datasets').origin and 'nlbench' in str(importlib.util.find_spec('datasets').origin))"
+    done = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True)
+    assert done.returncode == 0
+
+
+def _install(target: Path, source: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
+         "--target", str(target), str(source)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_example_package_installs_registers_and_runs(tmp_path):
+    target = tmp_path / "site"
+    _install(target, REPO / "examples" / "nlbench-bootstrap")
+    env = dict(os.environ, PYTHONPATH=str(target), NLBENCH_CACHE=str(tmp_path / "cache"))
+    env.pop("NLBENCH_DISABLE_PLUGIN_AUTOLOAD", None)
+    listed = subprocess.run([sys.executable, "-m", "nlbench.cli", "methods"], env=env, capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "bootstrap" in listed.stdout and "nlbench-bootstrap" in listed.stdout
+    ran = subprocess.run(
+        [sys.executable, "-m", "nlbench.cli", "run", "--method", "bootstrap", "--epochs", "1",
+         "--set", "methods.bootstrap.mode=hard", "--runs-dir", str(tmp_path / "runs"), "-q", *TINY],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    result = read_result(run_dirs(tmp_path / "runs")[0])
+    assert result["method"] == "bootstrap" and result["hp_mode"] == "hard"
+    disabled = subprocess.run([sys.executable, "-m", "nlbench.cli", "methods"], capture_output=True, text=True,
+                              env=dict(env, NLBENCH_DISABLE_PLUGIN_AUTOLOAD="1"), cwd=tmp_path)
+    assert "bootstrap" not in disabled.stdout
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_builtin_plugins(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
+         "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = tmp_path.glob("nlbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "nlbench/_builtin/methods/cct.py" in names
+    assert "nlbench/_builtin/datasets/synthfer.py" in names
+    assert not any(n.startswith(("methods/", "datasets/")) for n in names)

@@ -1,0 +1,167 @@
+"""End-to-end runs on tiny synthfer: stored files, skip, --force, resume, NaN handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nlbench
+from nlbench.plugins import get_registry
+
+from conftest import TINY, read_result, run_dirs
+
+
+def test_run_stores_every_file_and_prints_the_result(cli, tmp_path):
+    runs = tmp_path / "runs"
+    result = cli("run", "--method", "standard", "--epochs", "2", "--seed", "3", "--runs-dir", str(runs), *TINY)
+    assert result.code == 0, result.err
+    [run] = run_dirs(runs)
+    for name in ("spec.json", "status.json", "metrics.jsonl", "noisy_labels.npy", "checkpoint.pt", "result.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    stored = read_result(run)
+    assert stored["method"] == "standard" and stored["seed"] == 3
+    assert stored["initialisation"] == "random"
+    model = stored["metrics"]["model"]
+    assert set(model) >= {"last", "lastk", "best", "best_epoch", "curve"}
+    assert len(stored["final"]["model"]["confusion_matrix"]) == 7
+    assert sum(map(sum, stored["final"]["model"]["confusion_matrix"])) == stored["test_size"]
+    noisy = np.load(run / "noisy_labels.npy")
+    assert stored["noise"]["realised_rate"] == pytest.approx(float(np.mean(noisy != _clean_train_labels())))
+    assert "deployable model" in result.out and str(run) in result.out.replace("\n", "")
+    assert "acc_clean" in stored["diagnostics"] and "acc_noisy" in stored["diagnostics"]
+
+
+def _clean_train_labels():
+    from nlbench.synthface import sample_labels
+
+    return sample_labels(96, 0)
+
+
+def test_identical_finished_run_is_skipped_unless_forced(cli, tmp_path):
+    args = ["run", "--method", "standard", "--epochs", "1", "--runs-dir", str(tmp_path), *TINY]
+    assert cli(*args).code == 0
+    [run] = run_dirs(tmp_path)
+    first = (run / "result.json").stat().st_mtime_ns
+    again = cli(*args)
+    assert again.code == 0 and "already done" in again.err
+    assert (run / "result.json").stat().st_mtime_ns == first
+    forced = cli(*args, "--force")
+    assert forced.code == 0 and (run / "result.json").stat().st_mtime_ns != first
+
+
+def test_every_method_gets_the_same_noisy_labels(cli, tmp_path):
+    for method in ("standard", "cct"):
+        extra = ["--set", "methods.cct.distill_epochs=-1"] if method == "cct" else []
+        assert cli("run", "--method", method, "--epochs", "1", "--noise", "0.4", "--runs-dir", str(tmp_path),
+                   *TINY, *extra).code == 0
+    labels = [np.load(run / "noisy_labels.npy") for run in run_dirs(tmp_path)]
+    assert len(labels) == 2 and np.array_equal(labels[0], labels[1])
+
+
+class StopAfter:
+    """An observer plugin that interrupts the run after a given number of epochs."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.seen = 0
+
+    @nlbench.hookimpl
+    def on_epoch_end(self, run, record):
+        self.seen += 1
+        if self.seen == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(cli, tmp_path):
+    # CCT exercises both phases: the interruption falls inside the training phase, the
+    # second one inside distillation.
+    args = ["run", "--method", "cct", "--epochs", "3", "--noise", "0.3", *TINY,
+            "--set", "methods.cct.networks=2", "--set", "methods.cct.distill_epochs=2"]
+    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
+    assert whole.code == 0, whole.err
+    manager = get_registry().manager
+    resumed_root = tmp_path / "resumed"
+    for stop_after in (2, 2):
+        observer = StopAfter(stop_after)
+        manager.register(observer)
+        try:
+            interrupted = cli(*args, "--runs-dir", str(resumed_root))
+        finally:
+            manager.unregister(observer)
+        assert interrupted.code == 130
+        [run] = run_dirs(resumed_root)
+        assert not (run / "result.json").exists()  # a killed run never looks done
+        assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    final = cli(*args, "--runs-dir", str(resumed_root))
+    assert final.code == 0, final.err
+    assert "resuming" in final.err
+    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(resumed_root)[0])
+    assert a["metrics"] == b["metrics"]
+    assert a["final"] == b["final"]
+    lines = (run_dirs(resumed_root)[0] / "metrics.jsonl").read_text().splitlines()
+    assert [(json.loads(x)["phase"], json.loads(x)["epoch"]) for x in lines] == [
+        ("train", 0), ("train", 1), ("train", 2), ("distill", 0), ("distill", 1)
+    ]
+
+
+NAN_PLUGIN = '''
+import torch
+import torch.nn.functional as F
+import nlbench
+
+class Exploding(nlbench.Method):
+    """Trains normally, then returns a NaN loss at epoch 2, batch 2."""
+    name = "exploding"
+    summary = "test method whose loss becomes NaN"
+
+    def build(self, ctx):
+        super().build(ctx)
+        self.net = ctx.backbone()
+        self.opt = ctx.optimizer([self.net])
+        self.steps = 0
+
+    def on_epoch_start(self, phase, epoch):
+        self.epoch = epoch
+        self.steps = 0
+
+    def train_step(self, batch, phase, epoch):
+        self.steps += 1
+        loss = F.cross_entropy(self.net(batch.x).float(), batch.y)
+        if epoch == 1 and self.steps == 2:
+            loss = loss * float("nan")
+        self.opt.zero_grad()
+        self.ctx.backward(loss)
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def predict(self, x):
+        return self.net(x)
+
+@nlbench.hookimpl
+def register_methods(register):
+    register(Exploding)
+'''
+
+
+def test_nan_loss_fails_the_run_naming_epoch_and_batch(cli, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "exploding.py").write_text(NAN_PLUGIN)
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{plugins}"]\n')
+    result = cli("run", "--config", str(config), "--method", "exploding", "--epochs", "3",
+                 "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert result.code == 1
+    assert "epoch 2, batch 2" in result.err
+    [run] = run_dirs(tmp_path / "runs")
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "batch 2" in status["error"]
+    assert not (run / "result.json").exists()
+    # the first epoch's metrics and checkpoint are kept
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (run / "checkpoint.pt").is_file()
