@@ -102,6 +102,19 @@ def epoch_order(
     return order, steps
 
 
+def relabel_counts(labels: LabelStore, clean: torch.Tensor) -> dict[str, int]:
+    """How many training labels differ from the injected ones now, and how many of those are right.
+
+    Only relabelling methods (SCN) change labels; for them ``labels_restored`` counts changes that
+    gave back the true label, ``labels_changed`` all changed labels, ``relabel_events`` every
+    write that changed a label (a label changed twice counts twice).
+    """
+    changed = labels.current != labels.given
+    restored = changed & (labels.current == clean)
+    counts = torch.stack([changed.sum(), restored.sum(), labels.changes]).cpu().tolist()
+    return {"labels_changed": counts[0], "labels_restored": counts[1], "relabel_events": counts[2]}
+
+
 class StepMeter:
     """Accumulates a method's step outputs on the device; synchronised once per epoch."""
 
@@ -295,7 +308,7 @@ class Engine:
                     train_images_total += int(index.numel())
                 summary = meter.summary(steps, phase.name, epoch)
                 summary.update(method.on_epoch_end(phase, epoch))
-                summary["relabelled_total"] = int(labels.changes.item())
+                summary.update(relabel_counts(labels, clean))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 trained = time.perf_counter() - began

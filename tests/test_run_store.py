@@ -165,3 +165,30 @@ def test_nan_loss_fails_the_run_naming_epoch_and_batch(cli, tmp_path):
     # the first epoch's metrics and checkpoint are kept
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert (run / "checkpoint.pt").is_file()
+
+
+def test_relabel_counts_separate_restored_from_wrong_changes():
+    import torch
+
+    from nlbench.context import LabelStore
+    from nlbench.trainer import relabel_counts
+
+    clean = torch.tensor([0, 1, 2, 3, 4])
+    store = LabelStore(np.array([0, 2, 2, 0, 4]), torch.device("cpu"))  # samples 1 and 3 are noisy
+    store.relabel(torch.tensor([1, 3, 4]), torch.tensor([1, 2, 0]))  # restores 1, wrongly moves 3 and 4
+    assert relabel_counts(store, clean) == {"labels_changed": 3, "labels_restored": 1, "relabel_events": 3}
+
+
+def test_balanced_sampling_draws_classes_evenly():
+    import torch
+
+    from nlbench.config import TrainSettings
+    from nlbench.trainer import epoch_order
+
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    counts = np.bincount(labels).astype(float)
+    weights = torch.as_tensor(1.0 / counts[labels])
+    order, steps = epoch_order(1000, TrainSettings(batch_size=100), torch.Generator().manual_seed(0), weights)
+    drawn = np.bincount(labels[order.numpy()], minlength=3)
+    assert steps == 10 and len(order) == 1000
+    assert all(abs(d - 333) < 60 for d in drawn)
