@@ -157,7 +157,7 @@ class CCT(Method):
         self.ctx.backward(terms["loss"])
         self.optimizer.step()
         out = {k: v.detach() for k, v in terms.items()}
-        out["lambda"] = torch.tensor(self.lam)
+        out["lambda"] = torch.tensor(self.lam, device=batch.y.device)
         out["logits"] = mean_softmax([z.detach() for z in logits])
         return out
 

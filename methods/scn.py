@@ -50,8 +50,8 @@ class SCNParams:
     margin: float = -1.0
     #: delta_2: relabel when max prob - prob of the given label exceeds it.
     relabel_threshold: float = 0.2
-    #: First epoch (1-based) that relabels; 0 = min(10, max(1, floor(0.1 * epochs + 0.5))): the
-    #: paper's epoch 10, brought forward to 10 % of the epochs in runs shorter than 100 epochs.
+    #: First epoch (1-based) that relabels; 0 = the paper's epoch 10, or 10 % of the epochs
+    #: (rounded half up, at least 1) in runs shorter than 10 epochs.
     relabel_epoch: int = 0
     #: Which samples may be relabelled: "low" (low-importance group, the paper), "all" (the code), "none".
     relabel: str = "low"
@@ -113,8 +113,8 @@ class SCN(Method):
 
     @staticmethod
     def auto_relabel_epoch(epochs: int) -> int:
-        """The first relabelling epoch (1-based): 10, or 10 % of the epochs (rounded half up) if fewer."""
-        return min(10, max(1, math.floor(0.1 * epochs + 0.5)))
+        """The first relabelling epoch (1-based): 10, or 10 % of the epochs if the run is shorter than that."""
+        return 10 if epochs >= 10 else max(1, math.floor(0.1 * epochs + 0.5))
 
     @staticmethod
     def low_group(importance: Tensor, beta: float) -> Tensor:

@@ -106,8 +106,9 @@ def test_relabel_rule_low_group_by_default_all_with_the_code_option() -> None:
 def test_relabel_epoch_rule() -> None:
     assert SCN.auto_relabel_epoch(200) == 10
     assert SCN.auto_relabel_epoch(95) == 10
-    assert SCN.auto_relabel_epoch(94) == 9
-    assert SCN.auto_relabel_epoch(40) == 4
+    assert SCN.auto_relabel_epoch(40) == 10
+    assert SCN.auto_relabel_epoch(10) == 10
+    assert SCN.auto_relabel_epoch(9) == 1
     assert SCN.auto_relabel_epoch(5) == 1
     assert SCN.auto_relabel_epoch(2) == 1
 
@@ -116,6 +117,7 @@ def confident_model(relabel: str = "low", timing: str = "epoch_end", **overrides
     """An SCN whose classifier is sure of class 0, with stored labels all 1: every candidate flips."""
     ctx = stub_context(num_classes=3, labels=[1] * 16, epochs=20,
                        networks=lambda num_classes=None: FeatureBackbone(num_classes or 3))
+    overrides.setdefault("relabel_epoch", 2)
     method = SCN(SCN.HParams(relabel=relabel, relabel_timing=timing, beta=0.5, **overrides))
     method.build(ctx)
     with torch.no_grad():
@@ -132,7 +134,7 @@ def step(ctx, method, index: torch.Tensor, epoch: int) -> dict:
 
 def test_relabels_apply_at_epoch_end_to_the_low_group_only() -> None:
     ctx, method = confident_model()
-    assert method.first_relabel_epoch == 2  # auto rule for 20 epochs
+    assert method.first_relabel_epoch == 2
     method.on_epoch_start(PHASE, 0)  # epoch 1 (1-based): before the relabel epoch
     step(ctx, method, torch.arange(8), 0)
     assert method.on_epoch_end(PHASE, 0) == {} and int(ctx.labels.changes) == 0
