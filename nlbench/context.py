@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -70,7 +70,8 @@ class Context:
     noise_rate: float
     seed: int
     settings: TrainSettings
-    backbones: BackboneFactory
+    #: Builds a new network per call (a BackboneFactory in runs; tests may pass any callable).
+    backbones: BackboneFactory | Callable[..., nn.Module]
     labels: LabelStore
     phase: str = "train"
     epoch: int = 0

@@ -40,7 +40,6 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from nlbench.augment import Augmenter
-from nlbench.backbone import BackboneFactory
 from nlbench.cache import load_split
 from nlbench.config import Config, TrainSettings
 from nlbench.context import Context, LabelStore
@@ -50,7 +49,7 @@ from nlbench.plugins import Entry, PluginInfo, Registry, get_registry
 from nlbench.progress import Reporter
 from nlbench.spec import RunRequest, resolve_spec
 from nlbench.store import NOISY_LABELS, RunDir
-from nlbench.trainer import Engine, make_dataset
+from nlbench.trainer import Engine, build_context, make_dataset
 
 #: The tiny run every method is checked on.
 TINY_DATASET = {"train_size": 140, "test_size": 70, "size": 16}
@@ -182,15 +181,7 @@ def _fresh(method_cls: type[Method], spec: dict[str, Any], registry: Registry, r
            device: torch.device) -> Method:
     """A newly built instance with a context like the engine's (same spec, same noisy labels)."""
     dataset = make_dataset(registry, spec)
-    settings = TrainSettings(**spec["train"], pretrained="", **spec["runtime"])
-    noisy = np.load(run.file(NOISY_LABELS))
-    ctx = Context(
-        device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
-        epochs=settings.epochs, batch_size=settings.batch_size, train_size=int(noisy.shape[0]),
-        noise_rate=spec["noise"]["rate"], seed=spec["seed"], settings=settings,
-        backbones=BackboneFactory(settings.backbone, dataset.num_classes, spec["seed"], None),
-        labels=LabelStore(noisy, device),
-    )
+    ctx = build_context(spec, dataset, LabelStore(np.load(run.file(NOISY_LABELS)), device), device)
     method = method_cls(method_cls.HParams(**spec["hparams"]))
     method.build(ctx)
     return method

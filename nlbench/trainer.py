@@ -87,6 +87,24 @@ def training_labels(dataset: Dataset, train: SplitData, spec: dict[str, Any]) ->
     return result.labels, result.realised_rate
 
 
+def spec_settings(spec: dict[str, Any]) -> TrainSettings:
+    """The training settings of a resolved spec."""
+    return TrainSettings(**spec["train"], pretrained=spec["pretrained_path"] or "", **spec["runtime"])
+
+
+def build_context(spec: dict[str, Any], dataset: Dataset, labels: LabelStore, device: torch.device) -> Context:
+    """The context a method of this spec is built with (also used by nlbench.testing)."""
+    settings = spec_settings(spec)
+    pretrained = Path(spec["pretrained_path"]) if spec["pretrained_path"] else None
+    return Context(
+        device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
+        epochs=settings.epochs, batch_size=settings.batch_size, train_size=int(labels.given.numel()),
+        noise_rate=spec["noise"]["rate"], seed=spec["seed"], settings=settings,
+        backbones=BackboneFactory(settings.backbone, dataset.num_classes, spec["seed"], pretrained),
+        labels=labels,
+    )
+
+
 def epoch_order(
     n: int, settings: TrainSettings, gen: torch.Generator, weights: torch.Tensor | None
 ) -> tuple[torch.Tensor, int]:
@@ -221,7 +239,7 @@ class Engine:
     # -------------------------------------------------------------------------------------------
     def _train(self) -> dict[str, Any]:
         spec, device = self.spec, self.device
-        settings = TrainSettings(**spec["train"], pretrained=spec["pretrained_path"] or "", **spec["runtime"])
+        settings = spec_settings(spec)
         torch.manual_seed(derive_seed(spec["seed"], "global"))
         dataset = make_dataset(self.registry, spec)
         self.reporter.message(f"loading {spec['dataset']} (decoded once, cached as uint8)")
@@ -245,16 +263,8 @@ class Engine:
             weights = torch.as_tensor(1.0 / counts[noisy], dtype=torch.float64)
 
         method_cls = self.registry.method(spec["method"])
-        hp = method_cls.HParams(**spec["hparams"])
-        pretrained = Path(spec["pretrained_path"]) if spec["pretrained_path"] else None
-        ctx = Context(
-            device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
-            epochs=settings.epochs, batch_size=settings.batch_size, train_size=len(train),
-            noise_rate=spec["noise"]["rate"], seed=spec["seed"], settings=settings,
-            backbones=BackboneFactory(settings.backbone, dataset.num_classes, spec["seed"], pretrained),
-            labels=labels,
-        )
-        method = method_cls(hp)
+        ctx = build_context(spec, dataset, labels, device)
+        method = method_cls(method_cls.HParams(**spec["hparams"]))
         method.build(ctx)
         phases = method.phases()
 
