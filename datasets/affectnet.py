@@ -31,7 +31,7 @@ Settings: 0.5/0.5 normalisation and the AffectNet augmentation (methods.md §1.2
 (8 classes) / 25 (7 classes), as in CCT's AffectNet logs (§1.3, §1.4). Storage 112: faces are
 stored at half the 224 network input, a standard face-crop size (ArcFace, MS-Celeb crops), which
 keeps the 8-class training cache at 10.8 GB (287,651 x 3 x 112 x 112 bytes): within the 30% share
-of a 80 GB GPU the trainer keeps on the device, where 224 would need 43 GB.
+of an 80 GB GPU that the trainer keeps on the device, where 224 would need 43 GB.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ class _AffectNet(Dataset):
                     f"names it differently."
                 )
             if not images.is_dir():
-                option = "automatic_images" if split == "train" and self.options.train_list == "automatic" else "manual_images"
+                automatic = split == "train" and self.options.train_list == "automatic"
+                option = "automatic_images" if automatic else "manual_images"
                 raise DataError(
                     f"{images} does not exist: unpack the AffectNet images there, or set "
                     f"datasets.{self.name}.options.{option} to the folder holding them."

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import gzip
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ PIXELS = SIDE * SIDE
 USAGES = {"train": ("Training", "PublicTest"), "test": ("PrivateTest",)}
 FOLDERS = {"train": ("FER2013Train", "FER2013Valid"), "test": ("FER2013Test",)}
 LAYOUTS = ("auto", "csv", "folders")
+BLOCK_ROWS = 2048  # fer2013.csv rows parsed per numpy call (about 40 MB of int64)
 MICROSOFT_HINT = "the FERPlus repository (github.com/microsoft/FERPlus) ships fer2013new.csv and the label.csv files"
 
 
@@ -210,7 +212,7 @@ class Ferplus(Dataset):
             )
         usage_pixels = [line[line.rfind(b",") + 1 :].strip().strip(b'"').decode("ascii", "replace") for line in lines]
         usage_votes = new["Usage"].str.strip().tolist()
-        for i, (a, b) in enumerate(zip(usage_pixels, usage_votes)):
+        for i, (a, b) in enumerate(zip(usage_pixels, usage_votes, strict=True)):
             if a != b:
                 raise DataError(
                     f"line {i + 2} is {a!r} in {pixels_path.name} but {b!r} in {votes_path.name}: the files are "
@@ -230,8 +232,9 @@ class Ferplus(Dataset):
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             if name and name in seen:
-                problems.append((usage[i], f"{where} {i + 2}: image name {name} also on line {seen[name] + 2} "
-                                           f"(harmless here: rows are joined by position)"))
+                message = (f"{where} {i + 2}: image name {name} also on line {seen[name] + 2} "
+                           f"(harmless here: rows are joined by position)")
+                problems.append((usage[i], message))
             seen.setdefault(name, i)
         # A ref names its row as a person would look it up: "fer2013.csv line 1234" (line 1 = header).
         refs = [f"{pixels_path.name} line {i + 2}" for i in range(len(lines))]
@@ -258,8 +261,8 @@ class Ferplus(Dataset):
                 for number, fields in enumerate(_csv_rows(labels), start=1):
                     where = f"{folder_name}/label.csv line {number}"
                     if len(fields) != 12:
-                        problems.append((split, f"{where}: expected 12 fields (name, face box, 10 votes), "
-                                                f"found {len(fields)}; row skipped"))
+                        message = f"{where}: expected 12 fields (name, face box, 10 votes), found {len(fields)}"
+                        problems.append((split, f"{message}; row skipped"))
                         continue
                     name = fields[0].strip()
                     try:
@@ -319,36 +322,47 @@ class Ferplus(Dataset):
 def parse_pixels(lines: list[bytes], file_name: str) -> tuple[np.ndarray, dict[int, str]]:
     """Parse the ``pixels`` field of every fer2013.csv row into an (N, 2304) uint8 array.
 
-    Returns the array and, for rows that do not hold 2304 integers in 0..255, the reason (their
-    pixels stay 0 and reading them fails with that reason).
+    Rows are parsed by numpy in blocks (one C pass per block, bounded memory). Returns the array
+    and, for rows that do not hold 2304 integers in 0..255, the reason (their pixels stay 0 and
+    reading them fails with that reason).
     """
     fields = [line[line.find(b",") + 1 : line.rfind(b",")].strip().strip(b'"') for line in lines]
     good = [i for i, f in enumerate(fields) if f.count(b" ") == PIXELS - 1]
     out = np.zeros((len(fields), PIXELS), dtype=np.uint8)
     bad: dict[int, str] = {}
-    if good:
-        joined = b" ".join(fields[i] for i in good).decode("ascii", "replace")
-        values = np.fromstring(joined, dtype=np.int64, sep=" ")  # text mode: one C pass over every value
-        if values.size == len(good) * PIXELS:
-            values = values.reshape(len(good), PIXELS)
-            in_range = ((values >= 0) & (values <= 255)).all(axis=1)
-            out[good] = np.clip(values, 0, 255).astype(np.uint8)
-            for k in np.flatnonzero(~in_range):
-                bad[good[k]] = f"{file_name} line {good[k] + 2}: pixel values outside 0..255"
-        else:  # a malformed value somewhere: parse row by row to name the rows
-            for i in good:
+    for i in sorted(set(range(len(fields))) - set(good)):
+        bad[i] = f"{file_name} line {i + 2}: {len(fields[i].split())} pixel values instead of {PIXELS} (48x48)"
+    for start in range(0, len(good), BLOCK_ROWS):
+        rows = good[start : start + BLOCK_ROWS]
+        values = _parse_block([fields[i] for i in rows])
+        if values is None:  # a malformed value somewhere in the block: parse row by row to name the rows
+            for i in rows:
                 try:
-                    row = np.asarray(fields[i].split(), dtype=np.int64)
+                    values_i = np.asarray(fields[i].split(), dtype=np.int64)
                 except ValueError:
                     bad[i] = f"{file_name} line {i + 2}: pixels are not all integers"
                     continue
-                if row.min() < 0 or row.max() > 255:
+                if values_i.min() < 0 or values_i.max() > 255:
                     bad[i] = f"{file_name} line {i + 2}: pixel values outside 0..255"
-                out[i] = np.clip(row, 0, 255)
-    for i in set(range(len(fields))) - set(good):
-        count = len(fields[i].split())
-        bad[i] = f"{file_name} line {i + 2}: {count} pixel values instead of {PIXELS} (48x48)"
+                out[i] = np.clip(values_i, 0, 255)
+            continue
+        in_range = ((values >= 0) & (values <= 255)).all(axis=1)
+        out[rows] = np.clip(values, 0, 255).astype(np.uint8)
+        for k in np.flatnonzero(~in_range):
+            bad[rows[k]] = f"{file_name} line {rows[k] + 2}: pixel values outside 0..255"
     return out, bad
+
+
+def _parse_block(fields: list[bytes]) -> np.ndarray | None:
+    """The integers of whole rows of pixels as a (rows, 2304) array, or None when one is malformed."""
+    text = b" ".join(fields).decode("ascii", "replace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # numpy warns (later: raises) on a bad value
+        try:
+            values = np.fromstring(text, dtype=np.int64, sep=" ")  # text mode: one C pass
+        except (DeprecationWarning, ValueError):
+            return None
+    return values.reshape(len(fields), PIXELS) if values.size == len(fields) * PIXELS else None
 
 
 def _data_lines(path: Path) -> list[bytes]:
@@ -383,8 +397,9 @@ def _vote_problems(problems: list[tuple[str, str]], usage, votes: np.ndarray, na
         problems.append((usage[i], f"{where(i)}: {totals[i]} votes instead of 10 ({fate})"))
     for i in np.flatnonzero(labels >= 0):
         if not names[i]:
-            problems.append((usage[i], f"{where(i)}: no image name (judged not a face by FERPlus) "
-                                       f"but the votes give {CLASS_NAMES[labels[i]]}; kept"))
+            message = (f"{where(i)}: no image name (judged not a face by FERPlus) "
+                       f"but the votes give {CLASS_NAMES[labels[i]]}; kept")
+            problems.append((usage[i], message))
 
 
 @nlbench.hookimpl

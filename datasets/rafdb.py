@@ -144,7 +144,8 @@ class Rafdb(Dataset):
             fields = line.split()
             split = next((s for s, p in PREFIXES.items() if fields[0].startswith(p)), "")
             if len(fields) != 2:
-                self._problems.append((split or "train", f"{where}: expected '<name> <label>', got {line.strip()!r}; skipped"))
+                message = f"{where}: expected '<name> <label>', got {line.strip()!r}; skipped"
+                self._problems.append((split or "train", message))
                 continue
             name, text = fields
             if not split:

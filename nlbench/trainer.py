@@ -214,6 +214,8 @@ class Engine:
         """Run (or resume, or skip) the spec and return its outcome."""
         if self.run.is_done() and not force:
             return Outcome(self.run, self.run.read_json("result.json"), skipped=True)
+        # A wrong data root is a usage error: say so before a run folder is made for it.
+        self.dataset = make_dataset(self.registry, self.spec)
         self.run.lock()
         try:
             if force:
@@ -241,10 +243,16 @@ class Engine:
         spec, device = self.spec, self.device
         settings = spec_settings(spec)
         torch.manual_seed(derive_seed(spec["seed"], "global"))
-        dataset = make_dataset(self.registry, spec)
+        dataset = self.dataset
         self.reporter.message(f"loading {spec['dataset']} (decoded once, cached as uint8)")
         train = load_split(dataset, "train", self.cache_dir)
         test = load_split(dataset, "test", self.cache_dir)
+        skipped = len(train.table.problems) + len(test.table.problems)
+        if skipped:
+            self.reporter.message(
+                f"{skipped} rows of {spec['dataset']} were skipped or look odd; "
+                f"`nlbench prepare --dataset {spec['dataset']} --data-root {spec['data_root']}` lists them"
+            )
         noisy, realised = training_labels(dataset, train, spec)
         if not self.run.file(NOISY_LABELS).is_file():
             self.run.write_noisy_labels(noisy)

@@ -13,7 +13,8 @@ from nlbench.dataset import AFFECTNET_ORDER
 from nlbench.plugins import get_registry
 
 # The header as CCT publishes it: two names too many before the box, so rows are read by position.
-HEADER = "Slno,Image_name,url,x,y,Top_left_column,Bottom_right_column,Top_left_row,Bottom_right_row,Gender,AgeGroup,Expression"
+HEADER = ("Slno,Image_name,url,x,y,Top_left_column,Bottom_right_column,Top_left_row,Bottom_right_row,"
+          "Gender,AgeGroup,Expression")
 BOX = (0.2, 0.6, 0.1, 0.5)  # left, right, top, bottom, normalised
 FACE = (20, 220, 40)
 
@@ -43,10 +44,12 @@ def make_fec(root: Path) -> Path:
              row(7, "0_666_g_b.jpg", 2).rsplit(",", 1)[0] + ",4",  # repeated expression disagrees
              "8,0_777_h_b.jpg,http://x/777_h_b.jpg,0.1"]  # short row
     (root / "FEC_test_annoated_meta_data.csv").write_text("\n".join(lines) + "\n")
-    for i, name in enumerate(("0_111_a_b.jpg", "111_a_b.jpg", "0_222_c_b.jpg", "0_555_f_b.jpg", "0_666_g_b.jpg")):
+    photos = ("0_111_a_b.jpg", "111_a_b.jpg", "0_222_c_b.jpg", "0_555_f_b.jpg", "0_666_g_b.jpg")
+    for i, name in enumerate(photos):
         write_photo(root / "images" / name, i)
     # a training list without header, 10 columns, photos in their own folder
-    (root / "train.csv").write_text("\n".join(row(i, f"0_9{i}_t_b.jpg", i % 7, repeat=False) for i in range(1, 6)) + "\n")
+    train = [row(i, f"0_9{i}_t_b.jpg", i % 7, repeat=False) for i in range(1, 6)]
+    (root / "train.csv").write_text("\n".join(train) + "\n")
     for i in range(1, 6):
         write_photo(root / "train_photos" / f"0_9{i}_t_b.jpg", 10 + i)
     return root
@@ -65,7 +68,8 @@ def test_test_annotations_read_by_position(tmp_path: Path) -> None:
     assert list(test.labels) == [3, 1, 0, 2] and test.noisy_labels is None
     assert test.refs[1] == (str(root / "images" / "111_a_b.jpg"), BOX)
     problems = "\n".join(test.problems)
-    assert f"line 5: photo {root / 'images/0_333_d_b.jpg'} not found (nor under the url's file name 333_d_b.jpg)" in problems
+    missing = root / "images/0_333_d_b.jpg"
+    assert f"line 5: photo {missing} not found (nor under the url's file name 333_d_b.jpg)" in problems
     assert "line 6: expression '7' is not in 0..6; skipped" in problems
     assert "line 7: face box ('0.7', '0.2', '0.1', '0.5') is not left < right" in problems
     assert "line 8: expression columns disagree (2 in column 10, 4 in column 12); column 10 used" in problems

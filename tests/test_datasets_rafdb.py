@@ -37,7 +37,8 @@ def make_rafdb(root: Path, original: bool = False) -> Path:
     (root / "EmoLabel").mkdir(parents=True)
     (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
     folder = root / "Image" / ("original" if original else "aligned")
-    for i, name in enumerate([f"train_{i:05d}" for i in (1, 2, 3, 4, 5, 6, 7, 8)] + ["test_0001", "test_0004", "test_0007"]):
+    stems = [f"train_{i:05d}" for i in range(1, 9)] + ["test_0001", "test_0004", "test_0007"]
+    for i, name in enumerate(stems):
         write_face(folder / (f"{name}.jpg" if original else f"{name}_aligned.jpg"), i)
     corrupt = folder / ("train_00010.jpg" if original else "train_00010_aligned.jpg")
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
@@ -60,7 +61,7 @@ def test_counts_labels_and_class_order(tmp_path: Path) -> None:
     assert train.noisy_labels is None
     image = ds.read_image(train.refs[0])
     assert image.shape == (100, 100, 3) and image.dtype == np.uint8
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):  # PIL: truncated or unidentified image
         ds.read_image(train.refs[-1])
 
 

@@ -41,7 +41,8 @@ def datasets(config: Optional[str] = typer.Option(None, "--config", help="benchm
         table.add_column(column, overflow="fold")
     for name, entry in sorted(registry.datasets.items()):
         cls = entry.cls
-        table.add_row(name, str(len(cls.class_names)), "yes" if cls.needs_root else "no", cls.summary, _source(entry))
+        classes = str(len(cls.class_names)) if cls.class_names else "per data root"
+        table.add_row(name, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry))
     stdout_console().print(table)
     _warn_failures(registry)
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import typer
@@ -71,7 +72,9 @@ def prepare(
         [], "--set", help="Override a setting, e.g. datasets.ferplus.options.layout=folders (repeatable)."
     ),
     config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
+    cache_dir: Optional[str] = typer.Option(
+        None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."
+    ),
     show: int = typer.Option(20, "--show", help="Problems shown per kind and split (0 = all)."),
 ) -> None:
     """Check a dataset's layout, build its image cache, and list counts and problems."""
@@ -79,7 +82,8 @@ def prepare(
     cls = registry.dataset(dataset)
     if cls.needs_root and data_root is None:
         raise DataError(
-            f"dataset {dataset!r} reads files from disk: give their folder with --data-root PATH (nlbench never downloads data)."
+            f"dataset {dataset!r} reads files from disk: give their folder with --data-root PATH "
+            f"(nlbench never downloads data)."
         )
     instance = cls(Path(data_root) if data_root else None, cfg.dataset_options(dataset))
     instance.check()
