@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from nlbench.dataset import build_options, coerce
 from nlbench.errors import ConfigError

@@ -12,7 +12,8 @@ manager records which plugin (and package version) registered it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

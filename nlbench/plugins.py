@@ -22,10 +22,11 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -219,7 +220,10 @@ def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], ba
         if name in table:
             first = table.pop(name)
             registry.conflicts[(kind, name)] = [first.plugin, info]
-            message = f"{kind} {name!r} is registered by both {first.plugin.name} ({first.plugin.origin}) and {info.name} ({info.origin})"
+            message = (
+                f"{kind} {name!r} is registered by both {first.plugin.name} ({first.plugin.origin}) "
+                f"and {info.name} ({info.origin})"
+            )
             first.plugin.error = first.plugin.error or message
             raise PluginError(message)
         table[name] = Entry(name, cls, info)

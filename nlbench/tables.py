@@ -175,7 +175,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None) -> None:
             rich_table.add_column(dataset, justify="right")
         previous = None
         for noise, method in table.rows:
-            shown = [] 
+            shown = []
             for dataset in table.columns:
                 cell = lookup.get((noise, method, dataset))
                 text = MISSING if cell is None else _text(cell)

@@ -27,7 +27,7 @@ from nlbench.dataset import Dataset
 from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.errors import RunFailed, UsageError
 from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split
-from nlbench.method import Batch, Method, Phase
+from nlbench.method import Batch, Method
 from nlbench.noise import inject_noise
 from nlbench.plugins import Registry
 from nlbench.progress import Reporter

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY, read_result, run_dirs
 from nlbench.errors import PluginError
 from nlbench.plugins import build_registry
-
-from conftest import TINY, read_result, run_dirs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import nlbench
-from nlbench.plugins import get_registry
-
 from conftest import TINY, read_result, run_dirs
+from nlbench.plugins import get_registry
 
 
 def test_run_stores_every_file_and_prints_the_result(cli, tmp_path):

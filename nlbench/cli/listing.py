@@ -6,11 +6,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-
-from nlbench.progress import stdout_console
 from rich.table import Table
 
 from nlbench.cli.common import load
+from nlbench.progress import stdout_console
 
 
 def _source(entry) -> str:
