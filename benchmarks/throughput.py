@@ -60,6 +60,7 @@ AFFECTNET_CLASSES = 8
 RESNET18_GMACS_224 = 1.82  # multiply-accumulates of one ResNet-18 forward at 224 px (= 3.64 GFLOP)
 LEVERS = ("foreach-adam", "fewer-syncs", "cudnn-benchmark", "host-cache", "host-prefetch",
           "compile", "compile-all", "cudagraphs")
+QUICK_LEVERS = ("fewer-syncs", "host-prefetch")  # --quick is CI's smoke run: the patched paths only
 GROUPS = ("probe", "reference", "methods", "levers", "eval", "affectnet")
 SEED = 1
 
@@ -99,12 +100,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             notes,
         ))
     widths = [max(len(header[i]), *(len(r[i]) for r in lines)) if lines else len(header[i]) for i in range(8)]
-    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:8], widths)))
-           + "  notes"]
-    out.append("-" * (sum(widths) + 2 * 8 + 5))
-    for r in lines:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:8], widths)))
-                   + "  " + r[8])
+
+    def line(cells: tuple[str, ...]) -> str:
+        pairs = zip(cells[:8], widths, strict=True)
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(pairs))
+
+    out = [line(header) + "  notes", "-" * (sum(widths) + 2 * 8 + 5)]
+    out.extend(line(r) + "  " + r[8] for r in lines)
     return "\n".join(out)
 
 
@@ -198,8 +200,10 @@ columns:
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu [auto]")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes for a CPU smoke run: 64 images at 16 px, batch 16, 2 timed steps per row, "
-                             "1 worker, 48 test images, 1 CPU thread; --scale affectnet then uses 512 images at 16 px")
+                        help="CI smoke run: 64 images at 16 px, batch 16, 2 steps per row (1 warm-up, 1 timed), "
+                             "1 worker, 48 test images, 1 CPU thread, only the lever method and fewer rows (see "
+                             "--methods, --levers, --affectnet-placements); --scale affectnet then uses 512 images "
+                             "at 16 px")
     parser.add_argument("--images", type=int, default=None, help="training JPEGs to write [4096]")
     parser.add_argument("--stored-px", type=int, default=None, help="side of the JPEGs and of the uint8 cache [100]")
     parser.add_argument("--size", type=int, default=None, help="training image size (network input) [224]")
@@ -209,10 +213,11 @@ columns:
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader worker processes of the reference loop [min(8, CPUs)]")
     parser.add_argument("--methods", type=_names, default=None,
-                        help="comma list of methods for the 'nlbench' rows [every registered method]")
+                        help="comma list of methods for the 'nlbench' rows [every registered method; with --quick: "
+                             "the lever method]")
     parser.add_argument("--lever-method", default="cct", help="method the lever, eval and affectnet rows use [cct]")
-    parser.add_argument("--levers", type=_names, default=list(LEVERS),
-                        help=f"comma list of lever rows [{','.join(LEVERS)}]")
+    parser.add_argument("--levers", type=_names, default=None,
+                        help=f"comma list of lever rows [{','.join(LEVERS)}; with --quick: {','.join(QUICK_LEVERS)}]")
     parser.add_argument("--only", type=_names, default=None,
                         help=f"comma list of row groups to run, of {','.join(GROUPS)} [all; affectnet only with "
                              "--scale affectnet]")
@@ -225,6 +230,9 @@ columns:
     parser.add_argument("--affectnet-sizes", type=_ints, default=None,
                         help="storage sizes S of the AffectNet memmap (287,651 x 3 x S x S bytes) [112,224]")
     parser.add_argument("--affectnet-images", type=int, default=None, help=f"images of that memmap [{AFFECTNET_TRAIN}]")
+    parser.add_argument("--affectnet-placements", type=_names, default=None,
+                        help="cache placements of the AffectNet rows [device,host,host-prefetch; with --quick: "
+                             "device,host]")
     parser.add_argument("--affectnet-reserve-gib", type=float, default=24.0,
                         help="GPU memory kept free for training when the AffectNet cache goes on the GPU [24]")
     parser.add_argument("--scratch", default=None,
@@ -240,19 +248,24 @@ columns:
     args = parser.parse_args(argv)
     quick = args.quick
     defaults: dict[str, tuple[Any, Any]] = {
-        "images": (64, 4096), "stored_px": (16, 100), "size": (16, 224), "batch": (16, 256), "steps": (2, 32),
+        "images": (64, 4096), "stored_px": (16, 100), "size": (16, 224), "batch": (16, 256), "steps": (1, 32),
         "warmup": (1, 6), "workers": (1, max(1, min(8, os.cpu_count() or 1))), "eval_images": (48, 3000),
         "eval_batches": ([48], [512, 1000, 3000]), "affectnet_sizes": ([16], [112, 224]),
         "affectnet_images": (512, AFFECTNET_TRAIN), "threads": (1, None),
-        "eval_repeats": (1, 3)}
+        "eval_repeats": (1, 3), "levers": (list(QUICK_LEVERS), list(LEVERS)),
+        "affectnet_placements": (["device", "host"], ["device", "host", "host-prefetch"])}
     for key, (small, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if quick else full)
     unknown = sorted(set(args.levers) - set(LEVERS))
     if unknown:
         parser.error(f"unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
+    if sorted(set(args.affectnet_placements) - {"device", "host", "host-prefetch"}):
+        parser.error("--affectnet-placements takes device, host and host-prefetch")
     if args.only is not None and sorted(set(args.only) - set(GROUPS)):
         parser.error(f"unknown group in --only; known: {', '.join(GROUPS)}")
+    if args.quick and args.methods is None:
+        args.methods = [args.lever_method]
     if args.images < args.batch:
         parser.error("--images must be at least --batch")
     if args.warmup < 1 or args.steps < 1:
@@ -392,7 +405,7 @@ def matmul_probe(device: torch.device, quick: bool) -> dict[str, Any]:
     del c
     tflops = 2 * n**3 / per / 1e12
     kind = f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} {n}^3"
-    return {"tflops": tflops, "notes": f"{kind} matmul, random data; the ceiling '% peak' refers to",
+    return {"tflops": tflops, "notes": f"{kind} matmul on random data: the ceiling of the '% peak' column",
             "probe_dtype": str(dtype), "probe_n": n}
 
 
@@ -484,7 +497,7 @@ def prepare_data(args: argparse.Namespace, scratch: Path) -> BenchData:
 
 def pick_scratch(nbytes: int, preferred: str | None) -> Path | None:
     """A folder with room for ``nbytes`` (+ margin): --scratch, else /dev/shm, else the temp dir."""
-    margin = 4 * 2**30
+    margin = min(4 * 2**30, nbytes // 10 + 64 * 2**20)
     candidates = [Path(preferred)] if preferred else [Path("/dev/shm"), Path(tempfile.gettempdir())]
     for folder in candidates:
         try:
@@ -505,19 +518,25 @@ def host_memory_available() -> int | None:
     return None
 
 
-def build_memmap(path: Path, n: int, size: int, unique: int = 64) -> tuple[torch.Tensor, float]:
-    """An n x 3 x S x S uint8 memmap filled by tiling a few rendered faces (fast; no per-image render)."""
+def build_memmap(path: Path | None, n: int, size: int, unique: int = 64) -> tuple[torch.Tensor, float]:
+    """An n x 3 x S x S uint8 memmap filled by tiling a few rendered faces (fast; no per-image render).
+
+    ``path`` None: the same array in anonymous host memory.
+    """
     t0 = time.perf_counter()
     faces = render_faces(sample_labels(unique, seed=SEED + 7), size, SEED + 7)
     rows = max(unique, (256 * 2**20) // faces[0].nbytes // unique * unique)  # ~256 MiB blocks
     block = np.tile(faces, (math.ceil(rows / unique), 1, 1, 1))[:rows]
-    out = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, 3, size, size))
+    shape = (n, 3, size, size)
+    out = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape) if path is not None else np.empty(shape, np.uint8)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         out[start:stop] = block[: stop - start]
+    if path is None:
+        return torch.from_numpy(out), time.perf_counter() - t0
     del out
     # Reopened the way nlbench.cache.load_split maps its cache: copy-on-write, wrapped by torch.
-    mapped = np.memmap(path, dtype=np.uint8, mode="c", shape=(n, 3, size, size))
+    mapped = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
     return torch.from_numpy(np.asarray(mapped)), time.perf_counter() - t0
 
 
@@ -572,7 +591,8 @@ class PrefetchGather:
         slot = step % self.depth
         event = self.events[slot]
         if event is not None:
-            event.synchronize()  # the previous copy out of this slot has finished
+            while not event.query():  # the previous copy out of this slot must be done; polling,
+                time.sleep(0.0002)  # unlike synchronize(), is no sync the sync-debug count would flag
         idx = self.order[step * self.batch : (step + 1) * self.batch]
         torch.index_select(self.images, 0, idx, out=self.slots[slot][: len(idx)])
         return slot, len(idx)
@@ -666,8 +686,10 @@ class EngineLoop:
             self.step += 1
 
 
-def build_method(method_name: str, settings: TrainSettings, device: torch.device, noisy: np.ndarray,
-                 clean: np.ndarray, num_classes: int, registry: Any) -> tuple[Method, Context, LabelStore, torch.Tensor]:
+def build_method(
+    method_name: str, settings: TrainSettings, device: torch.device, noisy: np.ndarray, clean: np.ndarray,
+    num_classes: int, registry: Any,
+) -> tuple[Method, Context, LabelStore, torch.Tensor]:
     """A method built on a Context exactly as Engine._train builds it."""
     cls = registry.method(method_name)
     hp = cls.HParams()
@@ -775,6 +797,15 @@ def dynamo_graphs() -> int | None:
         return None
 
 
+def cudagraph_skips() -> int | None:
+    """Graphs inductor did not turn into CUDA graphs (mode reduce-overhead), with the reason logged."""
+    try:
+        from torch._dynamo.utils import counters
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:
+        return None
+
+
 class LogCapture(logging.Handler):
     def __init__(self, needles: tuple[str, ...]) -> None:
         super().__init__(logging.DEBUG)
@@ -787,22 +818,31 @@ class LogCapture(logging.Handler):
         except Exception:
             return
         if any(n in text for n in self.needles):
-            self.messages.append(" ".join(text.split())[:300])
+            text = " ".join(text.split())[:300]
+            if text not in self.messages:  # a record can reach several of the loggers listened on
+                self.messages.append(text)
 
 
 @contextlib.contextmanager
 def capture_torch_logs(recompiles: bool) -> Iterator[LogCapture]:
+    """Collect recompile reasons and CUDA-graph skips that torch logs while compiled rows run."""
     handler = LogCapture(("Recompiling", "guard failure", "skipping cudagraphs", "cudagraph"))
-    logger = logging.getLogger("torch")
-    logger.addHandler(handler)
     if recompiles:
         with contextlib.suppress(Exception):
             import torch._logging
-            torch._logging.set_logs(recompiles=True)
+            torch._logging.set_logs(recompiles=True, perf_hints=True)
+    # torch's artifact loggers do not propagate to "torch": listen on each (never on the structured
+    # trace logger, whose payloads are only built when it has a handler).
+    loggers = [logging.getLogger(name) for name, obj in list(logging.Logger.manager.loggerDict.items())
+               if name.startswith("torch") and "__trace" not in name and isinstance(obj, logging.Logger)]
+    loggers.append(logging.getLogger("torch"))
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield handler
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         if recompiles:
             with contextlib.suppress(Exception):
                 import torch._logging
@@ -916,7 +956,8 @@ class Bench:
             return self.derived(row, "reference")
 
         def loader_only() -> dict[str, Any]:
-            for _ in range(a.warmup):
+            # Drain what the workers prefetched while the row above ran (prefetch_factor 2 per worker).
+            for _ in range(a.warmup + 2 * max(1, a.workers)):
                 next(batches)
             t0 = time.perf_counter()
             for _ in range(a.steps):
@@ -950,7 +991,8 @@ class Bench:
         try:
             run_row(self.report, "reference", full, need)
             run_row(self.report, "reference loader-only", loader_only, need / 2)
-            run_row(self.report, "reference compute-only", compute_only, need / 2)
+            if not a.quick:  # simple code, and the slowest row of a CPU smoke run
+                run_row(self.report, "reference compute-only", compute_only, need / 2)
         finally:
             batches.close()  # ends the loader iterator; its persistent workers exit with the loader
             release_memory()
@@ -989,7 +1031,7 @@ class Bench:
         extra: list[str] = []
         try:
             with capture_torch_logs(recompiles=compiled) as logs:
-                graphs0 = dynamo_graphs()
+                graphs0, skips0 = dynamo_graphs(), cudagraph_skips()
                 t0 = time.perf_counter()
                 loop.run(1)
                 sync(device)
@@ -1028,16 +1070,25 @@ class Bench:
                     extra.insert(0, f"compile {row['compile_s']:.0f} s; graphs in warm-up {graphs1 - graphs0}, "
                                     f"recompiles after warm-up {graphs2 - graphs1}")
                 row["log"] = logs.messages[:12]
+                skips1 = cudagraph_skips()
+                if skips0 is not None and skips1 is not None:
+                    row["cudagraph_skips"] = skips1 - skips0
                 skipped = [m for m in logs.messages if "skipping cudagraphs" in m]
                 if skipped:
                     extra.append(f"cudagraphs skipped: {skipped[0][:120]}")
+                elif row.get("cudagraph_skips"):
+                    extra.append(f"{row['cudagraph_skips']} graph(s) ran without CUDA graphs")
             syncs, where = count_syncs(loop)
             row["syncs_per_step"] = syncs
             row["sync_sites"] = where
             if syncs:
                 extra.append("syncs at " + ", ".join(where))
-            if count_flops and key not in self.flops and not compiled:
-                flops = count_flops_per_image(loop)
+            if count_flops and key not in self.flops and not compiled and not (a.quick and self.flops):
+                try:  # FLOPs per image only feed the TFLOP/s columns: never fail a row over them
+                    flops = count_flops_per_image(loop)
+                except Exception as err:
+                    flops = None
+                    extra.append(f"FLOP count failed: {type(err).__name__}: {err}")
                 if flops:
                     self.flops[key] = flops
             loop.end_epoch()
@@ -1215,7 +1266,7 @@ class Bench:
             images = data.test_u8 if placement == "host" else data.test_u8.to(device)
             reset_peak(device)
             times = []
-            for i in range(a.eval_repeats + 1):
+            for _ in range(a.eval_repeats + 1):
                 sync(device)
                 t0 = time.perf_counter()
                 predictions = predict_split(method, phase, images, augmenter, ctx, bs)
@@ -1248,15 +1299,13 @@ class Bench:
         label = f"affectnet S={size}"
         folder = pick_scratch(nbytes, a.scratch)
         mem = host_memory_available()
-        if folder is None:
-            self.report.add({"name": f"{label} build",
-                             "status": f"skipped: no scratch folder with {nbytes / 1e9:.1f} GB free"})
+        in_shm = folder is not None and str(folder).startswith("/dev/shm")
+        if (folder is None or in_shm) and mem is not None and nbytes > 0.7 * mem:
+            self.report.add({"name": f"{label} build", "status": f"skipped: no folder with {nbytes / 1e9:.1f} GB "
+                             f"free, and host memory ({mem / 1e9:.0f} GB available) cannot hold it"})
             return
-        if mem is not None and nbytes > 0.8 * mem and str(folder).startswith("/dev/shm"):
-            self.report.add({"name": f"{label} build",
-                             "status": f"skipped: {nbytes / 1e9:.1f} GB would not fit host memory"})
-            return
-        path = folder / f"nlbench-affectnet-{size}-{os.getpid()}.u8"
+        # No folder with room: the same array in anonymous host memory (noted in the row).
+        path = (folder / f"nlbench-affectnet-{size}-{os.getpid()}.u8") if folder is not None else None
         holder: dict[str, Any] = {}
         settings = self.settings(augmentation="affectnet")
         common: dict[str, Any] = {"num_classes": AFFECTNET_CLASSES, "clean": clean, "noisy": clean,
@@ -1265,12 +1314,13 @@ class Bench:
         def build() -> dict[str, Any]:
             images, seconds = build_memmap(path, n, size)
             holder["images"] = images
+            where = f"memmap in {folder}" if path is not None else "array in host memory (no folder had room)"
             auto = "device"
             if cuda:
                 free, _ = torch.cuda.mem_get_info(device)
                 auto = "device" if nbytes <= DEVICE_CACHE_SHARE * free else "host (whole cache pinned)"
             return {"build_s": round(seconds, 1), "bytes": nbytes,
-                    "notes": f"{n:,} x 3 x {size} x {size} uint8 = {nbytes / 1e9:.1f} GB memmap in {folder}, "
+                    "notes": f"{n:,} x 3 x {size} x {size} uint8 = {nbytes / 1e9:.1f} GB {where}, "
                              f"built in {seconds:.1f} s by tiling 64 faces; engine 'auto' would choose {auto}"}
 
         def on_device() -> dict[str, Any]:
@@ -1304,14 +1354,17 @@ class Bench:
         try:
             row = run_row(self.report, f"{label} build", build, (nbytes / 1.0e9 + 30) if cuda else 0)
             if row.get("status") == "ok":
-                run_row(self.report, f"{label} device", on_device, need + nbytes / 5e9)
-                run_row(self.report, f"{label} host", on_host, need)
-                run_row(self.report, f"{label} host-prefetch", prefetch, need)
+                rows = {"device": (on_device, need + nbytes / 5e9), "host": (on_host, need),
+                        "host-prefetch": (prefetch, need)}
+                for placement in a.affectnet_placements:
+                    fn, need_s = rows[placement]
+                    run_row(self.report, f"{label} {placement}", fn, need_s)
         finally:
             holder.clear()
             release_memory()
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 # -- reference loop pieces ------------------------------------------------------------------------
@@ -1446,7 +1499,7 @@ def summarise(bench: Bench, report: Report) -> None:
         f"{method}_best_x_ref": best and best.get("x_ref"),
         "fastest_eval_row": fastest_eval and fastest_eval["name"],
         "fastest_eval_s": fastest_eval and fastest_eval.get("eval_s"),
-        "peak_gpu_gib": torch.cuda.max_memory_allocated(bench.device) / 2**30 if cuda else None,
+        "peak_gpu_gib": max((r["peak_gib"] for r in report.rows if r.get("peak_gib")), default=None),
         "flops_per_image_g": {k: v / 1e9 for k, v in bench.flops.items()},
         "brief_formula_gflops_per_image": {
             "note": "issue 5's estimate: 1.82 G (these are multiply-adds) x 3 (fwd+bwd) x networks",

@@ -88,6 +88,7 @@ class CCT(Method):
         self.nets = [ctx.backbone() for _ in range(self.hp.networks)]
         self.optimizer = ctx.optimizer(self.nets, phase="train")
         self.lam = 0.0
+        self.lam_tensor = torch.zeros((), device=ctx.device)
         if self.hp.distill_epochs >= 0:
             # Initialised as the networks were (pretrained backbone if given), in its own phase.
             self.student = ctx.backbone()
@@ -115,6 +116,8 @@ class CCT(Method):
         if phase.name == "train":
             self.lam = cct_lambda(epoch, phase.epochs, self.hp.lambda_max, self.hp.beta,
                                   self.hp.ramp_fraction, self.hp.clip)
+            # Made once per epoch on the device: a per-step host-to-device copy would block.
+            self.lam_tensor = torch.tensor(self.lam, device=self.ctx.device)
 
     # -- losses ------------------------------------------------------------------------------
     def term_factors(self) -> tuple[float, float]:
@@ -157,7 +160,7 @@ class CCT(Method):
         self.ctx.backward(terms["loss"])
         self.optimizer.step()
         out = {k: v.detach() for k, v in terms.items()}
-        out["lambda"] = torch.tensor(self.lam, device=batch.y.device)
+        out["lambda"] = self.lam_tensor
         out["logits"] = mean_softmax([z.detach() for z in logits])
         return out
 

@@ -94,11 +94,11 @@ def color_jitter(x: Tensor, apply: Tensor, gen: torch.Generator) -> Tensor:
     gray = grayscale(x)
     x = ((x - gray) * factor() + gray).clamp_(0, 1)
     shift = _uniform(n, -JITTER, JITTER, gen, device) * (1 - keep)
-    if bool((shift != 0).any()):
-        hsv = rgb_to_hsv(x)
-        hsv[:, 0] = (hsv[:, 0] + shift.view(n, 1, 1)) % 1.0
-        x = hsv_to_rgb(hsv)
-    return x
+    # Always converted, even when no sample draws a hue shift: testing for that would cost a
+    # device-to-host synchronisation every step.
+    hsv = rgb_to_hsv(x)
+    hsv[:, 0] = (hsv[:, 0] + shift.view(n, 1, 1)) % 1.0
+    return hsv_to_rgb(hsv)
 
 
 def random_erasing(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:

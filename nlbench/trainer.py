@@ -139,6 +139,7 @@ class StepMeter:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
+        self.host_sums: dict[str, float] = {}
         self.losses: list[torch.Tensor] = []
         self.counts = torch.zeros(6, device=device)  # clean n/correct, noisy n/correct, selected, selected clean
         self.has_logits = False
@@ -152,8 +153,11 @@ class StepMeter:
         for key, value in out.items():
             if key in ("loss", "logits", "selected"):
                 continue
-            value = torch.as_tensor(value, device=self.device).detach().float().reshape(())
-            self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value
+            if isinstance(value, torch.Tensor) and value.device == self.device:
+                value = value.detach().float().reshape(())
+                self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value
+            else:  # host values stay on the host: copying them to the GPU would block every step
+                self.host_sums[key] = self.host_sums.get(key, 0.0) + float(value)
         update = torch.zeros(6, device=self.device)
         if "logits" in out:
             self.has_logits = True
@@ -183,6 +187,7 @@ class StepMeter:
                 "the run is marked failed and what was stored is kept. Lower the learning rate or check the data."
             )
         summary = {"loss": packed[0]}
+        summary.update({k: v / max(1, steps) for k, v in self.host_sums.items()})
         if values:
             names = list(values)
             averaged = (torch.stack([values[n] for n in names]) / max(1, steps)).cpu().tolist()
@@ -262,6 +267,10 @@ class Engine:
         is_noisy = clean != labels.given
         test_labels = torch.as_tensor(test.table.labels, device=device)
         train_images = self._place(train.images, settings)
+        test_images = self._place(test.images, settings)
+        if device.type == "cuda":
+            # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
+            torch.backends.cudnn.benchmark = True
         pipeline = settings.augmentation or dataset.augmentation
         channels_last = device.type == "cuda" and settings.channels_last
         augmenter = Augmenter(pipeline, settings.image_size, dataset.mean, dataset.std, device, channels_last)
@@ -332,7 +341,7 @@ class Engine:
                 trained = time.perf_counter() - began
                 train_seconds += trained
                 eval_began = time.perf_counter()
-                predictions = predict_split(method, phase, test.images, augmenter, ctx, settings.eval_batch_size)
+                predictions = predict_split(method, phase, test_images, augmenter, ctx, settings.eval_batch_size)
                 test_acc = accuracies(predictions, test_labels)
                 final_predictions = predictions
                 seconds = time.perf_counter() - began
@@ -358,7 +367,7 @@ class Engine:
                     self.hook.on_epoch_end(run=self.run, record=record)
 
         if not final_predictions:  # resumed after the last epoch: predict once more for the report
-            final_predictions = predict_split(method, phases[-1], test.images, augmenter, ctx, settings.eval_batch_size)
+            final_predictions = predict_split(method, phases[-1], test_images, augmenter, ctx, settings.eval_batch_size)
         matrix = confusion(final_predictions["model"], test_labels, dataset.num_classes)
         result = self._result(dataset, history, settings, realised, matrix, final_predictions, test_labels,
                               elapsed, train_images_total, train_seconds, method_cls)

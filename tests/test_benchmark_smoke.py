@@ -1,0 +1,82 @@
+"""Smoke test of benchmarks/throughput.py on the CPU: it runs, exits 0 and prints its rows.
+
+No timing is asserted: the figures only mean something on a GPU (benchmarks/gpu_check.sh). The
+quick run exercises every code path the GPU measurement relies on that a CPU can run: the JPEG
+data set and nlbench's decode cache, the reference DataLoader loop, the engine loop on the
+engine's own pieces, the patched "fewer-syncs" path, the prefetching host cache, evaluation, the
+AffectNet-scale memmap, the JSON and ``--show``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "throughput.py"
+
+#: Rows the quick CPU run must print, each with status ok (except the CUDA-only one).
+TRAINED = (
+    "reference",
+    "nlbench cct/train",
+    "nlbench cct/distill",
+    "lever fewer-syncs",
+    "lever host-prefetch",
+    "affectnet S=16 host",
+)
+OTHER_OK = (
+    "probe matmul",
+    "reference loader-only",
+    "eval cct/train bs=48 host",
+    "eval cct/train bs=48 device",
+    "eval cct/distill bs=48 host",
+    "affectnet S=16 build",
+)
+CUDA_ONLY = ("affectnet S=16 device",)
+
+
+def _run(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NLBENCH_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_explains_the_options() -> None:
+    done = _run("--help", timeout=60)
+    assert done.returncode == 0, done.stderr
+    for text in ("--device", "--quick", "--scale", "--time-budget", "--json", "--levers",
+                 "probe matmul", "reference", "lever compile", "x ref", "syncs/step"):
+        assert text in done.stdout, text
+
+
+def test_quick_cpu_run_prints_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _run("--device", "cpu", "--quick", "--scale", "affectnet", "--scratch", str(tmp_path),
+                "--json", str(out), timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    table = done.stdout[done.stdout.rindex("\nrow ") :]  # the final table
+    for name in TRAINED + OTHER_OK + CUDA_ONLY:
+        assert re.search(rf"^{re.escape(name)}\s", table, re.MULTILINE), f"row {name!r} missing:\n{table}"
+
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    for name in TRAINED + OTHER_OK:
+        assert rows[name]["status"] == "ok", (name, rows[name]["status"])
+    for name in TRAINED:
+        assert rows[name]["img_s"] > 0 and rows[name]["step_ms"] > 0, name
+    assert rows["reference"]["x_ref"] == 1.0
+    assert rows["nlbench cct/train"]["x_ref"] > 0
+    assert rows["nlbench cct/train"]["flops_per_img_g"] > 0  # FlopCounterMode counted the CCT step
+    assert rows["eval cct/train bs=48 host"]["eval_s"] > 0
+    assert rows[CUDA_ONLY[0]]["status"].startswith("skipped")
+    assert not [name for name, row in rows.items() if row["status"].startswith("failed")]
+
+    shown = _run("--show", str(out), timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "nlbench cct/train" in shown.stdout and "reference_img_s" in shown.stdout
+    assert not list(tmp_path.glob("nlbench-affectnet-*")), "the AffectNet memmap must be deleted"
