@@ -31,8 +31,10 @@ class SynthferOptions:
     size: int = 48
     #: Share of weak or blended (ambiguous) faces.
     ambiguous_share: float = 0.15
-    #: Scale of head pose, lighting, occluder, blur and noise variation (0 = none).
-    nuisance: float = 1.0
+    #: Scale of head pose, lighting, occluder, blur and noise variation (0 = none). At 1.0 a
+    #: randomly initialised ResNet-18 on 2,000 faces reached 32% test accuracy after 100 steps,
+    #: at 0.4 67%: 0.5 keeps the nuisance visible while leaving expressions learnable on a CPU.
+    nuisance: float = 0.5
     #: Generator seed of the dataset itself (independent of the run seed).
     seed: int = 0
 
