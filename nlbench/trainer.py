@@ -174,8 +174,9 @@ class StepMeter:
             update[5] = (selected * (~is_noisy).float()).sum()
         self.counts += update
 
-    def summary(self, steps: int, phase: str, epoch: int) -> dict[str, float]:
-        """Per-epoch averages; a non-finite loss fails the run naming the epoch and batch."""
+    def summary(self, steps: int, phase: str, epoch: int) -> dict[str, float | None]:
+        """Per-epoch averages (None where a subset is empty: JSON has no NaN); a non-finite loss
+        fails the run naming the epoch and batch."""
         losses = torch.stack(self.losses) if self.losses else torch.zeros(1, device=self.device)
         finite = torch.isfinite(losses)
         values = {k: v for k, v in self.sums.items()}
@@ -194,10 +195,10 @@ class StepMeter:
             summary.update(zip(names, averaged))
         counts = packed[2:]
         if self.has_logits:
-            summary["acc_clean"] = 100.0 * counts[1] / counts[0] if counts[0] else float("nan")
-            summary["acc_noisy"] = 100.0 * counts[3] / counts[2] if counts[2] else float("nan")
+            summary["acc_clean"] = 100.0 * counts[1] / counts[0] if counts[0] else None
+            summary["acc_noisy"] = 100.0 * counts[3] / counts[2] if counts[2] else None
         if self.has_selected:
-            summary["label_precision"] = 100.0 * counts[5] / counts[4] if counts[4] else float("nan")
+            summary["label_precision"] = 100.0 * counts[5] / counts[4] if counts[4] else None
             summary["selected_per_step"] = counts[4] / max(1, steps)
         return summary
 

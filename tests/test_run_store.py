@@ -191,3 +191,22 @@ def test_balanced_sampling_draws_classes_evenly():
     drawn = np.bincount(labels[order.numpy()], minlength=3)
     assert steps == 10 and len(order) == 1000
     assert all(abs(d - 333) < 60 for d in drawn)
+
+
+def test_step_meter_reports_memorisation_and_precision_and_none_for_empty_subsets():
+    import torch
+
+    from nlbench.trainer import StepMeter
+
+    meter = StepMeter(torch.device("cpu"))
+    y = torch.tensor([0, 1, 2, 0])
+    is_noisy = torch.tensor([False, False, True, True])
+    logits = torch.eye(3)[[0, 2, 2, 1]]  # right on samples 0 and 2 (against the given labels)
+    meter.add({"loss": torch.tensor(1.0), "logits": logits, "selected": torch.tensor([True, True, True, False]),
+               "lam": 0.5}, y, is_noisy)
+    summary = meter.summary(1, "train", 0)
+    assert summary["acc_clean"] == 50.0 and summary["acc_noisy"] == 50.0
+    assert summary["label_precision"] == pytest.approx(200 / 3) and summary["lam"] == 0.5
+    clean_only = StepMeter(torch.device("cpu"))
+    clean_only.add({"loss": torch.tensor(1.0), "logits": logits}, y, torch.zeros(4, dtype=torch.bool))
+    assert clean_only.summary(1, "train", 0)["acc_noisy"] is None
