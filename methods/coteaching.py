@@ -19,8 +19,7 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.losses import mean_softmax
-from nlbench.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update
+from nlbench.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update, peer_members, resolve_forget_rate
 
 FIDELITIES = ("paper", "code")
 NORMALISATIONS = ("mean", "code")
@@ -48,11 +47,6 @@ class CoTeachingParams:
     normalisation: str = "mean"
     #: "paper" (the defaults above) or "code" (schedule = normalisation = "code").
     fidelity: str = "paper"
-
-
-def resolve_forget_rate(forget_rate: float, noise_rate: float) -> float:
-    """tau: the configured forget rate, or the nominal noise rate when it is -1."""
-    return noise_rate if forget_rate < 0 else forget_rate
 
 
 class CoTeaching(Method):
@@ -129,8 +123,7 @@ class CoTeaching(Method):
         return self.net1(x)
 
     def predict_members(self, x: Tensor, phase: Phase) -> dict[str, Tensor]:
-        logits1, logits2 = self.net1(x), self.net2(x)
-        return {"net1": logits1, "net2": logits2, "ensemble": mean_softmax([logits1, logits2]), "model": logits1}
+        return peer_members(self.net1(x), self.net2(x))
 
 
 @nlbench.hookimpl

@@ -21,8 +21,16 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.losses import cross_entropy_per_sample, kl_divergence_per_sample, mean_softmax
-from nlbench.selection import FORGET_SCHEDULES, coteaching_forget_rate, keep_count, masked_mean, small_loss_mask
+from nlbench.losses import cross_entropy_per_sample, kl_divergence_per_sample
+from nlbench.selection import (
+    FORGET_SCHEDULES,
+    coteaching_forget_rate,
+    keep_count,
+    masked_mean,
+    peer_members,
+    resolve_forget_rate,
+    small_loss_mask,
+)
 
 FIDELITIES = ("paper", "code")
 
@@ -48,11 +56,6 @@ class JoCoRParams:
     schedule: str = "paper"
     #: "paper" or "code" (schedule = "code").
     fidelity: str = "paper"
-
-
-def resolve_forget_rate(forget_rate: float, noise_rate: float) -> float:
-    """tau: the configured forget rate, or the nominal noise rate when it is -1."""
-    return noise_rate if forget_rate < 0 else forget_rate
 
 
 class JoCoR(Method):
@@ -139,8 +142,7 @@ class JoCoR(Method):
         return self.net1(x)
 
     def predict_members(self, x: Tensor, phase: Phase) -> dict[str, Tensor]:
-        logits1, logits2 = self.net1(x), self.net2(x)
-        return {"net1": logits1, "net2": logits2, "ensemble": mean_softmax([logits1, logits2]), "model": logits1}
+        return peer_members(self.net1(x), self.net2(x))
 
 
 @nlbench.hookimpl

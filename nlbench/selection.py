@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nlbench.losses import cross_entropy_per_sample
+from nlbench.losses import cross_entropy_per_sample, mean_softmax
 from nlbench.schedules import gaussian_rampup
 
 #: Guards floor((1 - forget) * n) against float round-off (0.71 * 100 = 70.99999999999999).
@@ -195,3 +195,17 @@ def scn_margin(batch_size: int, small: float = 0.07, large: float = 0.15,
     if batch_size >= large_batch:
         return large
     return small + (large - small) * (batch_size - small_batch) / (large_batch - small_batch)
+
+
+def resolve_forget_rate(forget_rate: float, noise_rate: float) -> float:
+    """tau: the configured forget rate, or the run's nominal noise rate when it is -1."""
+    return noise_rate if forget_rate < 0 else forget_rate
+
+
+def peer_members(logits1: Tensor, logits2: Tensor) -> dict[str, Tensor]:
+    """Evaluation members of a two-network method whose deployable model is net1.
+
+    The Co-teaching family and JoCoR evaluate single networks; the ensemble is the average of
+    softmax outputs, as their code prints it.
+    """
+    return {"net1": logits1, "net2": logits2, "ensemble": mean_softmax([logits1, logits2]), "model": logits1}

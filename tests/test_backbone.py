@@ -7,10 +7,9 @@ import hashlib
 import pytest
 import torch
 
+from conftest import TINY, read_result, run_dirs
 from nlbench.backbone import BackboneFactory, create_backbone
 from nlbench.errors import UsageError
-
-from conftest import TINY, read_result, run_dirs
 
 
 def _msceleb_checkpoint(path, source):
