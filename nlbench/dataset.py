@@ -89,6 +89,10 @@ class Dataset:
     #: Index in :data:`AFFECTNET_ORDER` of each of this dataset's classes, for cross-dataset reports.
     to_affectnet: ClassVar[tuple[int, ...] | None] = None
     Options: ClassVar[type] = NoOptions
+    #: Version of what the plugin produces for given files and options. Bump it when that changes
+    #: (a new renderer, a fixed parser): it is part of the cache key and of the run id, so images
+    #: and results of the old version are never mistaken for the new one.
+    version: ClassVar[str] = "1"
 
     def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
         if self.needs_root and root is None:
@@ -129,6 +133,7 @@ class Dataset:
         """What identifies this dataset's content, for the decode cache and the run id."""
         return {
             "name": self.name,
+            "version": self.version,
             "root": str(self.root.resolve()) if self.root is not None else None,
             "options": dataclasses.asdict(self.options),
             "storage_size": self.storage_size,

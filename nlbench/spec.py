@@ -105,6 +105,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry) -> dic
         "method": method_name,
         "hparams": dataclasses.asdict(hp),
         "dataset": dataset_name,
+        "dataset_version": dataset_cls.version,
         "dataset_options": dataclasses.asdict(dataset_options),
         "noise": {"rate": rate, "mode": mode, "source": source},
         "seed": seed,

@@ -70,20 +70,25 @@ def collect(runs_dir: Path, metric: str, member: str) -> pd.DataFrame:
             "noise": _noise_label(result["noise"]), "noise_rate": result["noise"]["rate"],
             "seed": result["seed"], "value": summary[metric], "k": summary.get("k"),
             "hparams": result.get("hparams", {}), "train": result.get("train", {}),
+            # Runs made before results recorded the dataset's version and options have neither.
+            "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
             "pretrained": (result.get("pretrained") or {}).get("sha256"),
         })
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         return frame
     # Label variants: differences from the most common hyperparameters of the method and the
-    # most common training settings of the dataset.
+    # most common training settings and data options (sizes, difficulty, version) of the dataset.
     usual_hp = {m: json.loads(Counter(json.dumps(h, sort_keys=True) for h in g["hparams"]).most_common(1)[0][0])
                 for m, g in frame.groupby("method")}
     usual_train = {d: json.loads(Counter(json.dumps(t, sort_keys=True) for t in g["train"]).most_common(1)[0][0])
                    for d, g in frame.groupby("dataset")}
+    usual_data = {d: json.loads(Counter(json.dumps(t, sort_keys=True) for t in g["data"]).most_common(1)[0][0])
+                  for d, g in frame.groupby("dataset")}
     labels = []
     for row in frame.itertuples():
-        extra = _diff(row.hparams, usual_hp[row.method]) + _diff(row.train, usual_train[row.dataset])
+        extra = (_diff(row.hparams, usual_hp[row.method]) + _diff(row.train, usual_train[row.dataset])
+                 + _diff(row.data, usual_data[row.dataset]))
         if row.pretrained:
             extra.append(f"pretrained={row.pretrained[:8]}")
         labels.append(row.method + (f" [{', '.join(extra)}]" if extra else ""))

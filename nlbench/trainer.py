@@ -402,6 +402,8 @@ class Engine:
             "run_id": spec["run_id"],
             "method": spec["method"],
             "dataset": spec["dataset"],
+            "dataset_version": spec["dataset_version"],
+            "dataset_options": spec["dataset_options"],
             "noise": {**spec["noise"], "realised_rate": realised},
             "seed": spec["seed"],
             **{f"hp_{k}": v for k, v in spec["hparams"].items()},

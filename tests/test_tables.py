@@ -10,8 +10,8 @@ import statistics
 from nlbench.tables import build_table, render
 
 
-def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None):
-    tag = abs(hash(json.dumps(hparams, sort_keys=True))) % 10**6
+def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None, data=None):
+    tag = abs(hash(json.dumps([hparams, data], sort_keys=True))) % 10**6
     run = root / dataset / method / f"noise{rate:.2f}-flip" / f"seed{seed}-{method}{tag}"
     run.mkdir(parents=True)
     summary = {"last": last, "lastk": last - 0.5, "k": 10, "best": best, "best_epoch": 3, "curve": [best, last]}
@@ -20,6 +20,7 @@ def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=N
         "noise": {"rate": rate, "mode": "flip", "source": "injected", "realised_rate": rate},
         "metrics": {"model": summary, "members": {"train/model": summary}},
         "hparams": hparams or {}, "train": train or {"epochs": 40},
+        **(data or {}),
     }))
 
 
@@ -84,6 +85,19 @@ def test_runs_with_other_hyperparameters_get_their_own_row(tmp_path):
     table = build_table(tmp_path, "last")
     methods = [m for _, m in table.rows]
     assert methods == ["cct", "cct [lambda_max=0.5]"]
+
+
+def test_runs_on_other_dataset_options_or_versions_get_their_own_row(tmp_path):
+    small = {"dataset_version": "2", "dataset_options": {"train_size": 600}}
+    _result(tmp_path, "standard", "synthfer", 0.4, 0, 80.0, 81.0, data=small)
+    _result(tmp_path, "standard", "synthfer", 0.4, 1, 82.0, 83.0, data=small)
+    _result(tmp_path, "standard", "synthfer", 0.4, 0, 60.0, 61.0,
+            data={"dataset_version": "2", "dataset_options": {"train_size": 2000}})
+    _result(tmp_path, "standard", "synthfer", 0.4, 0, 40.0, 41.0,
+            data={"dataset_version": "1", "dataset_options": {"train_size": 600}})
+    cells = {r.method: r for r in build_table(tmp_path, "last").cells.itertuples()}
+    assert set(cells) == {"standard", "standard [train_size=2000]", "standard [version=1]"}
+    assert cells["standard"].mean == 81.0 and cells["standard"].n == 2
 
 
 def test_table_command_on_real_runs(cli, tmp_path):
