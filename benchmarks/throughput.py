@@ -8,9 +8,9 @@ Every row is measured in one process on one device, so ratios compare like with 
 * ``reference ...``: the loop the official repositories write (PIL decode of JPEG files per sample
   in a torch DataLoader with worker processes, torchvision transforms of the CCT pipeline, fp32,
   three ResNet-18s and the CCT loss), plus its data-loader-only and compute-only ceilings;
-* ``nlbench <method>/<phase>``: nlbench's training path built from the engine's own pieces
-  (``Engine._place``/``Engine._gather``, ``Augmenter.train``, ``Context``, ``method.train_step``
-  under ``ctx.autocast()``, ``StepMeter``), with the engine's defaults, for every registered method;
+* ``nlbench <method>/<phase>``: nlbench's training path, the engine's own ``EpochRunner`` (cache
+  placement and gather, ``Augmenter.train``, ``method.train_step`` under ``ctx.autocast()``,
+  ``StepMeter``) with the engine's defaults, for every registered method;
 * ``lever ...``: one change at a time on the lever method (default cct): Adam implementation,
   host synchronisations, cuDNN autotuning, host vs device image cache, torch.compile, CUDA graphs;
 * ``eval ...``: one evaluation epoch (``nlbench.evaluate.predict_split``) per batch size and placement;
@@ -318,14 +318,14 @@ from nlbench.augment import Augmenter  # noqa: E402
 from nlbench.backbone import BackboneFactory, create_backbone  # noqa: E402
 from nlbench.cache import load_split  # noqa: E402
 from nlbench.config import TrainSettings  # noqa: E402
-from nlbench.context import Context, LabelStore, derive_seed  # noqa: E402
+from nlbench.context import Context, LabelStore  # noqa: E402
 from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD, Dataset, SampleTable  # noqa: E402
 from nlbench.evaluate import accuracies, predict_split  # noqa: E402
-from nlbench.method import Batch, Method, Phase  # noqa: E402
+from nlbench.method import Method, Phase  # noqa: E402
 from nlbench.noise import inject_noise  # noqa: E402
 from nlbench.plugins import get_registry  # noqa: E402
 from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels  # noqa: E402
-from nlbench.trainer import DEVICE_CACHE_SHARE, Engine, StepMeter, epoch_order  # noqa: E402
+from nlbench.trainer import DEVICE_CACHE_SHARE, EpochRunner, ImageCache, StepMeter  # noqa: E402
 
 
 def run_row(report: Report, name: str, fn: Callable[[], dict[str, Any]], need_s: float = 0.0) -> dict[str, Any]:
@@ -542,29 +542,6 @@ def build_memmap(path: Path | None, n: int, size: int, unique: int = 64) -> tupl
 # ------------------------------------------------------------------------------------------------
 # nlbench's training path, from the engine's own pieces
 # ------------------------------------------------------------------------------------------------
-class EngineGather:
-    """The engine's cache access: ``Engine._gather`` on a cache placed by ``Engine._place``."""
-
-    name = "engine"
-
-    def __init__(self, placed: torch.Tensor, device: torch.device) -> None:
-        self._engine = types.SimpleNamespace(device=device)  # _place/_gather only read self.device
-        self.images = placed
-
-    @staticmethod
-    def place(images: torch.Tensor, device: torch.device, settings: TrainSettings) -> torch.Tensor:
-        return Engine._place(types.SimpleNamespace(device=device), images, settings)  # type: ignore[arg-type]
-
-    def start_epoch(self, order_cpu: torch.Tensor, steps: int, batch: int) -> None:
-        pass
-
-    def get(self, step: int, index: torch.Tensor) -> torch.Tensor:
-        return Engine._gather(self._engine, self.images, index)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        pass
-
-
 class PrefetchGather:
     """Proposed host-cache path: a thread gathers batch k+1 into pinned buffers while the GPU runs k.
 
@@ -621,68 +598,35 @@ class PrefetchGather:
 
 
 class EngineLoop:
-    """The per-epoch and per-step body of ``Engine._train`` (nlbench/trainer.py), step by step.
+    """The engine's own :class:`~nlbench.trainer.EpochRunner`, run for a number of steps across epochs.
 
-    Same calls in the same order: lr schedule, ``on_epoch_start``, ``train_mode``, the seeded
-    sampler, ``ctx.generator("augment")``, gather -> ``Augmenter.train`` -> ``train_step`` under
-    ``ctx.autocast()`` -> ``StepMeter.add``, and at the end of an epoch ``StepMeter.summary``,
-    ``on_epoch_end`` and the relabel counter (the engine's per-epoch synchronisation).
+    Timing rows ask for N steps, not whole epochs; this only starts and finishes the runner's
+    epochs at their boundaries (``finish`` is the engine's one synchronisation per epoch).
     """
 
-    def __init__(self, method: Method, ctx: Context, phase: Phase, augmenter: Augmenter, source: Any,
-                 labels: LabelStore, is_noisy: torch.Tensor, n: int, settings: TrainSettings,
-                 meter_cls: type[StepMeter] = StepMeter) -> None:
-        self.method, self.ctx, self.phase, self.augmenter, self.source = method, ctx, phase, augmenter, source
-        self.labels, self.is_noisy, self.n, self.settings, self.meter_cls = labels, is_noisy, n, settings, meter_cls
-        self.device = ctx.device
+    def __init__(self, runner: EpochRunner) -> None:
+        self.runner = runner
+        self.device, self.settings = runner.device, runner.settings
         self.epoch = -1
-        self.step = 0
-        self.steps_in_epoch = 0
-        self.meter: StepMeter | None = None
-
-    def _start_epoch(self) -> None:
-        self.epoch += 1
-        phase, epoch, ctx, method = self.phase, self.epoch, self.ctx, self.method
-        ctx.phase, ctx.epoch = phase.name, epoch
-        ctx.apply_lr_schedule(phase.name, epoch)
-        method.on_epoch_start(phase, epoch)
-        method.train_mode(phase)
-        sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
-        order, steps = epoch_order(self.n, self.settings, sampler, None)
-        self.order_cpu = order
-        self.order = order.to(self.device)
-        self.steps_in_epoch = steps
-        self.augment_gen = ctx.generator("augment")
-        self.meter = self.meter_cls(self.device)
-        self.step = 0
-        self.source.start_epoch(order, steps, self.settings.batch_size)
-
-    def end_epoch(self) -> dict[str, Any]:
-        if self.meter is None:
-            return {}
-        summary = self.meter.summary(max(1, self.step), self.phase.name, self.epoch)
-        summary.update(self.method.on_epoch_end(self.phase, self.epoch))
-        summary["relabelled_total"] = int(self.labels.changes.item())
-        self.meter = None
-        return summary
+        self.open = False
 
     def at_boundary(self) -> bool:
-        return self.meter is None or self.step >= self.steps_in_epoch
+        return not self.open or self.runner.step_index >= self.runner.steps
+
+    def end_epoch(self) -> dict[str, Any]:
+        if not self.open:
+            return {}
+        self.open = False
+        return self.runner.finish()
 
     def run(self, count: int) -> None:
-        batch = self.settings.batch_size
         for _ in range(count):
             if self.at_boundary():
                 self.end_epoch()
-                self._start_epoch()
-            index = self.order[self.step * batch : (self.step + 1) * batch]
-            images = self.source.get(self.step, index)
-            x = self.augmenter.train(images, self.augment_gen)
-            y = self.labels.current[index]
-            with self.ctx.autocast():
-                out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
-            self.meter.add(out, y, self.is_noisy[index])  # type: ignore[union-attr]
-            self.step += 1
+                self.epoch += 1
+                self.runner.start(self.epoch)
+                self.open = True
+            self.runner.step()
 
 
 def build_method(
@@ -694,7 +638,6 @@ def build_method(
     hp = cls.HParams()
     cls.validate(hp, {"epochs": settings.epochs, "noise_rate": 0.2, "batch_size": settings.batch_size})
     labels = LabelStore(noisy, device)
-    is_noisy = torch.as_tensor(clean, device=device) != labels.given
     names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(f"c{i}" for i in range(num_classes))
     ctx = Context(
         device=device, num_classes=num_classes, class_names=tuple(names), epochs=settings.epochs,
@@ -703,7 +646,7 @@ def build_method(
     )
     method = cls(hp)
     method.build(ctx)
-    return method, ctx, labels, is_noisy
+    return method, ctx, labels, torch.as_tensor(clean, device=device)
 
 
 # -- levers that patch engine behaviour inside this process (proposals, see README) ---------------
@@ -955,7 +898,7 @@ class Bench:
         noisy = noisy if noisy is not None else data.noisy
         reset_peak(device)
         t_build = time.perf_counter()
-        method, ctx, labels, is_noisy = build_method(method_name, settings, device, noisy, clean, num_classes,
+        method, ctx, labels, clean_labels = build_method(method_name, settings, device, noisy, clean, num_classes,
                                                      self.registry)
         if after_build is not None:
             after_build(method, ctx)
@@ -970,8 +913,9 @@ class Bench:
         channels_last = device.type == "cuda" and settings.channels_last
         augmenter = Augmenter(pipeline, settings.image_size, IMAGENET_MEAN, IMAGENET_STD, device, channels_last)
         gather = (PrefetchGather(images, device, settings.batch_size) if source == "prefetch"
-                  else EngineGather(images, device))
-        loop = EngineLoop(method, ctx, phase, augmenter, gather, labels, is_noisy, len(noisy), settings, meter_cls)
+                  else ImageCache(images, device))
+        loop = EngineLoop(EpochRunner(method, ctx, phase, augmenter, gather, labels, clean_labels, settings,
+                                      meter_cls=meter_cls))
         row: dict[str, Any] = {"method": method_name, "phase": phase.name}
         extra: list[str] = []
         try:
@@ -1038,7 +982,8 @@ class Bench:
                     self.flops[key] = flops
             loop.end_epoch()
         finally:
-            gather.close()
+            if isinstance(gather, PrefetchGather):
+                gather.close()
         row["notes"] = "; ".join([n for n in [notes, *extra] if n])
         del method, ctx, loop
         return self.derived(row, key)
@@ -1052,7 +997,7 @@ class Bench:
     def placed_default(self) -> torch.Tensor:
         if "auto" not in self.placed:
             assert self.data is not None
-            self.placed["auto"] = EngineGather.place(self.data.train_u8, self.device, self.settings())
+            self.placed["auto"] = ImageCache.place(self.data.train_u8, self.device, self.settings())
         return self.placed["auto"]
 
     def method_names(self) -> list[str]:
@@ -1116,7 +1061,7 @@ class Bench:
         if "host-cache" in levers:
             def host() -> dict[str, Any]:
                 assert self.data is not None
-                images = EngineGather.place(self.data.train_u8, device, self.settings(cache_on_device="no"))
+                images = ImageCache.place(self.data.train_u8, device, self.settings(cache_on_device="no"))
                 return self.train_row(name, 0, self.settings(cache_on_device="no"), key=key, images=images,
                                       notes="engine path with cache_on_device=no: index.cpu(), index_select, "
                                             "pin_memory(), copy per step")
@@ -1277,7 +1222,7 @@ class Bench:
                 return {"status": f"skipped: {nbytes / 2**30:.1f} GiB cache + {a.affectnet_reserve_gib:.0f} GiB "
                                   f"for training > {free / 2**30:.1f} GiB free"}
             t0 = time.perf_counter()
-            placed = EngineGather.place(holder["images"], device, self.settings(cache_on_device="yes"))
+            placed = ImageCache.place(holder["images"], device, self.settings(cache_on_device="yes"))
             sync(device)
             upload = time.perf_counter() - t0
             try:

@@ -27,7 +27,7 @@ from nlbench.dataset import Dataset
 from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.errors import RunFailed, UsageError
 from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split
-from nlbench.method import Batch, Method
+from nlbench.method import Batch, Method, Phase
 from nlbench.noise import inject_noise
 from nlbench.plugins import Registry
 from nlbench.progress import Reporter
@@ -203,6 +203,96 @@ class StepMeter:
         return summary
 
 
+class ImageCache:
+    """The uint8 training images, placed by :meth:`place`, gathered by index onto the device."""
+
+    def __init__(self, placed: torch.Tensor, device: torch.device) -> None:
+        self.images, self.device = placed, device
+
+    @staticmethod
+    def place(images: torch.Tensor, device: torch.device, settings: TrainSettings) -> torch.Tensor:
+        """Keep the cache on the GPU when it fits (or is asked to), else pinned host memory."""
+        if device.type != "cuda" or settings.cache_on_device == "no":
+            return images
+        if settings.cache_on_device == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            if images.numel() > DEVICE_CACHE_SHARE * free:
+                return images.pin_memory()
+        return images.to(device)
+
+    def start_epoch(self, order_cpu: torch.Tensor, steps: int, batch: int) -> None:
+        """Nothing to prepare: batches are gathered when asked for (a prefetching source would start here)."""
+
+    def get(self, step: int, index: torch.Tensor) -> torch.Tensor:
+        """The images of ``index`` (a device tensor) on the device."""
+        if self.images.device == self.device:
+            return self.images.index_select(0, index)
+        batch = self.images.index_select(0, index.cpu())
+        return batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batch
+
+
+class EpochRunner:
+    """The training epochs of one phase, a step at a time: the body of the engine's training loop.
+
+    ``start(epoch)`` sets the lr schedule, the seeded sample order and the augmentation stream;
+    ``step()`` trains one batch (gather -> augment -> ``train_step`` under autocast -> accumulate on
+    the device); ``finish()`` synchronises once and returns the epoch's training summary.
+    ``benchmarks/throughput.py`` times this same object, so what is measured is what is trained.
+    """
+
+    def __init__(self, method: Method, ctx: Context, phase: Phase, augmenter: Augmenter, source: ImageCache,
+                 labels: LabelStore, clean: torch.Tensor, settings: TrainSettings,
+                 weights: torch.Tensor | None = None, meter_cls: type[StepMeter] = StepMeter) -> None:
+        self.method, self.ctx, self.phase, self.augmenter, self.source = method, ctx, phase, augmenter, source
+        self.labels, self.clean, self.settings, self.weights = labels, clean, settings, weights
+        self.is_noisy = clean != labels.given
+        self.meter_cls = meter_cls
+        self.device = ctx.device
+        self.n = int(clean.numel())
+        self.epoch = -1
+        self.step_index = 0
+        self.steps = 0
+        self.meter: StepMeter | None = None
+
+    def start(self, epoch: int) -> int:
+        """Begin ``epoch`` (0-based); returns its number of steps."""
+        ctx, method, phase = self.ctx, self.method, self.phase
+        self.epoch = epoch
+        ctx.phase, ctx.epoch = phase.name, epoch
+        ctx.apply_lr_schedule(phase.name, epoch)
+        method.on_epoch_start(phase, epoch)
+        method.train_mode(phase)
+        sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
+        order, self.steps = epoch_order(self.n, self.settings, sampler, self.weights)
+        self.source.start_epoch(order, self.steps, self.settings.batch_size)
+        self.order = order.to(self.device)
+        self.augment_gen = ctx.generator("augment")
+        self.meter = self.meter_cls(self.device)
+        self.step_index = 0
+        return self.steps
+
+    def step(self) -> int:
+        """Train one batch of the current epoch; returns its size."""
+        batch, step = self.settings.batch_size, self.step_index
+        index = self.order[step * batch : (step + 1) * batch]
+        x = self.augmenter.train(self.source.get(step, index), self.augment_gen)
+        y = self.labels.current[index]
+        with self.ctx.autocast():
+            out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
+        self.meter.add(out, y, self.is_noisy[index])  # type: ignore[union-attr]
+        self.step_index += 1
+        return int(index.numel())
+
+    def finish(self) -> dict[str, Any]:
+        """End the epoch: the training summary (one synchronisation), the method's and the relabel counts."""
+        assert self.meter is not None, "finish() without start()"
+        summary = self.meter.summary(max(1, self.step_index), self.phase.name, self.epoch)
+        summary.update(self.method.on_epoch_end(self.phase, self.epoch))
+        summary.update(relabel_counts(self.labels, self.clean))
+        self.meter = None
+        return summary
+
+
 class Engine:
     """Trains one run; see the module docstring for the flow."""
 
@@ -265,10 +355,9 @@ class Engine:
 
         labels = LabelStore(noisy, device)
         clean = torch.as_tensor(train.table.labels, device=device)
-        is_noisy = clean != labels.given
         test_labels = torch.as_tensor(test.table.labels, device=device)
-        train_images = self._place(train.images, settings)
-        test_images = self._place(test.images, settings)
+        train_images = ImageCache(ImageCache.place(train.images, device, settings), device)
+        test_images = ImageCache.place(test.images, device, settings)
         if device.type == "cuda":
             # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
             torch.backends.cudnn.benchmark = True
@@ -312,31 +401,15 @@ class Engine:
             method.start_phase(phase)
             _, steps = epoch_order(len(train), settings, torch.Generator(), weights)
             self.reporter.phase_start(phase.name, first, phase.epochs, steps)
+            runner = EpochRunner(method, ctx, phase, augmenter, train_images, labels, clean, settings, weights)
             for epoch in range(first, phase.epochs):
                 began = time.perf_counter()
-                ctx.phase, ctx.epoch = phase.name, epoch
-                ctx.apply_lr_schedule(phase.name, epoch)
-                method.on_epoch_start(phase, epoch)
-                method.train_mode(phase)
-                sampler = torch.Generator().manual_seed(derive_seed(spec["seed"], phase.name, epoch, "sampler"))
-                order, steps = epoch_order(len(train), settings, sampler, weights)
-                order = order.to(device)
-                augment_gen = ctx.generator("augment")
-                meter = StepMeter(device)
+                steps = runner.start(epoch)
                 self.reporter.epoch_start(epoch)
-                for step in range(steps):
-                    index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                    images = self._gather(train_images, index)
-                    x = augmenter.train(images, augment_gen)
-                    y = labels.current[index]
-                    with ctx.autocast():
-                        out = method.train_step(Batch(x, y, index), phase, epoch)
-                    meter.add(out, y, is_noisy[index])
+                for _ in range(steps):
+                    train_images_total += runner.step()
                     self.reporter.step()
-                    train_images_total += int(index.numel())
-                summary = meter.summary(steps, phase.name, epoch)
-                summary.update(method.on_epoch_end(phase, epoch))
-                summary.update(relabel_counts(labels, clean))
+                summary = runner.finish()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 trained = time.perf_counter() - began
@@ -373,22 +446,6 @@ class Engine:
         result = self._result(dataset, history, settings, realised, matrix, final_predictions, test_labels,
                               elapsed, train_images_total, train_seconds, method_cls)
         return result
-
-    def _place(self, images: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
-        """Keep the uint8 training cache on the device when it fits (or is asked to)."""
-        if self.device.type != "cuda" or settings.cache_on_device == "no":
-            return images
-        if settings.cache_on_device == "auto":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if images.numel() > DEVICE_CACHE_SHARE * free:
-                return images.pin_memory()
-        return images.to(self.device)
-
-    def _gather(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if images.device == self.device:
-            return images.index_select(0, index)
-        batch = images.index_select(0, index.cpu())
-        return batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batch
 
     def _result(self, dataset: Dataset, history: list[dict[str, Any]], settings: TrainSettings, realised: float,
                 matrix: np.ndarray, predictions: dict[str, torch.Tensor], test_labels: torch.Tensor,
