@@ -155,8 +155,11 @@ def report(runs: list[dict]) -> dict:
                 f"samples {_fmt(noisy[0]['acc_noisy']).strip()} -> {_fmt(noisy[-1]['acc_noisy']).strip()}%",
                 peak - accs[-1] >= MIN_DROP))
         if noisy and cct:
+            ensembles = [r["ensemble"] for r in cct if r["ensemble"] is not None]
+            teachers = f"; its networks' ensemble ended training at {ensembles[-1]:.1f}%" if ensembles else ""
             out["checks"].append(_check(
-                f"seed {seed}: at 40% CCT ends at {cct[-1]['model']:.1f}% (student), Standard at {noisy[-1]['model']:.1f}%",
+                f"seed {seed}: at 40% CCT ends at {cct[-1]['model']:.1f}% (deployable model){teachers}, "
+                f"Standard at {noisy[-1]['model']:.1f}%",
                 cct[-1]["model"] > noisy[-1]["model"]))
     return out
 
