@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra `nlbench run --set` for every run (repeatable), e.g. train.batch_size=64")
     parser.add_argument("--show", action="store_true", help="only print the curves of the stored runs")
     parser.add_argument("--json", default=None, help="also write the curves and verdicts to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.runs_dir = str(Path(args.runs_dir).resolve())  # the runs start in the repository root
+    return args
 
 
 def run_command(args: argparse.Namespace, method: str, noise: float, seed: int) -> list[str]:

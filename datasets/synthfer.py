@@ -24,7 +24,7 @@ from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
 class SynthferOptions:
     """Sizes and difficulty of the generated dataset."""
 
-    train_size: int = 600
+    train_size: int = 500
     test_size: int = 500
     #: Side of the rendered images, FER2013's 48 px by default (``image_size`` of [train] is the
     #: network input; synthfer trains at the rendered size unless told otherwise).
