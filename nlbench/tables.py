@@ -57,6 +57,12 @@ def _diff(values: dict[str, Any], usual: dict[str, Any]) -> list[str]:
     return [f"{k}={values[k]}" for k in sorted(values) if values.get(k) != usual.get(k)]
 
 
+def _most_common(frame: pd.DataFrame, by: str, column: str) -> dict[str, dict[str, Any]]:
+    """The most frequent value (a dict of settings) of ``column`` within each group of ``by``."""
+    return {key: json.loads(Counter(json.dumps(v, sort_keys=True) for v in group[column]).most_common(1)[0][0])
+            for key, group in frame.groupby(by)}
+
+
 def collect(runs_dir: Path, metric: str, member: str) -> pd.DataFrame:
     """One row per finished run with the chosen metric of the chosen member."""
     records = []
@@ -79,12 +85,9 @@ def collect(runs_dir: Path, metric: str, member: str) -> pd.DataFrame:
         return frame
     # Label variants: differences from the most common hyperparameters of the method and the
     # most common training settings and data options (sizes, difficulty, version) of the dataset.
-    usual_hp = {m: json.loads(Counter(json.dumps(h, sort_keys=True) for h in g["hparams"]).most_common(1)[0][0])
-                for m, g in frame.groupby("method")}
-    usual_train = {d: json.loads(Counter(json.dumps(t, sort_keys=True) for t in g["train"]).most_common(1)[0][0])
-                   for d, g in frame.groupby("dataset")}
-    usual_data = {d: json.loads(Counter(json.dumps(t, sort_keys=True) for t in g["data"]).most_common(1)[0][0])
-                  for d, g in frame.groupby("dataset")}
+    usual_hp = _most_common(frame, "method", "hparams")
+    usual_train = _most_common(frame, "dataset", "train")
+    usual_data = _most_common(frame, "dataset", "data")
     labels = []
     for row in frame.itertuples():
         extra = (_diff(row.hparams, usual_hp[row.method]) + _diff(row.train, usual_train[row.dataset])
