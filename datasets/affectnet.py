@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,7 @@ class AffectnetOptions:
     """Which AffectNet lists and image folders to read."""
 
     #: "manual" (Manually_Annotated training.csv) or "automatic" (the automatically annotated list).
-    train_list: str = "manual"
+    train_list: Literal["manual", "automatic"] = "manual"
     #: Images are already face crops: do not crop them by the face box.
     cropped: bool = False
     #: Folder of training.csv and validation.csv, relative to the data root.
@@ -72,9 +72,6 @@ class AffectnetOptions:
     #: Folder of the automatically annotated images, relative to the data root.
     automatic_images: str = "Automatically_Annotated_Images"
 
-    def __post_init__(self) -> None:
-        if self.train_list not in ("manual", "automatic"):
-            raise ValueError(f"train_list must be 'manual' or 'automatic', got {self.train_list!r}")
 
 
 class _AffectNet(Dataset):

@@ -37,7 +37,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -73,11 +73,7 @@ class FerplusOptions:
     """Which FERPlus layout to read."""
 
     #: "auto" (csv when fer2013.csv[.gz] and fer2013new.csv are present, else folders), "csv" or "folders".
-    layout: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+    layout: Literal[LAYOUTS] = "auto"
 
 
 @dataclass

@@ -29,7 +29,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -37,6 +37,7 @@ from PIL import Image
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
 from nlbench.dataset import AFFECTNET_ORDER, HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from nlbench.options import Range
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
@@ -52,21 +53,13 @@ class ImagefolderOptions:
     """How to split, store and normalise a folder-per-class dataset."""
 
     #: Share of each class drawn into the test set when there are no train/ and test/ folders.
-    test_fraction: float = 0.2
+    test_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.2
     #: Seed of that draw.
     split_seed: int = 0
     #: Side of the stored square images.
-    size: int = 112
+    size: Annotated[int, Range(16, 512)] = 112
     #: "imagenet" (mean 0.485/0.456/0.406, std 0.229/0.224/0.225) or "half" (0.5/0.5).
-    normalisation: str = "imagenet"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not 16 <= self.size <= 512:
-            raise ValueError(f"size must be between 16 and 512 pixels, got {self.size}")
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be 'imagenet' or 'half', got {self.normalisation!r}")
+    normalisation: Literal["imagenet", "half"] = "imagenet"
 
 
 class ImageFolder(Dataset):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -51,19 +51,13 @@ class RafdbOptions:
     """Which RAF-DB images and label files to read."""
 
     #: "aligned" (Image/aligned/<stem>_aligned.jpg, 100x100) or "original" (Image/original/<name>.jpg).
-    images: str = "aligned"
+    images: Literal["aligned", "original"] = "aligned"
     #: The label list, relative to the RAF-DB folder (or absolute).
     label_file: str = LABEL_FILE
     #: Optional noisy training labels ("<name> <label>" lines), relative to the RAF-DB folder or absolute.
     noisy_list: str = ""
     #: Label of the first class in noisy_list: 1 (RAF-DB/CCT files) or 0 (SCN's released files).
-    noisy_label_base: int = 1
-
-    def __post_init__(self) -> None:
-        if self.images not in IMAGE_KINDS:
-            raise ValueError(f"images must be 'aligned' or 'original', got {self.images!r}")
-        if self.noisy_label_base not in (0, 1):
-            raise ValueError(f"noisy_label_base must be 0 or 1, got {self.noisy_label_base}")
+    noisy_label_base: Literal[0, 1] = 1
 
 
 class Rafdb(Dataset):

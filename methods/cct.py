@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import Tensor
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.losses import kl_divergence, mean_softmax, soft_cross_entropy
+from nlbench.options import Range
 from nlbench.schedules import cct_lambda
 
 TERM_WEIGHTS = ("mean", "thirds", "code")
@@ -33,24 +35,24 @@ class CCTParams:
     """CCT hyperparameters (defaults: methods.md Part A)."""
 
     #: Number of co-trained networks, 1 to 4 (the paper's Table 8 varies it).
-    networks: int = 3
+    networks: Annotated[int, Range(1, 4)] = 3
     #: Keep the supervision loss L_sup; False gives Table 8's "L_sup off" rows (L = lambda * L_cons).
     supervision: bool = True
-    lambda_max: float = 0.9
-    beta: float = 0.65
+    lambda_max: Annotated[float, Range(0, 1)] = 0.9
+    beta: Annotated[float, Range(0, None, low_open=True)] = 0.65
     #: e_r = ramp_fraction * epochs.
-    ramp_fraction: float = 0.9
+    ramp_fraction: Annotated[float, Range(0, None, low_open=True)] = 0.9
     #: Hold lambda at lambda_max after e_r (the code lets it decrease slightly).
     clip: bool = False
     #: How the terms are normalised: "mean" (L_sup mean over networks, L_cons mean over ordered
     #: pairs; Part A), "thirds" (1/N times the sums, the code's form with an exact 1/N), "code"
     #: (the literal 0.33 times the sums of the official code).
-    term_weights: str = "mean"
+    term_weights: Literal[TERM_WEIGHTS] = "mean"
     #: Distillation epochs; 0 = as many as the training phase, -1 = no distillation.
-    distill_epochs: int = 0
-    temperature_kd: float = 2.0
+    distill_epochs: Annotated[int, Range(-1, None)] = 0
+    temperature_kd: Annotated[float, Range(0, None, low_open=True)] = 2.0
     #: "paper" = 0.5 on the hard-label term (Eq. 6), "code" = 1.5 (official KD script).
-    kd_weights: str = "paper"
+    kd_weights: Literal["paper", "code"] = "paper"
 
 
 class CCT(Method):
@@ -63,25 +65,11 @@ class CCT(Method):
 
     @classmethod
     def validate(cls, hp: CCTParams, settings: dict) -> None:
-        if not 1 <= hp.networks <= 4:
-            raise ValueError(f"networks must be between 1 and 4, got {hp.networks}")
         if hp.networks == 1 and not hp.supervision:
             raise ValueError(
                 "one network with the supervision loss off has nothing to learn from (no labels, no peers); "
                 "use networks >= 2 or supervision = true"
             )
-        if hp.term_weights not in TERM_WEIGHTS:
-            raise ValueError(f"term_weights must be one of {', '.join(TERM_WEIGHTS)}, got {hp.term_weights!r}")
-        if hp.kd_weights not in ("paper", "code"):
-            raise ValueError(f"kd_weights must be paper or code, got {hp.kd_weights!r}")
-        if not 0 <= hp.lambda_max <= 1:
-            raise ValueError(f"lambda_max must be in [0, 1], got {hp.lambda_max}")
-        if hp.ramp_fraction <= 0:
-            raise ValueError(f"ramp_fraction must be positive, got {hp.ramp_fraction}")
-        if hp.temperature_kd <= 0:
-            raise ValueError("temperature_kd must be positive")
-        if hp.distill_epochs < -1:
-            raise ValueError("distill_epochs must be -1 (none), 0 (as training) or a positive count")
 
     def build(self, ctx) -> None:
         super().build(ctx)

@@ -13,12 +13,14 @@ ensemble (average of softmax) are stored as members.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
+from nlbench.options import Range
 from nlbench.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update, peer_members, resolve_forget_rate
 
 FIDELITIES = ("paper", "code")
@@ -36,17 +38,17 @@ class CoTeachingParams:
     #: tau; -1 = the run's nominal noise rate (the paper's choice).
     forget_rate: float = -1.0
     #: T_k: epochs over which the forget rate ramps up to tau.
-    num_gradual: int = 10
+    num_gradual: Annotated[int, Range(0, None)] = 10
     #: c: exponent of the ramp, R(e) = 1 - tau * min(e^c / T_k, 1).
-    exponent: float = 1.0
+    exponent: Annotated[float, Range(0, None, low_open=True)] = 1.0
     #: "paper": the form above with 0-based epochs. "code": the official linspace(0, tau^c, T_k)
     #: array read at the code's epoch counter e + 1 (§6 #15: tau, not e, raised to the power c).
-    schedule: str = "paper"
+    schedule: Literal[FORGET_SCHEDULES] = "paper"
     #: "mean": plain mean over the selected set. "code": that mean divided by the keep count again
     #: (the official double normalisation, §6 #16).
-    normalisation: str = "mean"
+    normalisation: Literal[NORMALISATIONS] = "mean"
     #: "paper" (the defaults above) or "code" (schedule = normalisation = "code").
-    fidelity: str = "paper"
+    fidelity: Literal[FIDELITIES] = "paper"
 
 
 class CoTeaching(Method):
@@ -65,16 +67,6 @@ class CoTeaching(Method):
         tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
         if not 0 <= tau < 1:
             raise ValueError(f"the forget rate must be in [0, 1), got {tau} (from the noise rate)")
-        if hp.num_gradual < 0:
-            raise ValueError(f"num_gradual must be >= 0, got {hp.num_gradual}")
-        if hp.exponent <= 0:
-            raise ValueError(f"exponent must be positive, got {hp.exponent}")
-        if hp.schedule not in FORGET_SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(FORGET_SCHEDULES)}, got {hp.schedule!r}")
-        if hp.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {hp.normalisation!r}")
-        if hp.fidelity not in FIDELITIES:
-            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {hp.fidelity!r}")
 
     def build(self, ctx) -> None:
         super().build(ctx)

@@ -13,6 +13,7 @@ and the ensemble (average of softmax) are stored as members.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
+from nlbench.options import Range
 from nlbench.selection import (
     COTEACHING_PLUS_SCHEDULES,
     coteaching_plus_forget_rate,
@@ -46,15 +48,15 @@ class CoTeachingPlusParams:
     #: tau; -1 = the run's nominal noise rate.
     forget_rate: float = -1.0
     #: E_k: epochs over which the forget rate ramps up to tau.
-    num_gradual: int = 10
+    num_gradual: Annotated[int, Range(0, None)] = 10
     #: First (0-based) epoch of the disagreement phase; earlier epochs run plain Co-teaching.
-    init_epoch: int = 5
+    init_epoch: Annotated[int, Range(0, None)] = 5
     #: "constant": tau * min(e / E_k, 1), constant tau after E_k (the code's "type_1" shape).
     #: "rise": the paper's min(e tau / E_k, (1 + (e - E_k) / (E - E_k)) tau), rising to 2 tau (§6 #18).
     #: "code": the official linspace(0, tau, E_k) array read at epoch e + 1.
-    schedule: str = "constant"
+    schedule: Literal[COTEACHING_PLUS_SCHEDULES] = "constant"
     #: "mean": plain mean over the selected set; "code": divided by the keep count again (§6 #16).
-    normalisation: str = "mean"
+    normalisation: Literal[NORMALISATIONS] = "mean"
     #: Feed softmax probabilities to the cross-entropy in the disagreement phase, as the code does
     #: (a double softmax, §6 #17); False = cross-entropy on the logits.
     double_softmax: bool = False
@@ -64,7 +66,7 @@ class CoTeachingPlusParams:
     code_indexing: bool = False
     #: "paper" (the defaults above) or "code" (schedule = normalisation = "code", double_softmax
     #: and code_indexing on).
-    fidelity: str = "paper"
+    fidelity: Literal[FIDELITIES] = "paper"
 
 
 def drop_last_if_index_zero(disagree: Tensor, index: Tensor) -> Tensor:
@@ -92,16 +94,6 @@ class CoTeachingPlus(Method):
     def validate(cls, hp: CoTeachingPlusParams, settings: dict) -> None:
         if hp.forget_rate != -1.0 and not 0 <= hp.forget_rate < 1:
             raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {hp.forget_rate}")
-        if hp.num_gradual < 0:
-            raise ValueError(f"num_gradual must be >= 0, got {hp.num_gradual}")
-        if hp.init_epoch < 0:
-            raise ValueError(f"init_epoch must be >= 0, got {hp.init_epoch}")
-        if hp.schedule not in COTEACHING_PLUS_SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(COTEACHING_PLUS_SCHEDULES)}, got {hp.schedule!r}")
-        if hp.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {hp.normalisation!r}")
-        if hp.fidelity not in FIDELITIES:
-            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {hp.fidelity!r}")
         if hp.fidelity == "code" and hp.schedule == "rise":
             raise ValueError("fidelity = code uses the code's schedule (type_1); drop schedule = rise or use fidelity = paper")
         tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))

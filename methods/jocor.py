@@ -15,6 +15,7 @@ with the ensemble (average of softmax).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from torch import Tensor
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.losses import cross_entropy_per_sample, kl_divergence_per_sample
+from nlbench.options import Range
 from nlbench.selection import (
     FORGET_SCHEDULES,
     coteaching_forget_rate,
@@ -45,17 +47,17 @@ class JoCoRParams:
     """
 
     #: lambda, weight of the symmetric KL co-regularisation (0.9: the README's CIFAR-10 value).
-    co_lambda: float = 0.9
+    co_lambda: Annotated[float, Range(0, 1)] = 0.9
     #: tau; -1 = the run's nominal noise rate.
     forget_rate: float = -1.0
     #: T_k of the Co-teaching schedule.
-    num_gradual: int = 10
+    num_gradual: Annotated[int, Range(0, None)] = 10
     #: c of the Co-teaching schedule.
-    exponent: float = 1.0
+    exponent: Annotated[float, Range(0, None, low_open=True)] = 1.0
     #: "paper": forget(e) = tau * min(e^c / T_k, 1); "code": linspace(0, tau^c, T_k) read at e + 1.
-    schedule: str = "paper"
+    schedule: Literal[FORGET_SCHEDULES] = "paper"
     #: "paper" or "code" (schedule = "code").
-    fidelity: str = "paper"
+    fidelity: Literal[FIDELITIES] = "paper"
 
 
 class JoCoR(Method):
@@ -69,21 +71,11 @@ class JoCoR(Method):
 
     @classmethod
     def validate(cls, hp: JoCoRParams, settings: dict) -> None:
-        if not 0 <= hp.co_lambda <= 1:
-            raise ValueError(f"co_lambda must be in [0, 1], got {hp.co_lambda}")
         if hp.forget_rate != -1.0 and not 0 <= hp.forget_rate < 1:
             raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {hp.forget_rate}")
         tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
         if not 0 <= tau < 1:
             raise ValueError(f"the forget rate must be in [0, 1), got {tau} (from the noise rate)")
-        if hp.num_gradual < 0:
-            raise ValueError(f"num_gradual must be >= 0, got {hp.num_gradual}")
-        if hp.exponent <= 0:
-            raise ValueError(f"exponent must be positive, got {hp.exponent}")
-        if hp.schedule not in FORGET_SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(FORGET_SCHEDULES)}, got {hp.schedule!r}")
-        if hp.fidelity not in FIDELITIES:
-            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {hp.fidelity!r}")
 
     @staticmethod
     def joint_loss_per_sample(logits1: Tensor, logits2: Tensor, labels: Tensor, co_lambda: float) -> Tensor:

@@ -16,6 +16,7 @@ evaluates; ``net1`` and ``net2`` are stored as members.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from torch import Tensor
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.losses import kl_divergence
+from nlbench.options import Range
 from nlbench.selection import nct_alpha, nct_variability_rate, variability_labels
 
 
@@ -37,19 +39,19 @@ class NCTParams:
     """
 
     #: T of the distillation term (the CE uses T = 1).
-    temperature: float = 4.0
+    temperature: Annotated[float, Range(0, None, low_open=True)] = 4.0
     #: alpha_max: the final weight of the distillation term.
-    alpha_max: float = 0.9
+    alpha_max: Annotated[float, Range(0, 1)] = 0.9
     #: beta of the ramp alpha(e) = alpha_max * exp(-beta * (1 - min(e, e_r) / e_r)^2) (code: phase shift -5).
-    beta: float = 5.0
+    beta: Annotated[float, Range(0, None)] = 5.0
     #: e_r = rampup_fraction * epochs (the code's 20 of 200 epochs would be 0.1; Part A chooses 20 %).
-    rampup_fraction: float = 0.2
+    rampup_fraction: Annotated[float, Range(0, None)] = 0.2
     #: r_min: target-variability rate up to the warm-up's end.
     variability_min: float = 0.2
     #: r_max: target-variability rate reached at the last epoch.
     variability_max: float = 0.7
     #: e_w: warm-up epochs at r_min.
-    warmup_epochs: int = 3
+    warmup_epochs: Annotated[int, Range(0, None)] = 3
     #: Draw u ~ U{1..K-1} so a corrupted label always differs (code: U{0..K-1}, may keep the label).
     always_different: bool = False
 
@@ -64,20 +66,10 @@ class NCT(Method):
 
     @classmethod
     def validate(cls, hp: NCTParams, settings: dict) -> None:
-        if hp.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {hp.temperature}")
-        if not 0 <= hp.alpha_max <= 1:
-            raise ValueError(f"alpha_max must be in [0, 1], got {hp.alpha_max}")
-        if hp.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {hp.beta}")
-        if hp.rampup_fraction < 0:
-            raise ValueError(f"rampup_fraction must be >= 0 (0 = alpha_max from the start), got {hp.rampup_fraction}")
         if not 0 <= hp.variability_min <= hp.variability_max <= 1:
             raise ValueError(
                 f"need 0 <= variability_min <= variability_max <= 1, got {hp.variability_min} and {hp.variability_max}"
             )
-        if hp.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {hp.warmup_epochs}")
 
     @staticmethod
     def network_loss(own: Tensor, peer: Tensor, labels: Tensor, alpha: float, temperature: float) -> Tensor:

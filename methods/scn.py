@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,8 @@ from torch import Tensor, nn
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.context import derive_seed
+from nlbench.options import Range
+from nlbench.seeding import derive_seed
 from nlbench.selection import scn_margin
 
 RELABEL_SETS = ("low", "all", "none")
@@ -44,23 +46,23 @@ class SCNParams:
     """
 
     #: Share of each batch in the high-importance group.
-    beta: float = 0.7
+    beta: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.7
     #: delta_1 of the rank regularisation; -1 = scaled with the batch size: 0.07 up to batch 64,
     #: 0.15 from batch 512, linear between (§6 #11; the paper's 0.15 was for batch 1024).
     margin: float = -1.0
     #: delta_2: relabel when max prob - prob of the given label exceeds it.
-    relabel_threshold: float = 0.2
+    relabel_threshold: Annotated[float, Range(0, 1, high_open=True)] = 0.2
     #: First epoch (1-based) that relabels; 0 = the paper's epoch 10, or 10 % of the epochs
     #: (rounded half up, at least 1) in runs shorter than 10 epochs.
-    relabel_epoch: int = 0
+    relabel_epoch: Annotated[int, Range(0, None)] = 0
     #: Which samples may be relabelled: "low" (low-importance group, the paper), "all" (the code), "none".
-    relabel: str = "low"
+    relabel: Literal[RELABEL_SETS] = "low"
     #: "epoch_end" (the code's effective timing, see the module docstring) or "immediate".
-    relabel_timing: str = "epoch_end"
+    relabel_timing: Literal[RELABEL_TIMINGS] = "epoch_end"
     #: gamma of the paper's convex form gamma * L_RR + (1 - gamma) * L_WCE; -1 = L_WCE + L_RR (code, §6 #10).
     gamma: float = -1.0
     #: "paper" or "code" (relabel = "all").
-    fidelity: str = "paper"
+    fidelity: Literal[FIDELITIES] = "paper"
 
 
 class SCNNet(nn.Module):
@@ -92,22 +94,10 @@ class SCN(Method):
 
     @classmethod
     def validate(cls, hp: SCNParams, settings: dict) -> None:
-        if not 0 < hp.beta < 1:
-            raise ValueError(f"beta must be in (0, 1) so both importance groups exist, got {hp.beta}")
         if hp.margin != -1.0 and hp.margin < 0:
             raise ValueError(f"margin must be >= 0 or -1 (= scaled with the batch size), got {hp.margin}")
-        if not 0 <= hp.relabel_threshold < 1:
-            raise ValueError(f"relabel_threshold must be in [0, 1), got {hp.relabel_threshold}")
-        if hp.relabel_epoch < 0:
-            raise ValueError(f"relabel_epoch must be >= 1, or 0 for the automatic rule, got {hp.relabel_epoch}")
-        if hp.relabel not in RELABEL_SETS:
-            raise ValueError(f"relabel must be one of {', '.join(RELABEL_SETS)}, got {hp.relabel!r}")
-        if hp.relabel_timing not in RELABEL_TIMINGS:
-            raise ValueError(f"relabel_timing must be one of {', '.join(RELABEL_TIMINGS)}, got {hp.relabel_timing!r}")
         if hp.gamma != -1.0 and not 0 <= hp.gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1] or -1 (= L_WCE + L_RR), got {hp.gamma}")
-        if hp.fidelity not in FIDELITIES:
-            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {hp.fidelity!r}")
         if hp.fidelity == "code" and hp.relabel == "none":
             raise ValueError("fidelity = code relabels every sample; drop relabel = none or use fidelity = paper")
 

@@ -1,13 +1,45 @@
-"""nlbench: a plug-in benchmark of noisy-label training methods for facial expression recognition."""
+"""nlbench: a plug-in benchmark of noisy-label training methods for facial expression recognition.
+
+Plugin authors import what they need from here (``nlbench.Method``, ``nlbench.Dataset``,
+``nlbench.hookimpl``, ...). The classes are loaded on first use, so ``import nlbench`` (and with
+it ``nlbench --help``) does not import torch.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
-from nlbench.dataset import Dataset, SampleTable  # noqa: E402
+__version__ = "0.2.0"
+
 from nlbench.errors import ConfigError, DataError, NlbenchError, UsageError  # noqa: E402
 from nlbench.hookspecs import hookimpl  # noqa: E402
-from nlbench.method import Batch, Method, Phase  # noqa: E402
+
+#: Public names loaded lazily: name -> module.
+_LAZY = {
+    "Batch": "nlbench.method",
+    "Method": "nlbench.method",
+    "Phase": "nlbench.method",
+    "Dataset": "nlbench.dataset",
+    "SampleTable": "nlbench.dataset",
+    "Range": "nlbench.options",
+    "runtime": "nlbench.options",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.dataset import Dataset, SampleTable
+    from nlbench.method import Batch, Method, Phase
+    from nlbench.options import Range, runtime
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nlbench' has no attribute {name!r}")
+
 
 __all__ = [
     "Batch",
@@ -17,8 +49,10 @@ __all__ = [
     "Method",
     "NlbenchError",
     "Phase",
+    "Range",
     "SampleTable",
     "UsageError",
     "__version__",
     "hookimpl",
+    "runtime",
 ]

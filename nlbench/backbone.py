@@ -13,31 +13,24 @@ Every backbone weight must load: the only keys allowed to stay missing are the n
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
 from nlbench.errors import UsageError
+from nlbench.identity import file_sha256  # noqa: F401  (re-exported)
+from nlbench.seeding import derive_seed
 
 CLASSIFIER_PREFIX = "fc."
 DROPPED_HEADS = ("feature.", "fc.")
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, recorded with every run that used it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def create_backbone(name: str, num_classes: int) -> nn.Module:
     """A randomly initialised timm model with a ``num_classes``-way classifier named ``fc``."""
+    import timm  # here, not at the top: `nlbench --help`, `table` and `plugins` must not pay for it
+
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
     except RuntimeError as err:
@@ -106,7 +99,7 @@ class BackboneFactory:
         # Seeding per call gives each network its own init, reproducible and independent of
         # anything else the run did with the global RNG before.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1000 + self.calls)
+            torch.manual_seed(derive_seed(self.seed, "network", self.calls))
             model = create_backbone(self.name, num_classes or self.num_classes)
         if self._tensors is not None:
             load_pretrained(model, self._tensors, self.pretrained)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,13 +12,10 @@ import torch
 from torch import nn
 
 from nlbench.backbone import BackboneFactory
-from nlbench.config import TrainSettings
+from nlbench.seeding import derive_seed
+from nlbench.settings import TrainSettings
 
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 63-bit seed derived from the run seed and a purpose (phase, epoch, name)."""
-    key = "|".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+__all__ = ["Context", "LabelStore", "RegisteredOptimizer", "derive_seed"]
 
 
 class LabelStore:

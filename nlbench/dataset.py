@@ -18,14 +18,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nlbench.errors import ConfigError, DataError
+from nlbench.errors import DataError
+from nlbench.identity import data_fingerprint
+from nlbench.options import build_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 
-#: The AffectNet class order, the common order of cross-dataset reports (methods.md §2.1).
+#: The AffectNet class order, the common order of cross-dataset reports (docs/methods.md §2.1).
 AFFECTNET_ORDER = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
 
 SPLITS = ("train", "test")
@@ -129,6 +131,16 @@ class Dataset:
         """
         return None
 
+    def fingerprint(self) -> str | None:
+        """The content identity of the files this dataset reads, for the run id (None: no files).
+
+        The default hashes every split's sample list and labels, the size of every file a sample
+        names and of every file at the top of the data root (:func:`nlbench.identity.data_fingerprint`).
+        """
+        if self.root is None:
+            return None
+        return data_fingerprint(self.root, ((split, self.table(split)) for split in SPLITS))
+
     def identity(self) -> dict[str, Any]:
         """What identifies this dataset's content, for the decode cache and the run id."""
         return {
@@ -138,60 +150,3 @@ class Dataset:
             "options": dataclasses.asdict(self.options),
             "storage_size": self.storage_size,
         }
-
-
-def build_options(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build an options dataclass from a dict, rejecting unknown keys and wrong types by name."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(known)) or '(none)'}."
-        )
-    converted = {}
-    defaults = cls()
-    for key, value in values.items():
-        converted[key] = coerce(value, getattr(defaults, key), f"{where}.{key}")
-    try:
-        return cls(**converted)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid {where}: {err}") from None
-
-
-def coerce(value: Any, default: Any, where: str) -> Any:
-    """Convert ``value`` to the type of ``default`` (int, float, bool, str, list), or explain why not."""
-    if default is None or value is None:
-        return value
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
-            return value.lower() in {"true", "1", "yes"}
-    elif kind is int and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif kind is float and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    elif kind in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return kind(value)
-    else:
-        return value
-    raise ConfigError(f"{where} must be of type {kind.__name__}, got {value!r}.")

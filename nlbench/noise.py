@@ -2,7 +2,7 @@
 
 The generator's seed derives from (dataset, rate, mode, seed) only, never from the method, so
 ``nlbench run --method A`` and ``--method B`` with the same dataset, noise and seed train on the
-same noisy label vector. Modes (methods.md Part A and §3):
+same noisy label vector. Modes (docs/methods.md Part A and §3):
 
 - ``flip`` (default, SCN/CCT convention): each label, with probability ``rate``, is replaced by a
   uniformly drawn *different* class (per-sample Bernoulli);
@@ -15,14 +15,13 @@ same noisy label vector. Modes (methods.md Part A and §3):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from nlbench.errors import UsageError
-
-MODES = ("flip", "exact", "uniform", "pair")
+from nlbench.seeding import derive_seed
+from nlbench.settings import NOISE_MODES as MODES  # noqa: E402  (one list of modes)
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,8 @@ def check_rate(rate: float) -> float:
 
 
 def noise_seed(dataset: str, rate: float, mode: str, seed: int) -> int:
-    """The generator seed of a noise draw: a hash of (dataset, rate, mode, seed) and nothing else."""
-    key = f"nlbench-noise|{dataset}|{rate:.6f}|{mode}|{seed}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    """The generator seed of a noise draw: derived from (dataset, rate, mode, seed) and nothing else."""
+    return derive_seed(seed, "noise", dataset, f"{rate:.6f}", mode)
 
 
 def _different_class(rng: np.random.Generator, labels: np.ndarray, num_classes: int) -> np.ndarray:

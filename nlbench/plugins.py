@@ -167,8 +167,18 @@ def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
         yield info, obj
 
 
+REGISTRATION_HOOKS = (("register_methods", "method"), ("register_datasets", "dataset"))
+
+
 def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None) -> Registry:
-    """Load every plugin and collect what they register."""
+    """Load every plugin and collect what they register.
+
+    Each plugin module is registered with the pluggy manager; hook implementations that match no
+    hook specification (a misspelt ``register_method``) are found with pluggy's
+    ``check_pending`` and fail their plugin with the reason. The registration hooks are then
+    called through the manager, one plugin at a time (``subset_hook_caller``), so what a plugin
+    registers is attributed to it and a plugin that raises never stops the others.
+    """
     if autoload is None:
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes")
     manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -182,27 +192,55 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
     if autoload:
         sources.extend(_entry_point_plugins())
 
+    loaded: list[tuple[PluginInfo, Any]] = []
     for info, plugin in sources:
         registry.plugins.append(info)
         if plugin is None:
             continue
         try:
             manager.register(plugin, name=f"{info.kind}:{info.origin}:{info.name}")
-        except Exception as err:
+        except Exception as err:  # pluggy's own validation: a hookimpl whose arguments match no spec
             info.error = _describe(err)
             continue
-        for hook_name, table, base in (
-            ("register_methods", registry.methods, Method),
-            ("register_datasets", registry.datasets, Dataset),
-        ):
-            hook = getattr(plugin, hook_name, None)
-            if hook is None:
+        loaded.append((info, plugin))
+    _reject_unknown_hooks(manager, loaded)
+
+    for info, plugin in loaded:
+        if info.error is not None:
+            continue
+        others = [p for _, p in loaded if p is not plugin]
+        for hook_name, kind in REGISTRATION_HOOKS:
+            table = registry.methods if kind == "method" else registry.datasets
+            caller = manager.subset_hook_caller(hook_name, remove_plugins=others)
+            if not caller.get_hookimpls():
                 continue
             try:
-                hook(register=_registrar(registry, info, table, base))
+                caller(register=_registrar(registry, info, table, Method if kind == "method" else Dataset))
             except Exception as err:
                 info.error = _describe(err)
     return registry
+
+
+def _reject_unknown_hooks(manager: pluggy.PluginManager, loaded: list[tuple[PluginInfo, Any]]) -> None:
+    """Fail (and unregister) every plugin with a hook implementation that matches no nlbench hook."""
+    infos = {id(plugin): info for info, plugin in loaded}
+    known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith(("register_", "on_"))))
+    while True:
+        try:
+            manager.check_pending()
+            return
+        except pluggy.PluginValidationError as err:
+            info = infos.get(id(err.plugin))
+            bad = [name for name in dir(manager.hook)
+                   if not name.startswith("_") and not getattr(manager.hook, name).has_spec()
+                   and any(impl.plugin is err.plugin for impl in getattr(manager.hook, name).get_hookimpls())]
+            message = (f"implements {', '.join(bad) or 'a hook'}, which is not an nlbench hook (misspelt?); "
+                       f"the hooks are: {known}")
+            if info is not None:
+                info.error = message
+            manager.unregister(err.plugin)
+            if info is None:  # not one of ours: nothing to attribute it to, stop here
+                return
 
 
 def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], base: type) -> Any:

@@ -1,28 +1,150 @@
-"""Resolving a run request (CLI flags + benchmark.toml + plugin defaults) into a RunSpec.
+"""The run spec: what one run is, typed and frozen, and the one function that resolves it.
 
-The spec is complete and canonical: everything that changes the numbers of a run is in it, and
-its hash is the run id. Where files are kept (data root, runs folder) and the device are recorded
-but do not enter the id, so the same experiment has the same id on a laptop and on a cluster.
+A :class:`RunSpec` is complete and canonical: everything that can change the numbers of a run is
+in it, and the run id is the hash of its canonical JSON. Fields declared with
+:func:`nlbench.options.runtime` (where the data and the pretrained file lie on this machine, the
+device, the image cache's place, ``torch.compile``, the evaluation batch size) are recorded in
+``spec.json`` but never enter the id, so the same experiment has the same id on a laptop and on a
+cluster node. The data enters the id by content (:meth:`nlbench.Dataset.fingerprint`), not by
+path: other files give another id, the same files at another path the same one.
+
+Precedence of settings, lowest first, resolved in :func:`resolve_spec` and nowhere else::
+
+    built-in defaults < [train] < the dataset plugin's train_defaults < [datasets.<name>]
+    < command-line flags and --set
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nlbench.backbone import file_sha256
-from nlbench.config import Config
-from nlbench.dataset import build_options
+from nlbench.config import Config, parse_set
 from nlbench.errors import ConfigError, UsageError
-from nlbench.noise import MODES, check_rate
-from nlbench.plugins import Registry
+from nlbench.identity import file_sha256, short_hash
+from nlbench.noise import check_rate
+from nlbench.options import build_options, check_value, is_runtime, option_infos, runtime
+from nlbench.settings import NOISE_MODES, RunDefaults, TrainSettings
 
-NOISE_SOURCES = ("injected", "dataset")
-NOT_IN_ID = ("data_root", "pretrained_path")
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.dataset import Dataset
+    from nlbench.plugins import Registry
+
+
+class FrozenMap(dict):
+    """A read-only dict (JSON-serialisable and picklable, unlike ``MappingProxyType``)."""
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a RunSpec is frozen: use dataclasses.replace to derive another one")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _frozen  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (FrozenMap, (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(short_hash(self))
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The label noise of a run: injected at ``rate`` in ``mode``, or the dataset's own labels."""
+
+    rate: float
+    mode: str = "flip"
+    #: "injected" (drawn by the engine) or "dataset" (the dataset's own noisy training labels).
+    source: str = "injected"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data a run trains on: the dataset plugin, its version and options, and the files."""
+
+    name: str
+    version: str = "1"
+    options: FrozenMap = field(default_factory=FrozenMap)
+    #: Content identity of the files read (None for generated datasets: name, version and
+    #: options say everything).
+    fingerprint: str | None = None
+    #: Where the files are on this machine.
+    root: str | None = runtime(None)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, fully resolved. ``run_id`` hashes every field not declared as runtime."""
+
+    method: str
+    hparams: FrozenMap
+    data: DataSpec
+    noise: NoiseSpec
+    seed: int
+    train: TrainSettings
+    #: SHA-256 of the pretrained file (None: random initialisation).
+    pretrained_sha256: str | None = None
+    #: auto, cpu or cuda[:N]: where the run trains (resolved by the engine).
+    device: str = runtime("auto")
+    #: Decoded-image cache folder ("" = the default).
+    cache_dir: str = runtime("")
+
+    @property
+    def run_id(self) -> str:
+        """The short hash of :meth:`identity`."""
+        return short_hash(self.identity())
+
+    def identity(self) -> dict[str, Any]:
+        """Every field that changes the numbers, as plain JSON data."""
+        return _to_json(self, identity_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field (runtime ones too) plus the run id: the content of spec.json."""
+        return {**_to_json(self, identity_only=False), "run_id": self.run_id}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        """Rebuild a spec from :meth:`to_json` output (checks the stored run id)."""
+        try:
+            spec = cls(
+                method=data["method"], hparams=FrozenMap(data["hparams"]),
+                data=DataSpec(**{**data["data"], "options": FrozenMap(data["data"]["options"])}),
+                noise=NoiseSpec(**data["noise"]), seed=data["seed"], train=TrainSettings(**data["train"]),
+                pretrained_sha256=data.get("pretrained_sha256"), device=data.get("device", "auto"),
+                cache_dir=data.get("cache_dir", ""),
+            )
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"not a run spec of this nlbench version ({type(err).__name__}: {err}).") from None
+        if "run_id" in data and data["run_id"] != spec.run_id:
+            raise ConfigError(f"spec says run id {data['run_id']} but its content hashes to {spec.run_id}.")
+        return spec
+
+    def hp(self, hparams_cls: type) -> Any:
+        """The method's hyperparameters as an instance of ``hparams_cls``."""
+        return hparams_cls(**self.hparams)
+
+    @property
+    def pretrained_path(self) -> Path | None:
+        """The pretrained file on this machine, if any."""
+        return Path(self.train.pretrained) if self.train.pretrained else None
+
+    def describe(self) -> str:
+        """One line saying what the run is."""
+        noise = (f"noise {self.noise.rate:.2f} ({self.noise.mode})" if self.noise.source == "injected"
+                 else "the dataset's own noisy labels")
+        return (f"{self.method} on {self.data.name}, {noise}, seed {self.seed}, {self.train.epochs} epochs, "
+                f"{self.train.image_size} px, batch {self.train.batch_size}")
+
+
+def _to_json(obj: Any, identity_only: bool) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_json(getattr(obj, f.name), identity_only) for f in dataclasses.fields(obj)
+                if not (identity_only and is_runtime(f))}
+    if isinstance(obj, dict):
+        return {k: _to_json(v, identity_only) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v, identity_only) for v in obj]
+    return obj
 
 
 @dataclass
@@ -38,89 +160,143 @@ class RunRequest:
     epochs: int | None = None
     data_root: str | None = None
     pretrained: str | None = None
-    train_overrides: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    cache_dir: str | None = None
+    #: Raw ``--set key=value`` items: ``train.*`` ones rank with the flags, the others change
+    #: their table of benchmark.toml.
+    sets: list[str] = field(default_factory=list)
 
 
-def resolve_spec(request: RunRequest, config: Config, registry: Registry) -> dict[str, Any]:
-    """Build the canonical run spec, checking every value; raises UsageError/ConfigError."""
-    defaults = config.run_defaults()
+def split_sets(items: list[str]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """Parse ``--set`` items into (train overrides, other assignments)."""
+    train: dict[str, Any] = {}
+    other: list[tuple[str, Any]] = []
+    for item in items:
+        key, value = parse_set(item)
+        section, _, rest = key.partition(".")
+        if section == "train":
+            if not rest or "." in rest:
+                raise ConfigError(f"--set {key}: training settings are train.<name>, e.g. train.batch_size=64.")
+            train[rest] = value
+        else:
+            other.append((key, value))
+    return train, other
+
+
+def resolve_spec(request: RunRequest, config: Config, registry: Registry,
+                 datasets: dict[tuple, Dataset] | None = None) -> RunSpec:
+    """Build the canonical run spec, checking every value; raises UsageError/ConfigError.
+
+    ``datasets`` memoises opened datasets across calls (a sweep resolves many specs on the same
+    files); the dataset is opened and its layout checked here, so a wrong data root is a usage
+    error before any run folder exists.
+    """
+    from nlbench.assemble import open_dataset
+
+    train_sets, other_sets = split_sets(request.sets)
+    config = config.with_sets(other_sets)
+    check_plugin_tables(config, registry)
+    defaults: RunDefaults = config.run_defaults()
     method_name = request.method or defaults.method
     dataset_name = request.dataset or defaults.dataset
     method_cls = registry.method(method_name)
     dataset_cls = registry.dataset(dataset_name)
 
+    infos = {info.name: info for info in option_infos(RunDefaults)}
+
+    def flag(value: Any, name: str, flag_name: str) -> Any:
+        if value is None:
+            return getattr(defaults, name)
+        try:
+            return check_value(value, infos[name], flag_name)
+        except ConfigError as err:
+            raise UsageError(str(err)) from None
+
     rate = check_rate(request.noise if request.noise is not None else defaults.noise)
     mode = request.noise_mode or defaults.noise_mode
-    if mode not in MODES:
-        raise UsageError(f"unknown noise mode {mode!r}; choose one of {', '.join(MODES)}.")
-    source = request.noise_source or defaults.noise_source
-    if source not in NOISE_SOURCES:
-        raise UsageError(f"unknown noise source {source!r}; choose injected or dataset.")
-    seed = request.seed if request.seed is not None else defaults.seed
-    if seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed}.")
+    if mode not in NOISE_MODES:
+        raise UsageError(f"unknown noise mode {mode!r}; choose one of {', '.join(NOISE_MODES)}.")
+    source = flag(request.noise_source, "noise_source", "--noise-source")
+    seed = flag(request.seed, "seed", "--seed")
 
-    overrides = dict(request.train_overrides)
+    overrides = dict(train_sets)
     if request.epochs is not None:
         if request.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {request.epochs}.")
         overrides["epochs"] = request.epochs
     if request.pretrained is not None:
         overrides["pretrained"] = request.pretrained
-    settings = config.train_settings(dict(dataset_cls.train_defaults), dataset_name, overrides)
+    settings = resolve_train_settings(config, dataset_cls, dataset_name, overrides)
+    pretrained_sha = None
+    if settings.pretrained:
+        path = Path(settings.pretrained).expanduser()
+        if path.is_dir():
+            raise UsageError(f"pretrained file {str(path)!r} is a folder; give the path of the checkpoint file in it.")
+        if not path.is_file():
+            raise UsageError(f"pretrained file {str(path)!r} does not exist; give the path of a downloaded checkpoint.")
+        settings = dataclasses.replace(settings, pretrained=str(path.resolve()))
+        pretrained_sha = file_sha256(path)
 
-    hp = build_options(method_cls.HParams, config.method_hparams(method_name), f"methods.{method_name}")
-    try:
-        method_cls.validate(hp, {"epochs": settings.epochs, "noise_rate": rate, "batch_size": settings.batch_size})
-    except ValueError as err:
-        raise ConfigError(f"method {method_name!r}: {err}") from None
-    # Check the hyperparameter tables of other registered methods too, so typos surface early.
-    for other, values in config.methods.items():
-        if other != method_name and other in registry.methods:
-            build_options(registry.method(other).HParams, values, f"methods.{other}")
+    hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
+                       batch_size=settings.batch_size)
 
-    dataset_options = build_options(
-        dataset_cls.Options, config.dataset_options(dataset_name), f"datasets.{dataset_name}.options"
-    )
-    data_root = request.data_root
-    if data_root is None and dataset_cls.needs_root:
+    options = build_options(dataset_cls.Options, config.dataset_options(dataset_name), f"datasets.{dataset_name}.options")
+    root = request.data_root
+    if root is None and dataset_cls.needs_root:
         raise UsageError(
             f"dataset {dataset_name!r} reads files from disk: give their folder with --data-root PATH "
             f"(nlbench never downloads data)."
         )
-    pretrained_path = None
-    pretrained_sha = None
-    if settings.pretrained:
-        path = Path(settings.pretrained).expanduser()
-        if not path.is_file():
-            raise UsageError(f"pretrained file {str(path)!r} does not exist; give the path of a downloaded checkpoint.")
-        pretrained_path = str(path.resolve())
-        pretrained_sha = file_sha256(path)
-    train = dataclasses.asdict(settings)
-    train.pop("pretrained")
-    # How the cache is placed changes speed, not numbers: keep it out of the run id.
-    runtime = {"cache_on_device": train.pop("cache_on_device"), "compile": train.pop("compile")}
-
-    spec = {
-        "method": method_name,
-        "hparams": dataclasses.asdict(hp),
-        "dataset": dataset_name,
-        "dataset_version": dataset_cls.version,
-        "dataset_options": dataclasses.asdict(dataset_options),
-        "noise": {"rate": rate, "mode": mode, "source": source},
-        "seed": seed,
-        "train": train,
-        "pretrained_sha256": pretrained_sha,
-        "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
-        "pretrained_path": pretrained_path,
-        "runtime": runtime,
-    }
-    spec["run_id"] = run_id(spec)
-    return spec
+    root_path = str(Path(root).expanduser().resolve()) if root else None
+    options_json = FrozenMap(dataclasses.asdict(options))
+    dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
+    device = request.device or defaults.device
+    cache_dir = request.cache_dir if request.cache_dir is not None else defaults.cache_dir
+    return RunSpec(
+        method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
+        data=DataSpec(name=dataset_name, version=str(dataset_cls.version), options=options_json,
+                      fingerprint=dataset.fingerprint(), root=root_path),
+        noise=NoiseSpec(rate=float(rate), mode=mode, source=source), seed=int(seed), train=settings,
+        pretrained_sha256=pretrained_sha, device=device, cache_dir=str(cache_dir or ""),
+    )
 
 
-def run_id(spec: dict[str, Any]) -> str:
-    """Short hash of everything in the spec that changes the numbers."""
-    identity = {k: v for k, v in spec.items() if k not in NOT_IN_ID + ("run_id", "runtime")}
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,
+                  batch_size: int) -> Any:
+    """A method's hyperparameters from a dict: typed, range-checked, then the method's own ``validate``."""
+    where = f"methods.{method_cls.name}"
+    hp = build_options(method_cls.HParams, values, where)
+    try:
+        method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size})
+    except ValueError as err:
+        raise ConfigError(f"method {method_cls.name!r}: {err}") from None
+    return hp
+
+
+def resolve_train_settings(config: Config, dataset_cls: type, dataset_name: str,
+                           overrides: dict[str, Any]) -> TrainSettings:
+    """The training settings of one run, in the precedence of the module docstring."""
+    merged: dict[str, Any] = {}
+    merged.update(config.train)
+    merged.update(dict(getattr(dataset_cls, "train_defaults", {}) or {}))
+    merged.update(config.dataset_train(dataset_name))
+    merged.update(overrides)
+    return build_options(TrainSettings, merged, "train")
+
+
+def check_plugin_tables(config: Config, registry: Registry) -> None:
+    """Every ``[methods.<name>]`` and ``[datasets.<name>]`` table names a registered plugin and only its keys."""
+    for section, table, lookup in (("methods", config.methods, registry.methods),
+                                   ("datasets", config.datasets, registry.datasets)):
+        for name, values in table.items():
+            if name not in lookup:
+                known = ", ".join(sorted(lookup)) or "(none)"
+                failed = [p.name for p in registry.plugins if not p.ok]
+                hint = f" Some plugins failed to load ({', '.join(failed)}): see `nlbench plugins`." if failed else ""
+                raise ConfigError(f"{section}.{name}: no {section[:-1]} is called {name!r}; known: {known}.{hint}")
+            cls = lookup[name].cls
+            if section == "methods":
+                build_options(cls.HParams, values, f"methods.{name}")
+            else:
+                build_options(cls.Options, dict(values.get("options", {})), f"datasets.{name}.options")
+                build_options(TrainSettings, {k: v for k, v in values.items() if k != "options"}, f"datasets.{name}")

@@ -19,12 +19,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from nlbench.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.spec import RunSpec
 
 try:  # POSIX advisory lock so two processes never train the same run at once
     import fcntl
@@ -71,11 +73,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
-def run_dir_name(spec: dict[str, Any], run_id: str) -> Path:
+def run_dir_name(spec: RunSpec) -> Path:
     """Relative folder of a run: grouped by dataset, method and noise, so people can browse it."""
-    noise = spec["noise"]
-    label = f"noise{noise['rate']:.2f}-{noise['mode'] if noise['source'] == 'injected' else 'dataset'}"
-    return Path(spec["dataset"]) / spec["method"] / label / f"seed{spec['seed']}-{run_id}"
+    noise = spec.noise
+    label = f"noise{noise.rate:.2f}-{noise.mode if noise.source == 'injected' else 'dataset'}"
+    return Path(spec.data.name) / spec.method / label / f"seed{spec.seed}-{spec.run_id}"
 
 
 class RunDir:
@@ -130,6 +132,8 @@ class RunDir:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace checkpoint.pt atomically."""
+        import torch  # only runs that train pay for importing torch, not `nlbench table`
+
         fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path)
         os.close(fd)
         try:
@@ -141,6 +145,8 @@ class RunDir:
 
     def load_checkpoint(self) -> dict[str, Any]:
         """Read checkpoint.pt (on the CPU)."""
+        import torch
+
         return torch.load(self.file(CHECKPOINT), map_location="cpu", weights_only=False)
 
     def write_result(self, result: dict[str, Any]) -> None:

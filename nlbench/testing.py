@@ -8,7 +8,8 @@ Plugin authors call it from their own tests::
         check_method(MyMethod, tmp_path=tmp_path)
 
 It trains the method for two epochs on a tiny synthetic FER set (140 training and 70 test images
-at 16 px, batch 32) on the CPU through :class:`nlbench.trainer.Engine`, then checks that
+at 16 px, batch 32) on the CPU through :class:`nlbench.engine.Engine`, then rebuilds the method
+through the same assembly (:func:`nlbench.assemble.assemble`) and checks that
 
 - every training phase ran and stored finite losses;
 - the checkpoint's method state reproduces the engine's last test accuracies;
@@ -39,17 +40,17 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
+from nlbench.assemble import Assembly, assemble
 from nlbench.augment import Augmenter
-from nlbench.cache import load_split
-from nlbench.config import Config, TrainSettings
+from nlbench.config import Config
 from nlbench.context import Context, LabelStore
+from nlbench.engine import Engine
 from nlbench.evaluate import accuracies, predict_split
 from nlbench.method import Batch, Method, Phase
 from nlbench.plugins import Entry, PluginInfo, Registry, get_registry
 from nlbench.progress import Reporter
-from nlbench.spec import RunRequest, resolve_spec
-from nlbench.store import NOISY_LABELS, RunDir
-from nlbench.trainer import Engine, build_context, make_dataset
+from nlbench.settings import TrainSettings
+from nlbench.spec import RunRequest, RunSpec, resolve_spec
 
 #: The tiny run every method is checked on.
 TINY_DATASET = {"train_size": 140, "test_size": 70, "size": 16}
@@ -100,19 +101,22 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     else:
         overrides = dict(hparams)
     config = Config(methods={name: overrides}, datasets={"synthfer": {"options": dict(TINY_DATASET)}})
-    request = RunRequest(method=name, dataset="synthfer", noise=noise, seed=seed, epochs=epochs,
-                         train_overrides={**TINY_TRAIN, "backbone": backbone})
+    sets = [f"train.{key}={value}" for key, value in {**TINY_TRAIN, "backbone": f'"{backbone}"'}.items()]
+    request = RunRequest(method=name, dataset="synthfer", noise=noise, seed=seed, epochs=epochs, device=device_name,
+                         cache_dir=str(root / "cache"), sets=sets)
     spec = resolve_spec(request, config, registry)
     device = torch.device(device_name)
-    cache_dir = root / "cache"
-    engine = Engine(spec, registry, root / "runs", device, Reporter(Console(quiet=True)), cache_dir)
+    engine = Engine(spec, registry, root / "runs", Reporter(Console(quiet=True)), device=device)
     outcome = engine.execute(force=True)
     run = outcome.run_dir
     state = run.load_checkpoint()
     history = state["history"]
 
     # Every phase ran all its epochs with finite losses.
-    method = _fresh(method_cls, spec, registry, run, device)
+    fresh_run = _fresh(spec, registry, device)
+    method = fresh_run.method
+    _expect(np.array_equal(fresh_run.noisy, np.load(run.file("noisy_labels.npy"))),
+            f"{name}: assembling the spec again gives other noisy labels than the run trained on")
     phases = method.phases()
     _expect(len(phases) >= 1, f"{name}: phases() returned no phase")
     for phase in phases:
@@ -123,14 +127,11 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     # The checkpointed state reproduces the engine's last evaluation.
     method.load_state_dict(state["method"])
     method.ctx.labels.load_state_dict(state["labels"])
-    dataset = make_dataset(registry, spec)
-    test = load_split(dataset, "test", cache_dir)
-    augmenter = Augmenter(spec["train"]["augmentation"] or dataset.augmentation, spec["train"]["image_size"],
-                          dataset.mean, dataset.std, device)
+    dataset, test, augmenter = fresh_run.dataset, fresh_run.test, fresh_run.augmenter
     last = phases[-1]
-    labels = torch.as_tensor(test.table.labels, device=device)
+    labels = fresh_run.test_labels
     reloaded = accuracies(
-        predict_split(method, last, test.images, augmenter, method.ctx, spec["train"]["eval_batch_size"]), labels)
+        predict_split(method, last, fresh_run.test_images, augmenter, method.ctx, spec.train.eval_batch_size), labels)
     # Exact on the CPU; on accelerators kernels may differ in the last bit, so one test sample may flip.
     slack = 0.0 if device.type == "cpu" else 100.0 / len(labels) + 1e-6
     measured = history[-1]["test"]
@@ -146,7 +147,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     # state_dict -> file -> fresh instance gives identical predictions.
     path = root / "state.pt"
     torch.save(method.state_dict(), path)
-    fresh = _fresh(method_cls, spec, registry, run, device)
+    fresh = _fresh(spec, registry, device).method
     fresh.load_state_dict(torch.load(path, map_location=device, weights_only=False))
     second = _predictions(fresh, x, last, classes, name)
     for member, scores in first.items():
@@ -156,8 +157,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
                 f"{name}: member {member!r} predicts differently after state_dict -> load_state_dict")
 
     # One more training step on the fresh instance: the train_step output contract.
-    train = load_split(dataset, "train", cache_dir)
-    _check_train_step(fresh, last, train.images, augmenter, spec["train"]["batch_size"], device, classes, name)
+    _check_train_step(fresh, last, fresh_run.train.images, augmenter, spec.train.batch_size, device, classes, name)
     return ConformanceReport(run.path, outcome.result, history)
 
 
@@ -177,14 +177,9 @@ def _registry_with(method_cls: type[Method]) -> Registry:
     return Registry(methods=methods, datasets=dict(base.datasets), plugins=list(base.plugins), manager=None)
 
 
-def _fresh(method_cls: type[Method], spec: dict[str, Any], registry: Registry, run: RunDir,
-           device: torch.device) -> Method:
-    """A newly built instance with a context like the engine's (same spec, same noisy labels)."""
-    dataset = make_dataset(registry, spec)
-    ctx = build_context(spec, dataset, LabelStore(np.load(run.file(NOISY_LABELS)), device), device)
-    method = method_cls(method_cls.HParams(**spec["hparams"]))
-    method.build(ctx)
-    return method
+def _fresh(spec: RunSpec, registry: Registry, device: torch.device) -> Assembly:
+    """The run assembled again from its spec, as the engine assembles it (a freshly built method)."""
+    return assemble(spec, registry, device=device)
 
 
 @torch.no_grad()

@@ -106,4 +106,4 @@ def test_one_network_without_supervision_is_refused(cli):
 @pytest.mark.parametrize("value", ["0", "5"])
 def test_network_count_outside_1_to_4_is_refused(cli, value):
     result = cli("run", "--method", "cct", "--set", f"methods.cct.networks={value}")
-    assert result.code == 2 and "between 1 and 4" in result.err
+    assert result.code == 2 and "methods.cct.networks must be in [1, 4]" in result.err

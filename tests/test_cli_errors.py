@@ -6,6 +6,7 @@ import pytest
 
 from nlbench.config import load_config, parse_set
 from nlbench.errors import ConfigError
+from nlbench.spec import resolve_train_settings
 
 
 @pytest.mark.parametrize(
@@ -18,8 +19,8 @@ from nlbench.errors import ConfigError
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--noise-mode", "sideways"], "unknown noise mode 'sideways'"),
         (["--set", "methods.cct.lambda_maxx=0.8"], "unknown key methods.cct.lambda_maxx"),
-        (["--set", "train.batchsize=3"], "unknown key train (dataset synthfer).batchsize"),
-        (["--set", "methods.cct.lambda_max=high"], "methods.cct.lambda_max must be of type float"),
+        (["--set", "train.batchsize=3"], "unknown key train.batchsize"),
+        (["--set", "methods.cct.lambda_max=high"], "methods.cct.lambda_max must be a float"),
         (["--set", "nonsense"], "--set expects key=value"),
         (["--pretrained", "/nonexistent/weights.pth"], "pretrained file '/nonexistent/weights.pth' does not exist"),
         (["--device", "tpu"], "unknown device 'tpu'"),
@@ -76,7 +77,11 @@ def test_precedence_train_then_dataset_defaults_then_dataset_table_then_flags(tm
     config_file = tmp_path / "benchmark.toml"
     config_file.write_text("[train]\nimage_size = 224\nbatch_size = 100\n[datasets.synthfer]\nbatch_size = 50\n")
     config = load_config(config_file)
-    settings = config.train_settings({"image_size": 32, "batch_size": 64}, "synthfer", {})
+
+    class WithDefaults:
+        train_defaults = {"image_size": 32, "batch_size": 64}
+
+    settings = resolve_train_settings(config, WithDefaults, "synthfer", {})
     assert settings.image_size == 32  # the dataset's default beats [train]
     assert settings.batch_size == 50  # [datasets.synthfer] beats the dataset's default
-    assert config.train_settings({}, "synthfer", {"batch_size": 8}).batch_size == 8  # flags win
+    assert resolve_train_settings(config, WithDefaults, "synthfer", {"batch_size": 8}).batch_size == 8  # flags win

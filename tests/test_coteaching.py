@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
 from nlbench.selection import (
     coteaching_forget_rate,
@@ -17,6 +18,7 @@ from nlbench.selection import (
     keep_count,
     small_loss_mask,
 )
+from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 
 CoTeaching = get_registry().method("coteaching")
@@ -136,8 +138,9 @@ def test_fidelity_code_switches_schedule_and_normalisation() -> None:
      ({"exponent": 0.0}, "exponent"), ({"fidelity": "exact"}, "fidelity")],
 )
 def test_validate_rejects_impossible_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        CoTeaching.validate(CoTeaching.HParams(**overrides), {"epochs": 10, "noise_rate": 0.2})
+    # The path every run takes: typed options (choices, ranges), then the method's validate.
+    with pytest.raises(ConfigError, match=message):
+        build_hparams(CoTeaching, overrides, epochs=10, noise_rate=0.2, batch_size=64)
 
 
 def test_predict_members_expose_both_networks_and_net1_is_deployable() -> None:

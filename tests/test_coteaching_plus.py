@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
 from nlbench.selection import coteaching_plus_forget_rate
+from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 
 CoTeachingPlus = get_registry().method("coteaching_plus")
@@ -145,5 +147,6 @@ def test_train_step_reports_diagnostics_and_steps_both_networks() -> None:
      ({"init_epoch": -1}, "init_epoch"), ({"normalisation": "sum"}, "normalisation")],
 )
 def test_validate_rejects_impossible_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        CoTeachingPlus.validate(CoTeachingPlus.HParams(**overrides), {"epochs": 200, "noise_rate": 0.2})
+    # The path every run takes: typed options (choices, ranges), then the method's validate.
+    with pytest.raises(ConfigError, match=message):
+        build_hparams(CoTeachingPlus, overrides, epochs=200, noise_rate=0.2, batch_size=64)

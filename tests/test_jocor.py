@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
+from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 
 JoCoR = get_registry().method("jocor")
@@ -89,5 +91,6 @@ def test_code_schedule_option() -> None:
     [({"co_lambda": 1.5}, "co_lambda"), ({"forget_rate": 2.0}, "forget_rate"), ({"schedule": "x"}, "schedule")],
 )
 def test_validate_rejects_impossible_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        JoCoR.validate(JoCoR.HParams(**overrides), {"epochs": 10, "noise_rate": 0.2})
+    # The path every run takes: typed options (choices, ranges), then the method's validate.
+    with pytest.raises(ConfigError, match=message):
+        build_hparams(JoCoR, overrides, epochs=10, noise_rate=0.2, batch_size=64)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
 from nlbench.selection import nct_alpha, nct_variability_rate, variability_labels
+from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 
 NCT = get_registry().method("nct")
@@ -118,5 +120,6 @@ def test_ensemble_is_the_sum_of_logits_and_is_deployed() -> None:
      ({"alpha_max": 1.2}, "alpha_max"), ({"rampup_fraction": -0.1}, "rampup_fraction")],
 )
 def test_validate_rejects_impossible_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        NCT.validate(NCT.HParams(**overrides), {"epochs": 10, "noise_rate": 0.2})
+    # The path every run takes: typed options (choices, ranges), then the method's validate.
+    with pytest.raises(ConfigError, match=message):
+        build_hparams(NCT, overrides, epochs=10, noise_rate=0.2, batch_size=64)

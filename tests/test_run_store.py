@@ -170,7 +170,7 @@ def test_relabel_counts_separate_restored_from_wrong_changes():
     import torch
 
     from nlbench.context import LabelStore
-    from nlbench.trainer import relabel_counts
+    from nlbench.epoch import relabel_counts
 
     clean = torch.tensor([0, 1, 2, 3, 4])
     store = LabelStore(np.array([0, 2, 2, 0, 4]), torch.device("cpu"))  # samples 1 and 3 are noisy
@@ -181,8 +181,8 @@ def test_relabel_counts_separate_restored_from_wrong_changes():
 def test_balanced_sampling_draws_classes_evenly():
     import torch
 
-    from nlbench.config import TrainSettings
-    from nlbench.trainer import epoch_order
+    from nlbench.epoch import epoch_order
+    from nlbench.settings import TrainSettings
 
     labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
     counts = np.bincount(labels).astype(float)
@@ -196,7 +196,7 @@ def test_balanced_sampling_draws_classes_evenly():
 def test_step_meter_reports_memorisation_and_precision_and_none_for_empty_subsets():
     import torch
 
-    from nlbench.trainer import StepMeter
+    from nlbench.epoch import StepMeter
 
     meter = StepMeter(torch.device("cpu"))
     y = torch.tensor([0, 1, 2, 0])

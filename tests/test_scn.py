@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
 from nlbench.selection import scn_margin
+from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 
 SCN = get_registry().method("scn")
@@ -174,5 +176,6 @@ def test_repeated_samples_in_an_epoch_are_relabelled_once() -> None:
      ({"relabel_timing": "later"}, "relabel_timing"), ({"relabel_epoch": -3}, "relabel_epoch")],
 )
 def test_validate_rejects_impossible_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        SCN.validate(SCN.HParams(**overrides), {"epochs": 10, "noise_rate": 0.2, "batch_size": 64})
+    # The path every run takes: typed options (choices, ranges), then the method's validate.
+    with pytest.raises(ConfigError, match=message):
+        build_hparams(SCN, overrides, epochs=10, noise_rate=0.2, batch_size=64)

@@ -1,6 +1,12 @@
 """The ``nlbench`` command: one module per command, errors turned into one clear paragraph.
 
-Exit codes: 0 done, 1 a run failed, 2 bad usage or bad input. ``NLBENCH_DEBUG=1`` shows tracebacks.
+Exit codes: 0 done, 1 a run failed, 2 bad usage or bad input, 130 interrupted. Usage errors are
+typer's own messages; nlbench's errors are one paragraph; "internal error" is kept for bugs in
+nlbench itself. ``NLBENCH_DEBUG=1`` shows tracebacks.
+
+Start-up is kept fast: the command modules import only typer at module level, and torch, timm
+and the plugins are imported inside the commands that need them (``nlbench --help``,
+``nlbench table`` and ``nlbench plugins`` never import timm; ``--help`` imports no torch).
 """
 
 from __future__ import annotations
@@ -8,11 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from nlbench.errors import NlbenchError
-from nlbench.progress import stderr_console
 
 app = typer.Typer(
     name="nlbench",
@@ -22,6 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+RESUME_HINT = "interrupted: run the same command again to resume from the last checkpoint."
 
 
 def _register_commands() -> None:
@@ -38,35 +44,51 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _click_exception() -> type[BaseException]:
+    """The base class of typer's usage errors.
+
+    typer 0.26+ vendors its own copy of click, so ``click.ClickException`` catches nothing; the
+    class is found from typer's public ``BadParameter``, whichever click it was built on.
+    """
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _print_error(text: str) -> None:
+    from nlbench.progress import stderr_console
+
+    stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
-    console = stderr_console()
     debug = bool(os.environ.get("NLBENCH_DEBUG"))
+    usage_error = _click_exception()
     try:
-        code = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exit_:
+        code = app(args=argv, standalone_mode=False, prog_name="nlbench")
+    except typer.Exit as exit_:
         code = exit_.exit_code
-    except click.ClickException as err:
-        err.show()
-        code = 2
-    except click.exceptions.Abort:
-        console.print("aborted", markup=False)
+    except typer.Abort:
+        _print_error(RESUME_HINT)
         code = 130
+    except usage_error as err:
+        err.show()  # type: ignore[attr-defined]
+        code = getattr(err, "exit_code", 2) or 2
     except NlbenchError as err:
         if debug:
-            console.print_exception()
-        console.print(f"error: {err}", markup=False, highlight=False)
+            from nlbench.progress import stderr_console
+
+            stderr_console().print_exception()
+        _print_error(f"error: {err}")
         code = err.exit_code
     except KeyboardInterrupt:
-        console.print("interrupted: run the same command again to resume from the last checkpoint.", markup=False)
+        _print_error(RESUME_HINT)
         code = 130
     except Exception as err:  # a bug: say so, briefly, and how to see more
         if debug:
-            console.print_exception()
+            from nlbench.progress import stderr_console
+
+            stderr_console().print_exception()
         else:
-            console.print(
-                f"internal error: {type(err).__name__}: {err}\n(set NLBENCH_DEBUG=1 to see the traceback)",
-                markup=False, highlight=False,
-            )
+            _print_error(f"internal error: {type(err).__name__}: {err}\n(set NLBENCH_DEBUG=1 to see the traceback)")
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nlbench.config import Config, find_config, load_config
-from nlbench.plugins import Registry, get_registry
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.config import Config
+    from nlbench.plugins import Registry
 
 
 def load(config_path: str | None, sets: list[str] | None = None) -> tuple[Config, Registry]:
     """Read benchmark.toml (plus --set) and load every plugin."""
+    from nlbench.config import find_config, load_config
+    from nlbench.plugins import get_registry
+
     config = load_config(find_config(config_path), sets)
     return config, get_registry(config.plugin_paths)
 

@@ -1,18 +1,17 @@
-"""``nlbench methods | datasets | plugins``: what is registered, by which plugin, what failed."""
+"""``nlbench methods | datasets | plugins``: what is registered, by which plugin, what failed.
+
+``nlbench methods NAME`` and ``nlbench datasets NAME`` list every option of one plugin with its
+default, its type or choices and the one-line doc from its source (:mod:`nlbench.options`).
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from nlbench.cli.common import load
-from nlbench.progress import stdout_console
 
 
-def _source(entry) -> str:
+def _source(entry: Any) -> str:
     plugin = entry.plugin
     version = f" {plugin.version}" if plugin.version else ""
     if plugin.kind == "entry point":  # the distribution is what users install and upgrade
@@ -20,34 +19,65 @@ def _source(entry) -> str:
     return f"{plugin.name}{version} ({plugin.kind})"
 
 
-def methods(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
-    """List the registered training methods."""
+def methods(
+    name: Optional[str] = typer.Argument(None, help="A method to describe with all its options."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """List the registered training methods, or every option of one."""
+    from rich.table import Table
+
+    from nlbench.cli.common import load
+    from nlbench.progress import stdout_console
+
     _, registry = load(config)
+    if name is not None:
+        cls = registry.method(name)
+        _describe_options(f"method {name}", cls, registry.methods[name], cls.HParams,
+                          f"methods.{name}", extra=_method_facts(cls))
+        return
     table = Table(title="methods")
     for column in ("name", "summary", "paper", "plugin"):
         table.add_column(column, overflow="fold")
-    for name, entry in sorted(registry.methods.items()):
-        table.add_row(name, entry.cls.summary, entry.cls.paper, _source(entry))
+    for key, entry in sorted(registry.methods.items()):
+        table.add_row(key, entry.cls.summary, entry.cls.paper, _source(entry))
     stdout_console().print(table)
     _warn_failures(registry)
 
 
-def datasets(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
-    """List the registered datasets."""
+def datasets(
+    name: Optional[str] = typer.Argument(None, help="A dataset to describe with all its options."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """List the registered datasets, or every option of one."""
+    from rich.table import Table
+
+    from nlbench.cli.common import load
+    from nlbench.progress import stdout_console
+
     _, registry = load(config)
+    if name is not None:
+        cls = registry.dataset(name)
+        _describe_options(f"dataset {name}", cls, registry.datasets[name], cls.Options,
+                          f"datasets.{name}.options", extra=_dataset_facts(cls))
+        return
     table = Table(title="datasets")
     for column in ("name", "classes", "needs files", "summary", "plugin"):
         table.add_column(column, overflow="fold")
-    for name, entry in sorted(registry.datasets.items()):
+    for key, entry in sorted(registry.datasets.items()):
         cls = entry.cls
         classes = str(len(cls.class_names)) if cls.class_names else "per data root"
-        table.add_row(name, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry))
+        table.add_row(key, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry))
     stdout_console().print(table)
     _warn_failures(registry)
 
 
 def plugins(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
     """List every plugin found, what it registered, and why any failed to load."""
+    from rich.table import Table
+
+    from nlbench.cli.common import load
+    from nlbench.progress import stdout_console
+
     _, registry = load(config)
     table = Table(title="plugins")
     for column in ("plugin", "kind", "version", "registered", "status", "origin"):
@@ -62,7 +92,50 @@ def plugins(config: Optional[str] = typer.Option(None, "--config", help="benchma
             console.print(f"FAILED {info.name} ({info.origin}): {info.error}", markup=False, soft_wrap=True)
 
 
-def _warn_failures(registry) -> None:
+def _method_facts(cls: Any) -> list[str]:
+    facts = [cls.summary, cls.paper]
+    if cls.uses_noise_rate:
+        facts.append("uses the nominal noise rate (its forget rate defaults to it)")
+    return [f for f in facts if f]
+
+
+def _dataset_facts(cls: Any) -> list[str]:
+    facts = [cls.summary, cls.paper]
+    if cls.class_names:
+        facts.append("classes: " + ", ".join(cls.class_names))
+    facts.append("needs --data-root" if cls.needs_root else "needs no files")
+    if cls.train_defaults:
+        facts.append("training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.train_defaults.items()))
+    return [f for f in facts if f]
+
+
+def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefix: str, extra: list[str]) -> None:
+    """Print one plugin's facts and its options table."""
+    from rich.table import Table
+
+    from nlbench.options import option_infos
+    from nlbench.progress import stdout_console
+
+    console = stdout_console()
+    console.print(f"{title} ({_source(entry)})", markup=False, highlight=False)
+    for fact in extra:
+        console.print(f"  {fact}", markup=False, highlight=False)
+    infos = option_infos(options_cls)
+    if not infos:
+        console.print("  no options", markup=False)
+        return
+    table = Table(title=f"options (--set {prefix}.NAME=VALUE or [{prefix}] in benchmark.toml)", title_justify="left")
+    for column in ("option", "default", "type", "description"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        table.add_row(info.name, repr(info.default) if isinstance(info.default, str) else str(info.default),
+                      info.describe_type(), info.doc)
+    console.print(table)
+
+
+def _warn_failures(registry: Any) -> None:
+    from rich.console import Console
+
     failed = [p for p in registry.plugins if not p.ok]
     if failed:
         Console(stderr=True).print(

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from nlbench.cli.common import load, runs_dir
-from nlbench.progress import make_reporter, stdout_console
-from nlbench.spec import RunRequest, resolve_spec
-from nlbench.trainer import Engine, resolve_device
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
 
 
 def run(
@@ -40,28 +36,24 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
 ) -> None:
     """Train one run; an identical finished run is reported and skipped, an interrupted one resumed."""
-    train_sets = [s for s in set_ if s.split("=", 1)[0].startswith("train.")]
-    other_sets = [s for s in set_ if s not in train_sets]
-    cfg, registry = load(config, other_sets)
-    overrides = {}
-    for item in train_sets:
-        from nlbench.config import parse_set
+    from nlbench.cli.common import load, runs_dir
+    from nlbench.engine import Engine
+    from nlbench.progress import make_reporter, stdout_console
+    from nlbench.spec import RunRequest, resolve_spec
 
-        key, value = parse_set(item)
-        overrides[key.split(".", 1)[1]] = value
+    cfg, registry = load(config)
     request = RunRequest(
         method=method, dataset=dataset, noise=noise, noise_mode=noise_mode, noise_source=noise_source,
-        seed=seed, epochs=epochs, data_root=data_root, pretrained=pretrained, train_overrides=overrides,
+        seed=seed, epochs=epochs, data_root=data_root, pretrained=pretrained, device=device, cache_dir=cache_dir,
+        sets=list(set_),
     )
     spec = resolve_spec(request, cfg, registry)
-    target = resolve_device(device or cfg.run_defaults().device)
-    cache = cache_dir or cfg.run_defaults().cache_dir or None
+    from nlbench.assemble import resolve_device
+
+    target = resolve_device(spec.device)
     reporter = make_reporter(quiet)
-    reporter.message(
-        f"nlbench run: {spec['method']} on {spec['dataset']}, noise {spec['noise']['rate']:.2f} "
-        f"({spec['noise']['mode']}), seed {spec['seed']}, {spec['train']['epochs']} epochs, device {target}"
-    )
-    engine = Engine(spec, registry, runs_dir(runs, cfg), target, reporter, Path(cache) if cache else None)
+    reporter.message(f"nlbench run: {spec.describe()}, device {target}")
+    engine = Engine(spec, registry, runs_dir(runs, cfg), reporter, device=target)
     try:
         outcome = engine.execute(force=force)
     finally:
@@ -74,6 +66,8 @@ def run(
 
 def print_result(console: Console, result: dict, path: Path) -> None:
     """The result of a run as a table of accuracies on stdout."""
+    from rich.table import Table
+
     noise = result["noise"]
     title = (
         f"{result['method']} on {result['dataset']}, noise {noise['rate']:.2f} {noise['mode']} "

@@ -6,10 +6,7 @@ from typing import Optional
 
 import typer
 
-from nlbench.cli.common import runs_dir
-from nlbench.config import find_config, load_config
 from nlbench.errors import UsageError
-from nlbench.tables import FORMATS, METRICS, build_table, render
 
 
 def table(
@@ -22,6 +19,10 @@ def table(
     config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
 ) -> None:
     """Print Table-1-style results: rows noise x method, columns datasets, mean ± std over seeds."""
+    from nlbench.cli.common import runs_dir
+    from nlbench.config import find_config, load_config
+    from nlbench.tables import FORMATS, METRICS, build_table, render
+
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     if metric not in METRICS:

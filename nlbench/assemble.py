@@ -1,0 +1,200 @@
+"""The one assembly of a run: spec -> dataset, splits, noisy labels, context, method, augmenter, images.
+
+The engine, :func:`nlbench.testing.check_method` and the throughput benchmark all build what they
+train with through :func:`assemble` (or the steps it is made of, in this order), so what is tested
+and measured is what is trained. Each step is a function of the spec and the steps before it:
+
+1. :func:`open_dataset` the dataset plugin, its layout checked;
+2. :func:`load_splits` the train and test images, decoded once into the uint8 cache;
+3. :func:`training_labels` the noisy labels (injected, seeded by the spec, or the dataset's own);
+4. :func:`build_context` the context a method is built with (networks, optimisers, generators);
+5. :func:`build_method` the method, built on that context;
+6. :func:`build_augmenter` and :class:`nlbench.epoch.ImageCache` the batched augmentation and the
+   image source on the training device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from nlbench.augment import Augmenter
+from nlbench.backbone import BackboneFactory
+from nlbench.cache import SplitData, load_split
+from nlbench.context import Context, LabelStore
+from nlbench.epoch import ImageCache
+from nlbench.errors import UsageError
+from nlbench.method import Method
+from nlbench.noise import inject_noise
+from nlbench.seeding import derive_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.dataset import Dataset
+    from nlbench.plugins import Registry
+    from nlbench.progress import Reporter
+    from nlbench.spec import RunSpec
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; an unavailable request is a usage error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto.")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise UsageError(f"unknown device {requested!r}; use cpu, cuda or auto.")
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"unknown device {requested!r}; use cpu, cuda, cuda:N or auto.") from None
+
+
+def open_dataset(cls: type[Dataset], root: str | None, options: dict[str, Any],
+                 memo: dict[tuple, Dataset] | None = None) -> Dataset:
+    """An instance of the dataset plugin ``cls`` on ``root``, its layout checked (memoised in ``memo``)."""
+    from nlbench.identity import canonical_json
+
+    key = (cls, root, canonical_json(dict(options)))
+    if memo is not None and key in memo:
+        return memo[key]
+    dataset = cls(Path(root) if root else None, dict(options))
+    dataset.check()
+    if memo is not None:
+        memo[key] = dataset
+    return dataset
+
+
+def make_dataset(registry: Registry, spec: RunSpec) -> Dataset:
+    """The dataset of a spec, its layout checked."""
+    return open_dataset(registry.dataset(spec.data.name), spec.data.root, spec.data.options)
+
+
+def load_splits(dataset: Dataset, spec: RunSpec) -> tuple[SplitData, SplitData]:
+    """The train and test split of a spec's dataset, decoded once into the image cache."""
+    cache = Path(spec.cache_dir).expanduser() if spec.cache_dir else None
+    return load_split(dataset, "train", cache), load_split(dataset, "test", cache)
+
+
+def training_labels(dataset: Dataset, train: SplitData, spec: RunSpec) -> tuple[np.ndarray, float]:
+    """The noisy label vector of the run and its realised noise rate."""
+    clean = train.table.labels
+    if spec.noise.source == "dataset":
+        if train.table.noisy_labels is None:
+            raise UsageError(f"dataset {dataset.name!r} ships no noisy training labels; use --noise-source injected.")
+        noisy = train.table.noisy_labels
+        return noisy, float(np.mean(noisy != clean))
+    pair_order = None
+    if dataset.to_affectnet is not None:
+        pair_order = tuple(int(i) for i in np.argsort(dataset.to_affectnet))
+    result = inject_noise(clean, dataset.num_classes, spec.noise.rate, spec.noise.mode, dataset=spec.data.name,
+                          seed=spec.seed, pair_order=pair_order)
+    return result.labels, result.realised_rate
+
+
+def build_context(spec: RunSpec, dataset: Dataset, labels: LabelStore, device: torch.device) -> Context:
+    """The context a method of this spec is built with."""
+    settings = spec.train
+    return Context(
+        device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
+        epochs=settings.epochs, batch_size=settings.batch_size, train_size=int(labels.given.numel()),
+        noise_rate=spec.noise.rate, seed=spec.seed, settings=settings,
+        backbones=BackboneFactory(settings.backbone, dataset.num_classes, spec.seed, spec.pretrained_path),
+        labels=labels,
+    )
+
+
+def build_method(spec: RunSpec, registry: Registry, ctx: Context) -> Method:
+    """The spec's method with its hyperparameters, built on ``ctx``."""
+    cls = registry.method(spec.method)
+    method = cls(spec.hp(cls.HParams))
+    method.build(ctx)
+    return method
+
+
+def build_augmenter(spec: RunSpec, dataset: Dataset, device: torch.device) -> Augmenter:
+    """The batched augmentation of the run on its device (the setting, else the dataset's pipeline)."""
+    settings = spec.train
+    channels_last = device.type == "cuda" and settings.channels_last
+    return Augmenter(settings.augmentation or dataset.augmentation, settings.image_size, dataset.mean,
+                     dataset.std, device, channels_last)
+
+
+def sampling_weights(noisy: np.ndarray, num_classes: int, spec: RunSpec) -> torch.Tensor | None:
+    """Per-sample weights of class-balanced oversampling by the observed labels (None: plain shuffling)."""
+    if not spec.train.balanced_sampling:
+        return None
+    counts = np.bincount(noisy, minlength=num_classes).astype(np.float64)
+    return torch.as_tensor(1.0 / counts[noisy], dtype=torch.float64)
+
+
+@dataclass
+class Assembly:
+    """Everything one run trains and evaluates with, built from its spec by :func:`assemble`."""
+
+    spec: RunSpec
+    device: torch.device
+    dataset: Dataset
+    train: SplitData
+    test: SplitData
+    #: The noisy training labels given to the method, and their realised noise rate.
+    noisy: np.ndarray
+    realised_rate: float
+    labels: LabelStore
+    #: Clean training labels on the device: diagnostics only, never given to ``train_step``.
+    clean: torch.Tensor
+    test_labels: torch.Tensor
+    ctx: Context
+    method: Method
+    augmenter: Augmenter
+    train_images: ImageCache
+    test_images: torch.Tensor
+    weights: torch.Tensor | None
+
+
+def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None = None,
+             dataset: Dataset | None = None, splits: tuple[SplitData, SplitData] | None = None,
+             reporter: Reporter | None = None) -> Assembly:
+    """Build a run from its spec (module docstring); ``dataset``/``splits`` replace steps 1-2."""
+    device = device if device is not None else resolve_device(spec.device)
+    dataset = dataset if dataset is not None else make_dataset(registry, spec)
+    if splits is None:
+        if reporter is not None:
+            reporter.message(f"loading {spec.data.name} (decoded once, cached as uint8)")
+        splits = load_splits(dataset, spec)
+    train, test = splits
+    skipped = len(train.table.problems) + len(test.table.problems)
+    if skipped and reporter is not None:
+        reporter.message(
+            f"{skipped} rows of {spec.data.name} were skipped or look odd; "
+            f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
+        )
+    noisy, realised = training_labels(dataset, train, spec)
+    # The global generator is reseeded before anything is built, so nothing a caller did before
+    # (another run in the same process) changes this one.
+    torch.manual_seed(derive_seed(spec.seed, "global"))
+    labels = LabelStore(noisy, device)
+    ctx = build_context(spec, dataset, labels, device)
+    method = build_method(spec, registry, ctx)
+    return Assembly(
+        spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised,
+        labels=labels, clean=torch.as_tensor(train.table.labels, device=device),
+        test_labels=torch.as_tensor(test.table.labels, device=device), ctx=ctx, method=method,
+        augmenter=build_augmenter(spec, dataset, device),
+        train_images=ImageCache(ImageCache.place(train.images, device, spec.train), device),
+        test_images=ImageCache.place(test.images, device, spec.train),
+        weights=sampling_weights(noisy, dataset.num_classes, spec),
+    )
+
+
+def with_settings(spec: RunSpec, **changes: Any) -> RunSpec:
+    """A copy of ``spec`` with training settings changed (checked like any other settings)."""
+    from nlbench.options import build_options
+    from nlbench.settings import TrainSettings
+
+    merged = {**dataclasses.asdict(spec.train), **changes}
+    return dataclasses.replace(spec, train=build_options(TrainSettings, merged, "train"))

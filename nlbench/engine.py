@@ -1,0 +1,213 @@
+"""The engine: runs one spec from its assembly to result.json, resuming from its checkpoint.
+
+:meth:`Engine.execute` skips a finished run, assembles the run (:func:`nlbench.assemble.assemble`,
+before any run folder exists, so bad data is a usage error that leaves nothing behind), takes the
+run's lock and trains phase by phase with :class:`nlbench.epoch.EpochRunner`. After every epoch:
+evaluation on the test set, one line in metrics.jsonl and an atomic checkpoint. Every random
+draw derives from (seed, phase, epoch) (:mod:`nlbench.seeding`), so a resumed run follows the
+same path as an uninterrupted one. result.json is written last, by atomic rename.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nlbench.assemble import Assembly, assemble
+from nlbench.context import Context
+from nlbench.environment import describe_environment, peak_memory_mb
+from nlbench.epoch import EpochRunner, epoch_order
+from nlbench.errors import UsageError
+from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split
+from nlbench.plugins import Registry
+from nlbench.progress import Reporter
+from nlbench.results import summarise_history
+from nlbench.spec import RunSpec
+from nlbench.store import NOISY_LABELS, RunDir, run_dir_name
+
+
+@dataclass
+class Outcome:
+    """What ``nlbench run`` reports: the result, where it is, and whether it was already done."""
+
+    run_dir: RunDir
+    result: dict[str, Any]
+    skipped: bool = False
+
+
+class Engine:
+    """Trains one run; see the module docstring for the flow."""
+
+    def __init__(self, spec: RunSpec, registry: Registry, runs_dir: Path, reporter: Reporter,
+                 device: torch.device | None = None) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.reporter = reporter
+        self.device = device
+        self.run = RunDir(Path(runs_dir) / run_dir_name(spec))
+        self.hook = registry.manager.hook if registry.manager is not None else None
+
+    def execute(self, force: bool = False) -> Outcome:
+        """Run (or resume, or skip) the spec and return its outcome."""
+        if self.run.is_done() and not force:
+            return Outcome(self.run, self.run.read_json("result.json"), skipped=True)
+        run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
+        self.run.lock()
+        try:
+            if force:
+                self.run.clear()
+            self.run.write_spec(self.spec.to_json())
+            self.run.set_status("running", started=time.time())
+            try:
+                result = self._train(run)
+            except BaseException as err:
+                state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                self.run.set_status(state, error=f"{type(err).__name__}: {err}")
+                if self.hook is not None:
+                    self.hook.on_run_end(run=self.run, result=None, error=err)
+                raise
+            self.run.write_result(result)
+            self.run.set_status("done", finished=time.time())
+            if self.hook is not None:
+                self.hook.on_run_end(run=self.run, result=result, error=None)
+            return Outcome(self.run, result)
+        finally:
+            self.run.unlock()
+
+    # -------------------------------------------------------------------------------------------
+    def _train(self, run: Assembly) -> dict[str, Any]:
+        spec, device, method, ctx = self.spec, run.device, run.method, run.ctx
+        settings = spec.train
+        if not self.run.file(NOISY_LABELS).is_file():
+            self.run.write_noisy_labels(run.noisy)
+        if device.type == "cuda":
+            # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
+            torch.backends.cudnn.benchmark = True
+        phases = method.phases()
+
+        history: list[dict[str, Any]] = []
+        start_phase, start_epoch, elapsed = 0, 0, 0.0
+        if self.run.has_checkpoint():
+            state = self.run.load_checkpoint()
+            if state.get("run_id") != spec.run_id:
+                raise UsageError(f"checkpoint in {self.run.path} belongs to another run; remove it or use --force.")
+            method.load_state_dict(state["method"])
+            run.labels.load_state_dict(state["labels"])
+            history = state["history"]
+            start_phase, start_epoch, elapsed = state["phase_index"], state["next_epoch"], state["elapsed"]
+            self.run.write_metrics(history)
+            if start_phase < len(phases):
+                self.reporter.message(f"resuming {self.run.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
+        else:
+            self.run.write_metrics([])
+        if self.hook is not None:
+            self.hook.on_run_start(run=self.run)
+
+        train_images_total, train_seconds = 0, 0.0
+        final_predictions: dict[str, torch.Tensor] = {}
+        for phase_index, phase in enumerate(phases):
+            if phase_index < start_phase:
+                continue
+            first = start_epoch if phase_index == start_phase else 0
+            method.start_phase(phase)
+            _, steps = epoch_order(len(run.train), settings, torch.Generator(), run.weights)
+            self.reporter.phase_start(phase.name, first, phase.epochs, steps)
+            runner = EpochRunner(method, ctx, phase, run.augmenter, run.train_images, run.labels, run.clean,
+                                 settings, run.weights)
+            for epoch in range(first, phase.epochs):
+                began = time.perf_counter()
+                steps = runner.start(epoch)
+                self.reporter.epoch_start(epoch)
+                for _ in range(steps):
+                    train_images_total += runner.step()
+                    self.reporter.step()
+                summary = runner.finish()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                trained = time.perf_counter() - began
+                train_seconds += trained
+                eval_began = time.perf_counter()
+                predictions = predict_split(method, phase, run.test_images, run.augmenter, ctx,
+                                            settings.eval_batch_size)
+                test_acc = accuracies(predictions, run.test_labels)
+                final_predictions = predictions
+                seconds = time.perf_counter() - began
+                elapsed += seconds
+                record = {
+                    "phase": phase.name, "epoch": epoch, "epochs": phase.epochs,
+                    "lr": _first_lr(ctx, phase.name), "train": summary, "test": test_acc,
+                    "seconds": seconds, "eval_seconds": time.perf_counter() - eval_began,
+                    "train_images_per_s": steps * settings.batch_size / trained if trained > 0 else 0.0,
+                }
+                history.append(record)
+                self.run.append_metrics(record)
+                last_epoch = epoch + 1 == phase.epochs
+                next_phase, next_epoch = (phase_index + 1, 0) if last_epoch else (phase_index, epoch + 1)
+                self.run.save_checkpoint({
+                    "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
+                    "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
+                    "elapsed": elapsed,
+                })
+                self.run.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
+                self.reporter.epoch_end(record)
+                if self.hook is not None:
+                    self.hook.on_epoch_end(run=self.run, record=record)
+
+        if not final_predictions:  # resumed after the last epoch: predict once more for the report
+            final_predictions = predict_split(method, phases[-1], run.test_images, run.augmenter, ctx,
+                                              settings.eval_batch_size)
+        return self._result(run, history, final_predictions, elapsed, train_images_total, train_seconds)
+
+    def _result(self, run: Assembly, history: list[dict[str, Any]], predictions: dict[str, torch.Tensor],
+                elapsed: float, images: int, train_seconds: float) -> dict[str, Any]:
+        spec, dataset = self.spec, run.dataset
+        classes = tuple(dataset.class_names)
+        matrix = confusion(predictions["model"], run.test_labels, dataset.num_classes)
+        members = {
+            name: per_class_report(confusion(pred, run.test_labels, dataset.num_classes), classes)
+            for name, pred in predictions.items() if name != "model"
+        }
+        method_cls = self.registry.method(spec.method)
+        identity = spec.to_json()
+        return {
+            "run_id": spec.run_id,
+            "method": spec.method,
+            "dataset": spec.data.name,
+            "dataset_version": spec.data.version,
+            "dataset_options": dict(spec.data.options),
+            "data_fingerprint": spec.data.fingerprint,
+            "noise": {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
+                      "realised_rate": run.realised_rate},
+            "seed": spec.seed,
+            **{f"hp_{k}": v for k, v in spec.hparams.items()},
+            "hparams": dict(spec.hparams),
+            "train": identity["train"],
+            "uses_noise_rate": bool(method_cls.uses_noise_rate),
+            "pretrained": ({"sha256": spec.pretrained_sha256, "path": spec.train.pretrained}
+                           if spec.pretrained_sha256 else None),
+            "initialisation": "pretrained file" if spec.pretrained_sha256 else "random",
+            "metrics": summarise_history(history, spec.train.last_k),
+            "final": {"model": per_class_report(matrix, classes), "members": members},
+            "diagnostics": history[-1]["train"] if history else {},
+            "selection_rule": "best = highest test accuracy over epochs (selected on the test set: optimistic)",
+            "cost": {
+                "seconds": elapsed,
+                "train_images_per_s": images / train_seconds if train_seconds > 0 else None,
+                "peak_memory_mb": peak_memory_mb(run.device),
+            },
+            "environment": describe_environment(run.device),
+            "test_size": int(run.test_labels.numel()),
+            "finished": time.time(),
+        }
+
+
+def _first_lr(ctx: Context, phase: str) -> float | None:
+    for registered in ctx.optimizers:
+        if registered.phase == phase:
+            return float(registered.optimizer.param_groups[0]["lr"])
+    return None
+

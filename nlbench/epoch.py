@@ -1,0 +1,208 @@
+"""The epoch body of training: sample order, image source, one step, the per-epoch summary.
+
+:class:`EpochRunner` is the engine's training loop for one phase, a step at a time:
+``start(epoch)`` sets the lr schedule, the seeded sample order and the augmentation stream;
+``step()`` gathers a batch from the image source, augments it on the device in one batched call
+and runs ``method.train_step`` under autocast; the step's outputs are accumulated on the device by
+:class:`StepMeter` (no per-step synchronisation); ``finish()`` synchronises once and returns the
+epoch's training summary. The throughput benchmark times this same object, so what is measured is
+what is trained.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from nlbench.augment import Augmenter
+from nlbench.context import Context, LabelStore
+from nlbench.errors import RunFailed
+from nlbench.method import Batch, Method, Phase
+from nlbench.seeding import derive_seed
+from nlbench.settings import TrainSettings
+
+DEVICE_CACHE_SHARE = 0.3  # at most this share of free GPU memory holds the uint8 image cache
+
+
+def epoch_order(
+    n: int, settings: TrainSettings, gen: torch.Generator, weights: torch.Tensor | None
+) -> tuple[torch.Tensor, int]:
+    """The sample order of one epoch and its number of steps."""
+    if weights is not None:
+        order = torch.multinomial(weights, n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(n, generator=gen)
+    batch = settings.batch_size
+    steps = n // batch if settings.drop_last and n >= batch else math.ceil(n / batch)
+    if settings.max_steps_per_epoch:
+        steps = min(steps, settings.max_steps_per_epoch)
+    return order, steps
+
+
+def relabel_counts(labels: LabelStore, clean: torch.Tensor) -> dict[str, int]:
+    """How many training labels differ from the injected ones now, and how many of those are right.
+
+    Only relabelling methods (SCN) change labels; for them ``labels_restored`` counts changes that
+    gave back the true label, ``labels_changed`` all changed labels, ``relabel_events`` every
+    write that changed a label (a label changed twice counts twice).
+    """
+    changed = labels.current != labels.given
+    restored = changed & (labels.current == clean)
+    counts = torch.stack([changed.sum(), restored.sum(), labels.changes]).cpu().tolist()
+    return {"labels_changed": counts[0], "labels_restored": counts[1], "relabel_events": counts[2]}
+
+
+class StepMeter:
+    """Accumulates a method's step outputs on the device; synchronised once per epoch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.host_sums: dict[str, float] = {}
+        self.losses: list[torch.Tensor] = []
+        self.counts = torch.zeros(6, device=device)  # clean n/correct, noisy n/correct, selected, selected clean
+        self.has_logits = False
+        self.has_selected = False
+
+    def add(self, out: dict[str, torch.Tensor], y: torch.Tensor, is_noisy: torch.Tensor) -> None:
+        """Add one step's outputs; ``is_noisy`` marks samples whose given label is wrong."""
+        if "loss" not in out:
+            raise RunFailed("train_step must return a dict with a 'loss' entry.")
+        self.losses.append(out["loss"].detach().float().reshape(()))
+        for key, value in out.items():
+            if key in ("loss", "logits", "selected"):
+                continue
+            if isinstance(value, torch.Tensor) and value.device == self.device:
+                value = value.detach().float().reshape(())
+                self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value
+            else:  # host values stay on the host: copying them to the GPU would block every step
+                self.host_sums[key] = self.host_sums.get(key, 0.0) + float(value)
+        update = torch.zeros(6, device=self.device)
+        if "logits" in out:
+            self.has_logits = True
+            correct = (out["logits"].argmax(dim=1) == y).float()
+            clean = (~is_noisy).float()
+            update[0] = clean.sum()
+            update[1] = (correct * clean).sum()
+            update[2] = is_noisy.float().sum()
+            update[3] = (correct * is_noisy.float()).sum()
+        if "selected" in out:
+            self.has_selected = True
+            selected = out["selected"].float()
+            update[4] = selected.sum()
+            update[5] = (selected * (~is_noisy).float()).sum()
+        self.counts += update
+
+    def summary(self, steps: int, phase: str, epoch: int) -> dict[str, float | None]:
+        """Per-epoch averages (None where a subset is empty: JSON has no NaN); a non-finite loss
+        fails the run naming the epoch and batch."""
+        losses = torch.stack(self.losses) if self.losses else torch.zeros(1, device=self.device)
+        finite = torch.isfinite(losses)
+        values = {k: v for k, v in self.sums.items()}
+        packed = torch.cat([losses.mean().reshape(1), finite.all().float().reshape(1), self.counts]).cpu().tolist()
+        if packed[1] < 1:
+            bad = int((~finite).nonzero()[0, 0].item())
+            raise RunFailed(
+                f"the loss became {losses[bad].item()} in phase {phase}, epoch {epoch + 1}, batch {bad + 1}; "
+                "the run is marked failed and what was stored is kept. Lower the learning rate or check the data."
+            )
+        summary = {"loss": packed[0]}
+        summary.update({k: v / max(1, steps) for k, v in self.host_sums.items()})
+        if values:
+            names = list(values)
+            averaged = (torch.stack([values[n] for n in names]) / max(1, steps)).cpu().tolist()
+            summary.update(zip(names, averaged))
+        counts = packed[2:]
+        if self.has_logits:
+            summary["acc_clean"] = 100.0 * counts[1] / counts[0] if counts[0] else None
+            summary["acc_noisy"] = 100.0 * counts[3] / counts[2] if counts[2] else None
+        if self.has_selected:
+            summary["label_precision"] = 100.0 * counts[5] / counts[4] if counts[4] else None
+            summary["selected_per_step"] = counts[4] / max(1, steps)
+        return summary
+
+
+class ImageCache:
+    """The uint8 training images, placed by :meth:`place`, gathered by index onto the device."""
+
+    def __init__(self, placed: torch.Tensor, device: torch.device) -> None:
+        self.images, self.device = placed, device
+
+    @staticmethod
+    def place(images: torch.Tensor, device: torch.device, settings: TrainSettings) -> torch.Tensor:
+        """Keep the cache on the GPU when it fits (or is asked to), else pinned host memory."""
+        if device.type != "cuda" or settings.cache_on_device == "no":
+            return images
+        if settings.cache_on_device == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            if images.numel() > DEVICE_CACHE_SHARE * free:
+                return images.pin_memory()
+        return images.to(device)
+
+    def start_epoch(self, order_cpu: torch.Tensor, steps: int, batch: int) -> None:
+        """Nothing to prepare: batches are gathered when asked for (a prefetching source would start here)."""
+
+    def get(self, step: int, index: torch.Tensor) -> torch.Tensor:
+        """The images of ``index`` (a device tensor) on the device."""
+        if self.images.device == self.device:
+            return self.images.index_select(0, index)
+        batch = self.images.index_select(0, index.cpu())
+        return batch.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batch
+
+
+class EpochRunner:
+    """The training epochs of one phase, a step at a time (see the module docstring)."""
+
+    def __init__(self, method: Method, ctx: Context, phase: Phase, augmenter: Augmenter, source: ImageCache,
+                 labels: LabelStore, clean: torch.Tensor, settings: TrainSettings,
+                 weights: torch.Tensor | None = None, meter_cls: type[StepMeter] = StepMeter) -> None:
+        self.method, self.ctx, self.phase, self.augmenter, self.source = method, ctx, phase, augmenter, source
+        self.labels, self.clean, self.settings, self.weights = labels, clean, settings, weights
+        self.is_noisy = clean != labels.given
+        self.meter_cls = meter_cls
+        self.device = ctx.device
+        self.n = int(clean.numel())
+        self.epoch = -1
+        self.step_index = 0
+        self.steps = 0
+        self.meter: StepMeter | None = None
+
+    def start(self, epoch: int) -> int:
+        """Begin ``epoch`` (0-based); returns its number of steps."""
+        ctx, method, phase = self.ctx, self.method, self.phase
+        self.epoch = epoch
+        ctx.phase, ctx.epoch = phase.name, epoch
+        ctx.apply_lr_schedule(phase.name, epoch)
+        method.on_epoch_start(phase, epoch)
+        method.train_mode(phase)
+        sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
+        order, self.steps = epoch_order(self.n, self.settings, sampler, self.weights)
+        self.source.start_epoch(order, self.steps, self.settings.batch_size)
+        self.order = order.to(self.device)
+        self.augment_gen = ctx.generator("augment")
+        self.meter = self.meter_cls(self.device)
+        self.step_index = 0
+        return self.steps
+
+    def step(self) -> int:
+        """Train one batch of the current epoch; returns its size."""
+        batch, step = self.settings.batch_size, self.step_index
+        index = self.order[step * batch : (step + 1) * batch]
+        x = self.augmenter.train(self.source.get(step, index), self.augment_gen)
+        y = self.labels.current[index]
+        with self.ctx.autocast():
+            out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
+        self.meter.add(out, y, self.is_noisy[index])  # type: ignore[union-attr]
+        self.step_index += 1
+        return int(index.numel())
+
+    def finish(self) -> dict[str, Any]:
+        """End the epoch: the training summary (one synchronisation), the method's and the relabel counts."""
+        assert self.meter is not None, "finish() without start()"
+        summary = self.meter.summary(max(1, self.step_index), self.phase.name, self.epoch)
+        summary.update(self.method.on_epoch_end(self.phase, self.epoch))
+        summary.update(relabel_counts(self.labels, self.clean))
+        self.meter = None
+        return summary

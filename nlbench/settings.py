@@ -1,0 +1,84 @@
+"""The shared training pipeline every method runs on, and what ``nlbench run`` does by default.
+
+Both are typed option sets (:mod:`nlbench.options`): their types, choices and ranges are checked
+when they are built, and ``nlbench methods``/``datasets`` list them with their ``#:`` docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from nlbench.options import Range, runtime
+
+#: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
+AUGMENTATIONS = ("", "cct", "affectnet", "scn", "none")
+#: Label-noise modes (:mod:`nlbench.noise`).
+NOISE_MODES = ("flip", "exact", "uniform", "pair")
+POSITIVE = Range(0, None, low_open=True)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The shared training pipeline every method runs on (docs/methods.md Part A)."""
+
+    #: Training epochs of the main phase (distillation phases take theirs from the method).
+    epochs: Annotated[int, Range(1, 10_000)] = 40
+    batch_size: Annotated[int, Range(1, 65_536)] = 256
+    #: Side of the square network input in pixels (images are resized on the device).
+    image_size: Annotated[int, Range(8, 1024)] = 224
+    #: timm model name of the backbone every network is built from.
+    backbone: str = "resnet18"
+    #: Adam learning rate of the backbone's layers.
+    backbone_lr: Annotated[float, POSITIVE] = 1e-3
+    #: Adam learning rate of the classifier (the last fully connected layer).
+    classifier_lr: Annotated[float, POSITIVE] = 1e-2
+    #: Every learning rate is multiplied by this after each epoch.
+    lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.95
+    weight_decay: Annotated[float, Range(0, None)] = 0.0
+    #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | none.
+    augmentation: Literal[AUGMENTATIONS] = ""
+    #: Class-balanced oversampling by the observed (noisy) labels (docs/methods.md §1.4).
+    balanced_sampling: bool = False
+    #: Stop an epoch after this many steps (0 = all); the CCT code caps epochs at 401 steps.
+    max_steps_per_epoch: Annotated[int, Range(0, None)] = 0
+    #: Drop the last, incomplete batch of an epoch.
+    drop_last: bool = True
+    #: Batch size of the per-epoch evaluation (changes speed and memory, not results).
+    eval_batch_size: Annotated[int, Range(1, 65_536)] = runtime(512)
+    #: k of the "mean of the last k epochs" metric.
+    last_k: Annotated[int, Range(1, None)] = 10
+    #: MS-Celeb-1M (SCN/CCT format) or torchvision/timm-keyed ResNet-18 file; "" = random init.
+    #: The file's sha256 enters the run id, not its path.
+    pretrained: str = runtime("")
+    #: bf16 autocast on CUDA (no effect on the CPU).
+    amp: bool = True
+    #: channels_last memory format on CUDA (no effect on the CPU).
+    channels_last: bool = True
+    #: torch.compile every network (speed only).
+    compile: bool = runtime(False)
+    #: Keep the uint8 image cache on the training device: "auto" (if it fits), "yes" or "no".
+    cache_on_device: Literal["auto", "yes", "no"] = runtime("auto")
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """What ``nlbench run`` does without arguments (``[run]`` of benchmark.toml)."""
+
+    #: Method trained when --method is not given.
+    method: str = "cct"
+    #: Dataset used when --dataset is not given.
+    dataset: str = "synthfer"
+    #: Label-noise rate when --noise is not given.
+    noise: Annotated[float, Range(0, 1, high_open=True)] = 0.2
+    #: Noise mode: flip (a uniformly drawn different class), exact, uniform or pair.
+    noise_mode: Literal[NOISE_MODES] = "flip"
+    #: injected (the engine draws the noise) or dataset (the dataset's own noisy labels).
+    noise_source: Literal["injected", "dataset"] = "injected"
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
+    #: auto (CUDA when present), cpu, cuda or cuda:N.
+    device: str = "auto"
+    #: Where run folders are stored (relative to the working directory).
+    runs_dir: str = "runs"
+    #: Decoded-image cache ("" = $NLBENCH_CACHE, else ~/.cache/nlbench).
+    cache_dir: str = ""
