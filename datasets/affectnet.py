@@ -15,7 +15,7 @@ the image) unless ``cropped = true`` says the images are already face crops (CCT
 say: point ``manual_images`` at it). Expressions: 0 neutral, 1 happiness, 2 sadness, 3 surprise, 4
 fear, 5 disgust, 6 anger, 7 contempt (the AffectNet order is nlbench's common order); ``affectnet8``
 keeps 0..7 and ``affectnet7`` 0..6, dropping 8 None, 9 Uncertain, 10 No-Face (and contempt), as
-CCT. Expected sizes: train 287,651 / 283,901, test 4,000 / 3,500 (methods.md §2.4).
+CCT. Expected sizes: train 287,651 / 283,901, test 4,000 / 3,500 (docs/methods.md §2.4).
 
 Real noisy training labels (``train_list = "automatic"``): the automatic annotations have no clean
 counterpart for the same images, so the training table holds the automatic labels both as
@@ -26,7 +26,7 @@ adds synthetic noise on top of them. Test accuracy is always on the manually ann
 Problems (expressions that are not integers 0..10, unusable face boxes, images listed twice, listed
 images missing on disk) are reported in ``SampleTable.problems`` and those rows skipped.
 
-Settings: 0.5/0.5 normalisation and the AffectNet augmentation (methods.md §1.2); classifier lr
+Settings: 0.5/0.5 normalisation and the AffectNet augmentation (docs/methods.md §1.2); classifier lr
 1e-3, class-balanced oversampling, 401 steps per epoch (the CCT code's iteration cap) and 30 epochs
 (8 classes) / 25 (7 classes), as in CCT's AffectNet logs (§1.3, §1.4). Storage 112: faces are
 stored at half the 224 network input, a standard face-crop size (ArcFace, MS-Celeb crops), which

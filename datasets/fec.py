@@ -10,7 +10,7 @@ Files, under the data root:
   when the training photos are elsewhere), saved as ``Image_name`` or under the URL's file name.
   nlbench never downloads them.
 
-Column convention (an assumption, checked against the published CSV). methods.md §2.5 only says
+Column convention (an assumption, checked against the published CSV). docs/methods.md §2.5 only says
 "Slno, Image_name, url, face box coordinates, Gender, AgeGroup, Expression". The published file's
 header reads ``Slno,Image_name,url,x,y,Top_left_column,Bottom_right_column,Top_left_row,
 Bottom_right_row,Gender,AgeGroup,Expression`` but its rows hold, by position: Slno, Image_name, url,
@@ -32,7 +32,7 @@ Problems (short rows, expressions outside 0..6, unusable boxes, images not found
 ``SampleTable.problems`` and those rows skipped.
 
 Settings: storage 112 (in-the-wild faces of any size, as AffectNet), ImageNet normalisation as CCT's
-``main_fec.py``; the shared CCT augmentation (methods.md Part A: CCT's FEC script used only the
+``main_fec.py``; the shared CCT augmentation (docs/methods.md Part A: CCT's FEC script used only the
 flip/noise part); classifier lr 1e-3 and 25 epochs, the defaults of ``main_fec.py``.
 """
 

@@ -11,7 +11,7 @@ Layouts (option ``layout``: ``auto`` picks ``csv`` when both CSV files are prese
   (no header: image name, face box, 10 vote counts) and the ``fer*.png`` images. The face box is
   always the whole 48x48 image and is ignored.
 
-Labels follow the FERPlus authors' majority rule, as CCT did (methods.md §2.3): every emotion with
+Labels follow the FERPlus authors' majority rule, as CCT did (docs/methods.md §2.3): every emotion with
 exactly one vote is set to 0; a row is kept only if its largest remaining count is more than half of
 the remaining votes, and dropped when that winner is ``unknown`` or ``NF``. Classes, in FERPlus
 order: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt. Splits as CCT: train =
@@ -25,7 +25,7 @@ slightly different sizes (Microsoft's ``label.csv`` files and ``fer2013new.csv``
 vote snapshots); ``shared/data/ferplus/README.md`` lists both.
 
 Settings: native 48x48 storage (upsampled on the device to the network input), grayscale replicated
-to 3 channels, ImageNet normalisation and the CCT RAF-DB/FERPlus augmentation (methods.md §1.2),
+to 3 channels, ImageNet normalisation and the CCT RAF-DB/FERPlus augmentation (docs/methods.md §1.2),
 100 epochs as in CCT's FERPlus log (§1.3).
 """
 
@@ -99,7 +99,7 @@ class Ferplus(Dataset):
     augmentation = "cct"
     train_defaults = {"epochs": 100}
     # neutral, happiness, surprise, sadness, anger, disgust, fear, contempt -> AffectNet order
-    # (CCT's remap: swap surprise/sadness and anger/fear, methods.md §2.1)
+    # (CCT's remap: swap surprise/sadness and anger/fear, docs/methods.md §2.1)
     to_affectnet = (0, 1, 3, 2, 6, 5, 4, 7)
     Options = FerplusOptions
 

@@ -10,7 +10,7 @@ Files, under the data root (or its ``basic/`` or ``raf-basic/`` subfolder, as th
 
 Classes keep RAF-DB's own order (label - 1): Surprise, Fear, Disgust, Happiness, Sadness, Anger,
 Neutral, as SCN does; CCT remaps them to the AffectNet order, which :attr:`to_affectnet` records.
-Expected sizes: train 12,271, test 3,068 (methods.md §2.2).
+Expected sizes: train 12,271, test 3,068 (docs/methods.md §2.2).
 
 Optional real noisy labels (option ``noisy_list``): a file of ``<name> <label>`` lines for the training
 images, such as CCT's ``EmoLabel/0.4noise_train.txt`` (1-based, the default) or SCN's
@@ -22,7 +22,7 @@ Problems (malformed lines, unknown prefixes, labels outside 1..7, names listed t
 missing on disk) are reported in ``SampleTable.problems`` and those rows skipped.
 
 Settings: storage 100 (the aligned images' native size; 224 for whole photos, whose face is small),
-ImageNet normalisation and the CCT RAF-DB/FERPlus augmentation (methods.md §1.2), 100 epochs as in
+ImageNet normalisation and the CCT RAF-DB/FERPlus augmentation (docs/methods.md §1.2), 100 epochs as in
 CCT's RAF-DB log (§1.3).
 """
 
@@ -72,7 +72,7 @@ class Rafdb(Dataset):
     std = IMAGENET_STD
     augmentation = "cct"
     train_defaults = {"epochs": 100}
-    # surprise, fear, disgust, happiness, sadness, anger, neutral -> AffectNet order (CCT's remap, methods.md §2.1)
+    # surprise, fear, disgust, happiness, sadness, anger, neutral -> AffectNet order (CCT's remap, docs/methods.md §2.1)
     to_affectnet = (3, 4, 5, 1, 2, 6, 0)
     Options = RafdbOptions
 

@@ -26,7 +26,9 @@ from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
 class SynthferOptions:
     """Sizes and difficulty of the generated dataset."""
 
+    #: Number of training faces.
     train_size: Annotated[int, Range(7, 1_000_000)] = 500
+    #: Number of test faces.
     test_size: Annotated[int, Range(7, 1_000_000)] = 500
     #: Side of the rendered images, FER2013's 48 px by default (``image_size`` of [train] is the
     #: network input; synthfer trains at the rendered size unless told otherwise).

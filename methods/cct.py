@@ -1,4 +1,4 @@
-"""CCT: Consensual Collaborative Training, then knowledge distillation (methods.md §5.7).
+"""CCT: Consensual Collaborative Training, then knowledge distillation (docs/methods.md §5.7).
 
 Training phase: N networks (default 3) trained jointly on one mini-batch with
 L = (1 - lambda(e)) * L_sup + lambda(e) * L_cons, where L_sup is the cross-entropy of every
@@ -32,13 +32,15 @@ TERM_WEIGHTS = ("mean", "thirds", "code")
 
 @dataclass
 class CCTParams:
-    """CCT hyperparameters (defaults: methods.md Part A)."""
+    """CCT hyperparameters (defaults: docs/methods.md Part A)."""
 
     #: Number of co-trained networks, 1 to 4 (the paper's Table 8 varies it).
     networks: Annotated[int, Range(1, 4)] = 3
     #: Keep the supervision loss L_sup; False gives Table 8's "L_sup off" rows (L = lambda * L_cons).
     supervision: bool = True
+    #: lambda_max of the dynamic balancing: the largest weight L_cons reaches (Eq. 3).
     lambda_max: Annotated[float, Range(0, 1)] = 0.9
+    #: beta, the sharpness of the Gaussian ramp lambda(e) = lambda_max * exp(-beta (1 - e/e_r)^2).
     beta: Annotated[float, Range(0, None, low_open=True)] = 0.65
     #: e_r = ramp_fraction * epochs.
     ramp_fraction: Annotated[float, Range(0, None, low_open=True)] = 0.9
@@ -50,6 +52,7 @@ class CCTParams:
     term_weights: Literal[TERM_WEIGHTS] = "mean"
     #: Distillation epochs; 0 = as many as the training phase, -1 = no distillation.
     distill_epochs: Annotated[int, Range(-1, None)] = 0
+    #: U, the temperature of the distillation (Eq. 6).
     temperature_kd: Annotated[float, Range(0, None, low_open=True)] = 2.0
     #: "paper" = 0.5 on the hard-label term (Eq. 6), "code" = 1.5 (official KD script).
     kd_weights: Literal["paper", "code"] = "paper"

@@ -1,4 +1,4 @@
-"""Co-teaching: two networks teach each other on their small-loss samples (methods.md §5.2).
+"""Co-teaching: two networks teach each other on their small-loss samples (docs/methods.md §5.2).
 
 Each mini-batch: both networks compute per-sample cross-entropies; each picks the
 floor(R(e) * B) samples of smallest loss; network f is updated on g's pick and g on f's pick,
@@ -29,7 +29,7 @@ NORMALISATIONS = ("mean", "code")
 
 @dataclass
 class CoTeachingParams:
-    """Co-teaching hyperparameters (defaults: methods.md Part A).
+    """Co-teaching hyperparameters (defaults: docs/methods.md Part A).
 
     To reproduce the official code (bhanML/Co-teaching) set ``fidelity = "code"``, which turns on
     both code quirks below at once; each can also be switched on alone.

@@ -1,4 +1,4 @@
-"""Co-teaching+: Co-teaching restricted to the samples the two networks disagree on (methods.md §5.3).
+"""Co-teaching+: Co-teaching restricted to the samples the two networks disagree on (docs/methods.md §5.3).
 
 Epochs before ``init_epoch``: plain Co-teaching (§5.2). From ``init_epoch`` on, per mini-batch:
 D = {i : argmax z_1,i != argmax z_2,i}; each network picks the floor((1 - forget) * |D|) samples
@@ -38,7 +38,7 @@ CODE_STEP_LIMIT = 5000
 
 @dataclass
 class CoTeachingPlusParams:
-    """Co-teaching+ hyperparameters (defaults: methods.md Part A).
+    """Co-teaching+ hyperparameters (defaults: docs/methods.md Part A).
 
     ``fidelity = "code"`` reproduces the official code (xingruiyu/coteaching_plus) by turning on
     every quirk below; each can also be switched on alone. With "code" the epoch counter is the

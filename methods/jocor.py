@@ -1,4 +1,4 @@
-"""JoCoR: two networks trained jointly with a co-regularised loss on small-loss samples (methods.md §5.4).
+"""JoCoR: two networks trained jointly with a co-regularised loss on small-loss samples (docs/methods.md §5.4).
 
 Per sample: l_i = (1 - lambda) * (CE(z_1,i, y_i) + CE(z_2,i, y_i))
                   + lambda * (KL(p_2,i || p_1,i) + KL(p_1,i || p_2,i)),
@@ -39,7 +39,7 @@ FIDELITIES = ("paper", "code")
 
 @dataclass
 class JoCoRParams:
-    """JoCoR hyperparameters (defaults: methods.md Part A).
+    """JoCoR hyperparameters (defaults: docs/methods.md Part A).
 
     The official code (hongxin001/JoCoR) differs only in its schedule (``fidelity = "code"`` or
     ``schedule = "code"``) and in its co_lambda default of 0.1, which its own README calls wrong

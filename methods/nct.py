@@ -1,4 +1,4 @@
-"""NCT: Noisy Concurrent Training with target variability and dynamic balancing (methods.md §5.5).
+"""NCT: Noisy Concurrent Training with target variability and dynamic balancing (docs/methods.md §5.5).
 
 Two networks, each with its own Adam optimiser. Every mini-batch each network gets its own freshly
 corrupted copy of the batch labels (target variability: with probability r(e) a label becomes
@@ -31,11 +31,11 @@ from nlbench.selection import nct_alpha, nct_variability_rate, variability_label
 
 @dataclass
 class NCTParams:
-    """NCT hyperparameters (defaults: methods.md Part A; values of the official NeurAI-Lab/NCT code).
+    """NCT hyperparameters (defaults: docs/methods.md Part A; values of the official NeurAI-Lab/NCT code).
 
     The official code has no quirk that nlbench departs from: its flip target (y + u) mod K, which
     can keep the label (§6 #22), is the default; ``always_different = true`` draws another class.
-    It trains with SGD; nlbench runs every method on the shared Adam pipeline (methods.md Part A).
+    It trains with SGD; nlbench runs every method on the shared Adam pipeline (docs/methods.md Part A).
     """
 
     #: T of the distillation term (the CE uses T = 1).

@@ -1,4 +1,4 @@
-"""SCN: Self-Cure Network, attention-weighted logits, rank regularisation and relabelling (methods.md §5.6).
+"""SCN: Self-Cure Network, attention-weighted logits, rank regularisation and relabelling (docs/methods.md §5.6).
 
 Model: the ResNet-18 feature x (512-d, after global pooling), an importance weight
 a = sigmoid(w^T x + b) from a Linear(512 -> 1) attention head, and logits a * (W x + b_c).
@@ -38,7 +38,7 @@ FIDELITIES = ("paper", "code")
 
 @dataclass
 class SCNParams:
-    """SCN hyperparameters (defaults: methods.md Part A).
+    """SCN hyperparameters (defaults: docs/methods.md Part A).
 
     ``fidelity = "code"`` reproduces the official code (kaiwang960112/Self-Cure-Network) by
     relabelling every sample of the batch (§6 #9, as ``relabel = "all"``); for the code's fixed

@@ -1,4 +1,4 @@
-"""Standard: one ResNet-18 trained with cross-entropy on the noisy labels (methods.md §5.1)."""
+"""Standard: one ResNet-18 trained with cross-entropy on the noisy labels (docs/methods.md §5.1)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class Standard(Method):
 
     name = "standard"
     summary = "one network, plain cross-entropy on the noisy labels"
-    paper = "baseline (methods.md §5.1)"
+    paper = "baseline: cross-entropy on the given labels"
 
     def build(self, ctx) -> None:
         super().build(ctx)

@@ -1,6 +1,6 @@
 """Batched training augmentation with per-sample random parameters, on the training device.
 
-The pipelines follow the official CCT/SCN code (methods.md §1.2), one random draw per sample and
+The pipelines follow the official CCT/SCN code (docs/methods.md §1.2), one random draw per sample and
 no per-sample Python:
 
 - ``cct`` (RAF-DB, FERPlus): with p=0.5 one of {horizontal flip, Gaussian pixel noise with

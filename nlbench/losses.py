@@ -1,4 +1,4 @@
-"""Loss terms shared by several methods, written from the equations of methods.md.
+"""Loss terms shared by several methods, written from the equations of docs/methods.md.
 
 All functions take logits (any float dtype; computed in float32) and return batch means unless
 their name says otherwise. KL(q || p) = sum_c q_c (log q_c - log p_c).

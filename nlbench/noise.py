@@ -10,7 +10,7 @@ same noisy label vector. Modes (docs/methods.md Part A and §3):
 - ``uniform`` (DivideMix convention): with probability ``rate`` the label is redrawn from all
   classes, the true one included, so the realised rate is about ``rate * (K-1)/K``;
 - ``pair``: asymmetric pair flip, with probability ``rate`` class c becomes the next class in the
-  AffectNet order (methods.md §2.1), or in the dataset's own order when it has no such mapping.
+  AffectNet order (docs/methods.md §2.1), or in the dataset's own order when it has no such mapping.
 """
 
 from __future__ import annotations

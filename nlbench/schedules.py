@@ -1,4 +1,4 @@
-"""Per-epoch schedules of the methods, as pure functions tested against methods.md values."""
+"""Per-epoch schedules of the methods, as pure functions tested against docs/methods.md values."""
 
 from __future__ import annotations
 

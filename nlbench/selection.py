@@ -1,7 +1,7 @@
 """Small-loss selection and the per-epoch schedules of the selection/co-training baselines.
 
 Pure functions shared by the Co-teaching, Co-teaching+, JoCoR, NCT and SCN plugins, written from
-the equations of methods.md Part B §5.2-5.6 and tested against hand-computed values. Epochs are
+the equations of docs/methods.md Part B §5.2-5.6 and tested against hand-computed values. Epochs are
 0-based, as the engine counts them. "Code" forms reproduce the official implementations, whose
 training loops start at epoch 1 (their epoch 0 only evaluates the random initialisation), so our
 0-based epoch ``e`` is their epoch ``e + 1``.
@@ -185,7 +185,7 @@ def variability_labels(labels: Tensor, rate: float, num_classes: int, generator:
 # -- SCN --------------------------------------------------------------------------------------
 def scn_margin(batch_size: int, small: float = 0.07, large: float = 0.15,
                small_batch: int = 64, large_batch: int = 512) -> float:
-    """SCN's rank-regularisation margin delta_1 for a batch size (methods.md §6 #11).
+    """SCN's rank-regularisation margin delta_1 for a batch size (docs/methods.md §6 #11).
 
     The paper uses 0.15 with batch 1024 and the SCN README 0.07 with batch 64: the margin is 0.07
     up to batch 64, 0.15 from batch 512 on, and linear in the batch size between (e.g. 256 -> 0.104).

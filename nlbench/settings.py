@@ -24,6 +24,7 @@ class TrainSettings:
 
     #: Training epochs of the main phase (distillation phases take theirs from the method).
     epochs: Annotated[int, Range(1, 10_000)] = 40
+    #: Training mini-batch size.
     batch_size: Annotated[int, Range(1, 65_536)] = 256
     #: Side of the square network input in pixels (images are resized on the device).
     image_size: Annotated[int, Range(8, 1024)] = 224
@@ -35,6 +36,7 @@ class TrainSettings:
     classifier_lr: Annotated[float, POSITIVE] = 1e-2
     #: Every learning rate is multiplied by this after each epoch.
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.95
+    #: Adam weight decay (L2) of every parameter group.
     weight_decay: Annotated[float, Range(0, None)] = 0.0
     #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | none.
     augmentation: Literal[AUGMENTATIONS] = ""
@@ -75,6 +77,7 @@ class RunDefaults:
     noise_mode: Literal[NOISE_MODES] = "flip"
     #: injected (the engine draws the noise) or dataset (the dataset's own noisy labels).
     noise_source: Literal["injected", "dataset"] = "injected"
+    #: Run seed: picks the noisy labels, the initialisation and every random draw of a run.
     seed: Annotated[int, Range(0, 2**31 - 1)] = 1
     #: auto (CUDA when present), cpu, cuda or cuda:N.
     device: str = "auto"

@@ -1,4 +1,4 @@
-"""NCT: the schedules against methods.md values, the per-network loss and the target-variability labels."""
+"""NCT: the schedules against docs/methods.md values, the per-network loss and the target-variability labels."""
 
 from __future__ import annotations
 

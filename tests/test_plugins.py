@@ -152,3 +152,38 @@ def test_wheel_carries_the_builtin_plugins(tmp_path):
     assert "nlbench/_builtin/methods/cct.py" in names
     assert "nlbench/_builtin/datasets/synthfer.py" in names
     assert not any(n.startswith(("methods/", "datasets/")) for n in names)
+
+
+def test_a_misspelt_hook_fails_its_plugin_with_the_reason(cli, tmp_path):
+    misspelt = GOOD.format(name="typo").replace("def register_methods(", "def register_method(")
+    folder = _folder(tmp_path, {"typo.py": misspelt, "fine.py": GOOD.format(name="fine")})
+    registry = build_registry([folder], autoload=False)
+    info = next(p for p in registry.plugins if p.name == "plugins/typo")
+    assert not info.ok and "register_method" in info.error and "not an nlbench hook" in info.error
+    assert "typo" not in registry.methods and "fine" in registry.methods  # the other plugin still registers
+    assert registry.methods["fine"].plugin.name == "plugins/fine"  # attribution from the hook implementation
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder.name}"]\n')
+    listed = cli("plugins", "--config", str(config))
+    assert "FAILED plugins/typo" in listed.out and "register_method" in listed.out
+
+
+def test_a_plugin_whose_hook_raises_does_not_stop_the_others(tmp_path):
+    broken = GOOD.format(name="broken").replace("    register(Tiny)", "    raise RuntimeError('boom')")
+    folder = _folder(tmp_path, {"a_broken.py": broken, "b_fine.py": GOOD.format(name="fine2")})
+    registry = build_registry([folder], autoload=False)
+    info = next(p for p in registry.plugins if p.name == "plugins/a_broken")
+    assert not info.ok and "boom" in info.error
+    assert "fine2" in registry.methods
+
+
+def test_methods_name_lists_every_option_with_default_type_and_doc(cli):
+    result = cli("methods", "cct")
+    assert result.code == 0, result.err
+    out = " ".join(result.out.split())
+    assert "lambda_max" in out and "0.9" in out and "float [0, 1]" in out
+    assert "one of mean, thirds, code" in out  # a Literal's choices
+    assert "Number of co-trained networks" in out  # the #: doc comment of the field
+    shown = cli("datasets", "synthfer")
+    assert shown.code == 0 and "nuisance" in shown.out and "int [16, 256]" in " ".join(shown.out.split())
+    assert cli("methods", "nosuch").code == 2

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     usage_error = _click_exception()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="nlbench")
+        if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+            _print_error(RESUME_HINT)
     except typer.Exit as exit_:
         code = exit_.exit_code
     except typer.Abort:

@@ -111,6 +111,7 @@ def _dataset_facts(cls: Any) -> list[str]:
 
 def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefix: str, extra: list[str]) -> None:
     """Print one plugin's facts and its options table."""
+    from rich.markup import escape
     from rich.table import Table
 
     from nlbench.options import option_infos
@@ -124,7 +125,8 @@ def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefi
     if not infos:
         console.print("  no options", markup=False)
         return
-    table = Table(title=f"options (--set {prefix}.NAME=VALUE or [{prefix}] in benchmark.toml)", title_justify="left")
+    table = Table(title=escape(f"options (--set {prefix}.NAME=VALUE or [{prefix}] in benchmark.toml)"),
+                  title_justify="left")
     for column in ("option", "default", "type", "description"):
         table.add_column(column, overflow="fold")
     for info in infos:

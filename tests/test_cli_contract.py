@@ -1,0 +1,95 @@
+"""The CLI's contract: usage errors exit 2 with typer's message, Ctrl-C exits 130, start-up stays light."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "Usage: nlbench"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["run", "--bogus"], "No such option: --bogus"),
+    (["run", "--noise", "abc"], "Invalid value for '--noise'"),
+    (["run", "--seed", "1.5"], "Invalid value for '--seed'"),
+    (["prepare"], "Missing option '--dataset'"),
+])
+def test_usage_errors_exit_2_with_typers_message(cli, args, message):
+    result = cli(*args)
+    assert result.code == 2, (result.code, result.err)
+    assert message in result.err
+    assert "internal error" not in result.err and "Traceback" not in result.err
+
+
+def test_help_exits_0(cli):
+    result = cli("--help")
+    assert result.code == 0 and "run" in result.out and "table" in result.out
+
+
+def test_ctrl_c_prints_the_resume_hint_and_exits_130(cli, monkeypatch):
+    from nlbench.engine import Engine
+
+    def interrupted(self, force=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "execute", interrupted)
+    result = cli("run", "--set", "datasets.synthfer.options.train_size=14", "--set",
+                 "datasets.synthfer.options.test_size=7")
+    assert result.code == 130
+    assert "run the same command again to resume" in result.err
+
+
+def test_an_nlbench_error_is_one_paragraph_with_its_exit_code(cli):
+    result = cli("run", "--method", "nosuch")
+    assert result.code == 2
+    assert result.err.startswith("error: unknown method 'nosuch'") and "Traceback" not in result.err
+
+
+def _modules_after(code: str) -> set[str]:
+    env = {**os.environ, "NLBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_help_imports_neither_torch_nor_timm_nor_pandas():
+    loaded = _modules_after("import nlbench.cli\nfrom nlbench.cli import app")
+    assert not {"torch", "timm", "pandas", "numpy", "click"} & loaded
+
+
+def test_table_and_plugins_do_not_import_timm(tmp_path):
+    table = _modules_after(
+        "from nlbench.cli import main\ntry:\n    main(['table', '--runs-dir', %r])\nexcept SystemExit:\n    pass" % str(tmp_path))
+    assert "torch" not in table and "timm" not in table
+    plugins = _modules_after("from nlbench.cli import main\ntry:\n    main(['plugins'])\nexcept SystemExit:\n    pass")
+    assert "timm" not in plugins  # the method plugins import torch; building a network is what needs timm
+
+
+def test_no_source_imports_click():
+    for path in (ROOT / "nlbench").rglob("*.py"):
+        text = path.read_text()
+        assert "import click" not in text and "from click" not in text, path
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_builtin_plugins(tmp_path):
+    source = tmp_path / "src"  # a copy: building writes build/ and egg-info next to the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs",
+                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("nlbench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for plugin in ("methods/standard.py", "methods/cct.py", "datasets/synthfer.py", "datasets/ferplus.py"):
+        assert f"nlbench/_builtin/{plugin}" in names, plugin
+    assert not any(n.startswith(("datasets/", "methods/", "tests/", "benchmarks/")) for n in names)
