@@ -57,8 +57,7 @@ def one_run(args: argparse.Namespace, work: Path) -> dict:
     env["NLBENCH_CACHE"] = str(cache)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    command = [sys.executable, "-m", "nlbench", "run", "--device", args.device, "--runs-dir", str(runs),
+    command = [sys.executable, "-P", "-m", "nlbench", "run", "--device", args.device, "--runs-dir", str(runs),
                "--cache-dir", str(cache), *args.extra]
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

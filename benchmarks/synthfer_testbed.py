@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_command(args: argparse.Namespace, method: str, noise: float, seed: int) -> list[str]:
     """The ``nlbench run`` command line of one test-bed run."""
     return [
-        sys.executable, "-m", "nlbench", "run", "--quiet", "--method", method, "--dataset", "synthfer",
+        sys.executable, "-P", "-m", "nlbench", "run", "--quiet", "--method", method, "--dataset", "synthfer",
         "--noise", str(noise), "--seed", str(seed), "--epochs", str(args.epochs), "--device", args.device,
         "--runs-dir", args.runs_dir, "--set", f"datasets.synthfer.options.train_size={args.train_size}",
         "--set", f"train.augmentation={args.augmentation}",
@@ -74,7 +74,6 @@ def run_command(args: argparse.Namespace, method: str, noise: float, seed: int) 
 def train_all(args: argparse.Namespace) -> None:
     """Train every run, at most ``--jobs`` at once; an identical finished run is skipped by nlbench."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if args.device != "cuda":
         env.setdefault("OMP_NUM_THREADS", "1")  # on a CPU, parallel one-thread runs beat one many-thread run
     queue = [run_command(args, m, n, s) for s in args.seeds for m, n in RUNS]

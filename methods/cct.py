@@ -181,6 +181,11 @@ class CCT(Method):
         members["model"] = members["ensemble"]
         return members
 
+    def deployable_state(self) -> dict:
+        if self.hp.distill_epochs >= 0:
+            return {"student": self.student.state_dict()}
+        return super().deployable_state()  # no distillation: the networks' ensemble is deployed
+
     def extra_state(self) -> dict:
         return {"lambda": self.lam}
 

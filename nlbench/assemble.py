@@ -174,6 +174,9 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
             f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
         )
     noisy, realised = training_labels(dataset, train, spec)
+    if device.type == "cuda":
+        # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
+        torch.backends.cudnn.benchmark = True
     # The global generator is reseeded before anything is built, so nothing a caller did before
     # (another run in the same process) changes this one.
     torch.manual_seed(derive_seed(spec.seed, "global"))

@@ -51,8 +51,12 @@ class Engine:
         self.run = RunDir(Path(runs_dir) / run_dir_name(spec))
         self.hook = registry.manager.hook if registry.manager is not None else None
 
-    def execute(self, force: bool = False) -> Outcome:
-        """Run (or resume, or skip) the spec and return its outcome."""
+    def execute(self, force: bool = False, keep_checkpoint: bool = False) -> Outcome:
+        """Run (or resume, or skip) the spec and return its outcome.
+
+        A finished run keeps ``model.pt`` (the deployable weights) and drops its resumable
+        checkpoint unless ``keep_checkpoint``.
+        """
         if self.run.is_done() and not force:
             return Outcome(self.run, self.run.read_json("result.json"), skipped=True)
         run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
@@ -70,8 +74,12 @@ class Engine:
                 if self.hook is not None:
                     self.hook.on_run_end(run=self.run, result=None, error=err)
                 raise
+            self.run.save_model({"method": self.spec.method, "run_id": self.spec.run_id,
+                                 "weights": run.method.deployable_state()})
             self.run.write_result(result)
             self.run.set_status("done", finished=time.time())
+            if not keep_checkpoint:
+                self.run.delete_checkpoint()
             if self.hook is not None:
                 self.hook.on_run_end(run=self.run, result=result, error=None)
             return Outcome(self.run, result)
@@ -84,9 +92,6 @@ class Engine:
         settings = spec.train
         if not self.run.file(NOISY_LABELS).is_file():
             self.run.write_noisy_labels(run.noisy)
-        if device.type == "cuda":
-            # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
-            torch.backends.cudnn.benchmark = True
         phases = method.phases()
 
         history: list[dict[str, Any]] = []

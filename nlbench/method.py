@@ -175,6 +175,20 @@ class Method:
                 value.load_state_dict(saved)
         self.load_extra_state(state.get("extra", {}))
 
+    def deployable_state(self) -> dict[str, Any]:
+        """The weights of what :meth:`predict` uses, for ``model.pt`` of a finished run.
+
+        The default keeps every network (no optimiser state); a method whose deployable model is
+        one of several networks (CCT's student) returns just that one.
+        """
+        state: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, nn.Module):
+                state[key] = value.state_dict()
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
+                state[key] = [v.state_dict() for v in value]
+        return state
+
     def extra_state(self) -> dict[str, Any]:
         """State other than networks and optimisers (schedules kept in attributes, counters)."""
         return {}

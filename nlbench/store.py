@@ -6,24 +6,54 @@ Layout of ``<runs>/<dataset>/<method>/noise<rate>-<mode>/seed<seed>-<run_id>/``:
 - ``status.json``: pending, running, done or failed (with the error, epoch and batch);
 - ``metrics.jsonl``: one line per epoch and phase;
 - ``noisy_labels.npy``: the training labels the method was given;
-- ``checkpoint.pt``: everything needed to resume, replaced atomically after every epoch;
+- ``checkpoint.pt``: everything needed to resume, replaced atomically after every epoch, and
+  deleted once the run is done (unless ``--keep-checkpoint``): it holds every network's optimiser
+  state, hundreds of MB for CCT;
+- ``model.pt``: the deployable model's weights (tensors only), written when the run is done;
 - ``result.json``: written last by atomic rename; its presence means the run is done.
+
+Files are created with the user's umask (a shared cluster filesystem lets colleagues read them),
+and :meth:`RunDir.state` tells done, running, interrupted, failed and to-do apart from the files
+and the run's lock alone, so ``nlbench status`` works from any machine that sees the store.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nlbench.errors import UsageError
+
+
+class RunLocked(UsageError):
+    """Another process holds the lock of a run (it is being trained elsewhere)."""
+
+
+@dataclass
+class RunState:
+    """A run's state as the store shows it, with its status.json and a one-line detail."""
+
+    state: str  # todo | running | interrupted | failed | done
+    status: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+
+def read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or damaged (never raises on bad content)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.spec import RunSpec
@@ -39,6 +69,18 @@ STATUS = "status.json"
 METRICS = "metrics.jsonl"
 NOISY_LABELS = "noisy_labels.npy"
 CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+LOCK = ".lock"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of every file the store writes: what open() would give under the user's umask.
+FILE_MODE = 0o666 & ~_current_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,6 +88,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600: unreadable to colleagues on a shared store
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -132,13 +175,28 @@ class RunDir:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace checkpoint.pt atomically."""
+
+        self._save_torch(state, CHECKPOINT)
+
+    def save_model(self, state: dict[str, Any]) -> None:
+        """Write model.pt: the deployable model's weights (tensors only)."""
+        self._save_torch(state, MODEL)
+
+    def delete_checkpoint(self) -> None:
+        """Remove the resumable checkpoint of a finished run (and any partial ones)."""
+        self.file(CHECKPOINT).unlink(missing_ok=True)
+        for partial in self.path.glob(".checkpoint.*"):
+            partial.unlink(missing_ok=True)
+
+    def _save_torch(self, state: dict[str, Any], name: str) -> None:
         import torch  # only runs that train pay for importing torch, not `nlbench table`
 
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(name).stem}.", dir=self.path)
+        os.fchmod(fd, FILE_MODE)
         os.close(fd)
         try:
             torch.save(state, tmp)
-            os.replace(tmp, self.file(CHECKPOINT))
+            os.replace(tmp, self.file(name))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -155,21 +213,69 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove the outputs of an earlier attempt (``--force``), keeping the folder."""
-        for name in (RESULT, CHECKPOINT, METRICS, STATUS, NOISY_LABELS):
+        for name in (RESULT, CHECKPOINT, MODEL, METRICS, STATUS, NOISY_LABELS):
             self.file(name).unlink(missing_ok=True)
 
     # -- locking ----------------------------------------------------------------------------
     def lock(self) -> None:
-        """Take the run's lock, or fail if another process is training it."""
+        """Take the run's lock, or raise RunLocked if another process is training it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.file(".lock"), "a+")
+        handle = open(self.file(LOCK), "a+")
+        os.chmod(self.file(LOCK), FILE_MODE)
         if fcntl is not None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as err:
                 handle.close()
-                raise UsageError(f"run {self.path} is being trained by another process; wait for it or stop it.") from None
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise RunLocked(f"run {self.path} is being trained by another process; wait for it or stop it.") \
+                        from None
+                raise UsageError(
+                    f"the filesystem of {self.path} does not support file locks ({os.strerror(err.errno)}), so "
+                    "nlbench cannot keep two processes from training the same run; put --runs-dir on a local or "
+                    "lock-capable filesystem."
+                ) from None
         self._lock_handle = handle
+
+    def is_locked(self) -> bool:
+        """Whether another process holds the run's lock (is training it) right now."""
+        if fcntl is None or not self.file(LOCK).is_file():
+            return False
+        try:
+            with open(self.file(LOCK), "a+") as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as err:
+                    return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                return False
+        except OSError:
+            return False
+
+    def state(self) -> RunState:
+        """What the files say about this run: done, running, interrupted, failed or todo."""
+        if not self.path.is_dir():
+            return RunState("todo")
+        result = read_json_or_none(self.file(RESULT))
+        if isinstance(result, dict) and "metrics" in result:
+            return RunState("done")
+        status = read_json_or_none(self.file(STATUS))
+        status = status if isinstance(status, dict) else {}
+        state = status.get("state")
+        error = str(status.get("error") or "")
+        first_line = error.splitlines()[0] if error else ""
+        if state == "failed":
+            return RunState("failed", status, first_line)
+        if state == "running":
+            if self.is_locked():
+                return RunState("running", status)
+            # "running" but nobody holds the lock: the process died (kill -9, a lost node).
+            return RunState("interrupted", status, "its process is gone")
+        if state == "interrupted":
+            return RunState("interrupted", status, first_line)
+        if self.file(CHECKPOINT).is_file() or self.file(SPEC).is_file():
+            return RunState("interrupted", status, "started, never finished")
+        return RunState("todo", status)
 
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock`."""

@@ -107,7 +107,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     spec = resolve_spec(request, config, registry)
     device = torch.device(device_name)
     engine = Engine(spec, registry, root / "runs", Reporter(Console(quiet=True)), device=device)
-    outcome = engine.execute(force=True)
+    outcome = engine.execute(force=True, keep_checkpoint=True)
     run = outcome.run_dir
     state = run.load_checkpoint()
     history = state["history"]

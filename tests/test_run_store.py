@@ -17,8 +17,15 @@ def test_run_stores_every_file_and_prints_the_result(cli, tmp_path):
     result = cli("run", "--method", "standard", "--epochs", "2", "--seed", "3", "--runs-dir", str(runs), *TINY)
     assert result.code == 0, result.err
     [run] = run_dirs(runs)
-    for name in ("spec.json", "status.json", "metrics.jsonl", "noisy_labels.npy", "checkpoint.pt", "result.json"):
+    for name in ("spec.json", "status.json", "metrics.jsonl", "noisy_labels.npy", "model.pt", "result.json"):
         assert (run / name).is_file(), name
+    # A finished run drops its resumable checkpoint and keeps the deployable weights, tensors only.
+    assert not (run / "checkpoint.pt").exists() and not list(run.glob(".checkpoint.*"))
+    import torch
+
+    model = torch.load(run / "model.pt", weights_only=True)
+    assert model["method"] == "standard" and set(model["weights"]) == {"net"}
+    assert oct((run / "result.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not mkstemp's 0600
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
@@ -33,6 +40,25 @@ def test_run_stores_every_file_and_prints_the_result(cli, tmp_path):
     assert stored["noise"]["realised_rate"] == pytest.approx(float(np.mean(noisy != _clean_train_labels())))
     assert "deployable model" in result.out and str(run) in result.out.replace("\n", "")
     assert "acc_clean" in stored["diagnostics"] and "acc_noisy" in stored["diagnostics"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_keep_checkpoint_keeps_the_resumable_state_and_cct_deploys_only_its_student(cli, tmp_path):
+    args = ["run", "--method", "cct", "--epochs", "1", "--runs-dir", str(tmp_path), "--keep-checkpoint",
+            "--set", "methods.cct.networks=2", *TINY]
+    assert cli(*args).code == 0
+    [run] = run_dirs(tmp_path)
+    assert (run / "checkpoint.pt").is_file()
+    import torch
+
+    assert set(torch.load(run / "model.pt", weights_only=True)["weights"]) == {"student"}
 
 
 def _clean_train_labels():

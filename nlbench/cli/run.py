@@ -33,6 +33,9 @@ def run(
     runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
     force: bool = typer.Option(False, "--force", help="Train again even if an identical run is done."),
+    keep_checkpoint: bool = typer.Option(
+        False, "--keep-checkpoint", help="Keep the resumable checkpoint of a finished run (default: model.pt only)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
 ) -> None:
     """Train one run; an identical finished run is reported and skipped, an interrupted one resumed."""
@@ -55,7 +58,7 @@ def run(
     reporter.message(f"nlbench run: {spec.describe()}, device {target}")
     engine = Engine(spec, registry, runs_dir(runs, cfg), reporter, device=target)
     try:
-        outcome = engine.execute(force=force)
+        outcome = engine.execute(force=force, keep_checkpoint=keep_checkpoint)
     finally:
         reporter.close()
     out = stdout_console()
