@@ -8,10 +8,11 @@ Generated datasets (``Dataset.render``) produce their pixels directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ from PIL import Image
 
 from nlbench.dataset import Dataset, SampleTable
 from nlbench.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 CACHE_ENV = "NLBENCH_CACHE"
 CACHE_VERSION = 1
@@ -92,6 +98,47 @@ def decode_images(
     return failures
 
 
+def _complete(path: Path, shape: tuple[int, ...]) -> bool:
+    return path.is_file() and path.stat().st_size == int(np.prod(shape))
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock while one cache entry is built (a no-op where the filesystem has no flock)."""
+    handle = open(path.with_suffix(".lock"), "a+")
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            except OSError:
+                pass  # no locks here: at worst two processes decode the same images; the rename stays atomic
+        yield
+    finally:
+        handle.close()
+
+
+def _build(dataset: Dataset, split: str, table: SampleTable, path: Path, shape: tuple[int, ...],
+           on_total: Callable[[int], None] | None, advance: Callable[[int], None] | None) -> None:
+    """Decode every image of ``table`` into a new cache file at ``path`` (atomically)."""
+    if on_total:
+        on_total(len(table))
+    partial = path.with_suffix(f".partial-{os.getpid()}")
+    pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+    failures = decode_images(dataset, table, pixels, advance)
+    if failures:
+        del pixels
+        partial.unlink(missing_ok=True)
+        shown = "\n  ".join(failures[:5])
+        more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise DataError(
+            f"{len(failures)} {split} image(s) of dataset {dataset.name!r} could not be decoded:\n  {shown}{more}\n"
+            f"Replace or remove them; `nlbench prepare --dataset {dataset.name} --data-root {dataset.root}` lists every problem."
+        )
+    pixels.flush()
+    del pixels
+    os.replace(partial, path)  # atomic: a half-written cache is never mistaken for a complete one
+
+
 def load_split(
     dataset: Dataset,
     split: str,
@@ -112,25 +159,10 @@ def load_split(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset.name}-{split}-{_cache_key(dataset, split, table)}.u8"
     shape = (len(table), 3, size, size)
-    if path.is_file() and path.stat().st_size == int(np.prod(shape)):
-        pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: torch wants a writable array
-        return SplitData(torch.from_numpy(np.asarray(pixels)), table)
-    if on_total:
-        on_total(len(table))
-    partial = path.with_suffix(f".partial-{os.getpid()}")
-    pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
-    failures = decode_images(dataset, table, pixels, advance)
-    if failures:
-        del pixels
-        partial.unlink(missing_ok=True)
-        shown = "\n  ".join(failures[:5])
-        more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
-        raise DataError(
-            f"{len(failures)} {split} image(s) of dataset {dataset.name!r} could not be decoded:\n  {shown}{more}\n"
-            f"Replace or remove them; `nlbench prepare --dataset {dataset.name} --data-root {dataset.root}` lists every problem."
-        )
-    pixels.flush()
-    del pixels
-    os.replace(partial, path)  # atomic: a half-written cache is never mistaken for a complete one
+    if not _complete(path, shape):
+        # One process decodes, the others of a sweep wait for it: the lock is per cache entry.
+        with _build_lock(path):
+            if not _complete(path, shape):
+                _build(dataset, split, table, path, shape, on_total, advance)
     pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: torch wants a writable array
     return SplitData(torch.from_numpy(np.asarray(pixels)), table)

@@ -2,7 +2,8 @@
 
 The file holds ``[run]`` defaults, ``[train]`` (the shared pipeline), ``[methods.<name>]``,
 ``[datasets.<name>]`` (training settings of one dataset, and its ``options``), ``[plugins]`` and
-``[sweep]``. How these combine into the settings of one run (the precedence) is decided in one
+``[sweeps.<name>]`` (named grids for ``nlbench sweep --preset``). How these combine into the
+settings of one run (the precedence) is decided in one
 place, :func:`nlbench.spec.resolve_spec`. Every key is checked: an unknown one is an error that
 names it.
 """
@@ -10,11 +11,10 @@ names it.
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from nlbench.errors import ConfigError
 from nlbench.options import build_options
@@ -24,7 +24,7 @@ CONFIG_ENV = "NLBENCH_CONFIG"
 CONFIG_NAME = "benchmark.toml"
 
 
-TOP_LEVEL = {"run", "train", "methods", "datasets", "plugins", "sweep"}
+TOP_LEVEL = {"run", "train", "methods", "datasets", "plugins", "sweeps"}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Config:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     plugin_paths: list[Path] = field(default_factory=list)
-    sweep: dict[str, Any] = field(default_factory=dict)
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: Path | None = None
 
     def run_defaults(self) -> RunDefaults:
@@ -64,7 +64,7 @@ class Config:
             "methods": {k: dict(v) for k, v in self.methods.items()},
             "datasets": {k: {**v, **({"options": dict(v["options"])} if isinstance(v.get("options"), dict) else {})}
                          for k, v in self.datasets.items()},
-            "sweep": dict(self.sweep),
+            "sweeps": {k: dict(v) for k, v in self.sweeps.items()},
         }
         for key, value in items:
             if key.split(".", 1)[0] == "plugins":
@@ -72,7 +72,7 @@ class Config:
             set_dotted(raw, key, value)
         checked = _check_structure(raw, self.source)
         return replace(self, run=checked["run"], train=checked["train"], methods=checked["methods"],
-                       datasets=checked["datasets"], sweep=checked["sweep"])
+                       datasets=checked["datasets"], sweeps=checked["sweeps"])
 
 
 def find_config(explicit: str | Path | None = None) -> Path | None:
@@ -117,7 +117,7 @@ def load_config(path: Path | None, sets: list[str] | None = None) -> Config:
     config = Config(
         run=checked["run"], train=checked["train"], methods=checked["methods"], datasets=checked["datasets"],
         plugin_paths=[(base / p).expanduser() for p in plugins.get("paths", [])],
-        sweep=checked["sweep"], source=path,
+        sweeps=checked["sweeps"], source=path,
     )
     return config.with_sets([parse_set(item) for item in sets or []])
 
@@ -131,7 +131,7 @@ def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:
     for section in sorted(TOP_LEVEL):
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"[{section}] must be a table, got {raw[section]!r}.")
-    for section in ("methods", "datasets"):
+    for section in ("methods", "datasets", "sweeps"):
         for name, table in raw.get(section, {}).items():
             if not isinstance(table, dict):
                 raise ConfigError(f"[{section}.{name}] must be a table of settings, got {table!r}.")
@@ -152,7 +152,7 @@ def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:
         "run": dict(raw.get("run", {})), "train": dict(raw.get("train", {})),
         "methods": {k: dict(v) for k, v in raw.get("methods", {}).items()},
         "datasets": {k: dict(v) for k, v in raw.get("datasets", {}).items()},
-        "sweep": dict(raw.get("sweep", {})),
+        "sweeps": {k: dict(v) for k, v in raw.get("sweeps", {}).items()},
     }
 
 

@@ -177,7 +177,7 @@ class Engine:
             for name, pred in predictions.items() if name != "model"
         }
         method_cls = self.registry.method(spec.method)
-        identity = spec.to_json()
+        identity, recorded = spec.identity(), spec.to_json()
         return {
             "run_id": spec.run_id,
             "method": spec.method,
@@ -191,6 +191,9 @@ class Engine:
             **{f"hp_{k}": v for k, v in spec.hparams.items()},
             "hparams": dict(spec.hparams),
             "train": identity["train"],
+            # Recorded, not part of the run id: where it ran and how fast (settings that change no number).
+            "runtime": {"device": str(run.device), "cache_dir": spec.cache_dir,
+                        **{k: v for k, v in recorded["train"].items() if k not in identity["train"]}},
             "uses_noise_rate": bool(method_cls.uses_noise_rate),
             "pretrained": ({"sha256": spec.pretrained_sha256, "path": spec.train.pretrained}
                            if spec.pretrained_sha256 else None),

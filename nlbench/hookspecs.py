@@ -33,6 +33,11 @@ def register_datasets(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_executors(register: Callable[[type], None]) -> None:
+    """Register sweep executors: call ``register(ExecutorSubclass)`` (see :mod:`nlbench.executors`)."""
+
+
+@hookspec
 def on_run_start(run: Any) -> None:
     """Observe a run that starts or resumes (``run`` is the :class:`nlbench.store.RunDir`)."""
 

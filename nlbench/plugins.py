@@ -72,6 +72,7 @@ class Registry:
 
     methods: dict[str, Entry] = field(default_factory=dict)
     datasets: dict[str, Entry] = field(default_factory=dict)
+    executors: dict[str, Entry] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
@@ -83,6 +84,10 @@ class Registry:
     def dataset(self, name: str) -> type[Dataset]:
         """The dataset class registered as ``name``, or a UsageError listing the known ones."""
         return self._lookup("dataset", self.datasets, name)
+
+    def executor(self, name: str) -> type:
+        """The sweep executor registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("executor", self.executors, name)
 
     def _lookup(self, kind: str, table: dict[str, Entry], name: str) -> Any:
         if (kind, name) in self.conflicts:
@@ -167,7 +172,8 @@ def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
         yield info, obj
 
 
-REGISTRATION_HOOKS = (("register_methods", "method"), ("register_datasets", "dataset"))
+REGISTRATION_HOOKS = (("register_methods", "method"), ("register_datasets", "dataset"),
+                      ("register_executors", "executor"))
 
 
 def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None) -> Registry:
@@ -184,7 +190,10 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager=manager)
-    sources: list[tuple[PluginInfo, Any]] = []
+    from nlbench import __version__, executors
+
+    sources: list[tuple[PluginInfo, Any]] = [(PluginInfo("executors", "built-in", executors.__name__, __version__),
+                                              executors)]
     for folder in builtin_plugin_dirs():
         sources.extend(_folder_plugins(folder, "built-in"))
     for folder in extra_dirs:
@@ -210,12 +219,12 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
             continue
         others = [p for _, p in loaded if p is not plugin]
         for hook_name, kind in REGISTRATION_HOOKS:
-            table = registry.methods if kind == "method" else registry.datasets
+            table = {"method": registry.methods, "dataset": registry.datasets, "executor": registry.executors}[kind]
             caller = manager.subset_hook_caller(hook_name, remove_plugins=others)
             if not caller.get_hookimpls():
                 continue
             try:
-                caller(register=_registrar(registry, info, table, Method if kind == "method" else Dataset))
+                caller(register=_registrar(registry, info, table, kind))
             except Exception as err:
                 info.error = _describe(err)
     return registry
@@ -243,14 +252,16 @@ def _reject_unknown_hooks(manager: pluggy.PluginManager, loaded: list[tuple[Plug
                 return
 
 
-def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], base: type) -> Any:
-    kind = "method" if base is Method else "dataset"
+def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], kind: str) -> Any:
+    from nlbench.executors import Executor
+
+    base = {"method": Method, "dataset": Dataset, "executor": Executor}[kind]
 
     def register(cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(f"register() expects a nlbench.{base.__name__} subclass, got {cls!r}")
         name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not name.isidentifier():
+        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
             raise PluginError(f"{cls.__name__}.name must be an identifier-like string, got {name!r}")
         if (kind, name) in registry.conflicts:
             registry.conflicts[(kind, name)].append(info)

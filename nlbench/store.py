@@ -301,3 +301,40 @@ def iter_results(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             yield path.parent, json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue  # a result is written atomically; an unreadable one is not ours to trust
+
+
+#: The states a run can be in, in the order listings show them.
+STATES = ("done", "running", "interrupted", "failed", "todo")
+
+
+@dataclass
+class StoreEntry:
+    """One run folder found in a store: its identity (from spec.json) and its state."""
+
+    path: Path
+    dataset: str
+    method: str
+    noise: str
+    seed: int
+    run_id: str
+    state: RunState
+
+
+def scan_store(root: Path) -> tuple[list[StoreEntry], list[Path]]:
+    """Every run folder under ``root`` with its state, and the folders whose spec.json is damaged."""
+    entries: list[StoreEntry] = []
+    damaged: list[Path] = []
+    if not Path(root).is_dir():
+        return entries, damaged
+    for spec_path in sorted(Path(root).rglob(SPEC)):
+        spec = read_json_or_none(spec_path)
+        try:
+            noise = spec["noise"]
+            label = "real" if noise["source"] == "dataset" else f"{noise['rate']:g} {noise['mode']}"
+            entry = StoreEntry(spec_path.parent, spec["data"]["name"], spec["method"], label, int(spec["seed"]),
+                               str(spec.get("run_id", "")), RunDir(spec_path.parent).state())
+        except (TypeError, KeyError, ValueError):
+            damaged.append(spec_path.parent)
+            continue
+        entries.append(entry)
+    return entries, damaged

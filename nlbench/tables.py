@@ -63,10 +63,12 @@ def _most_common(frame: pd.DataFrame, by: str, column: str) -> dict[str, dict[st
             for key, group in frame.groupby(by)}
 
 
-def collect(runs_dir: Path, metric: str, member: str) -> pd.DataFrame:
-    """One row per finished run with the chosen metric of the chosen member."""
+def collect(runs_dir: Path, metric: str, member: str, run_ids: set[str] | None = None) -> pd.DataFrame:
+    """One row per finished run (of ``run_ids``, if given) with the chosen metric of the chosen member."""
     records = []
     for path, result in iter_results(runs_dir):
+        if run_ids is not None and result.get("run_id") not in run_ids:
+            continue
         metrics = result.get("metrics", {})
         summary = metrics.get("model") if member == "model" else metrics.get("members", {}).get(member)
         if not summary:
@@ -110,9 +112,10 @@ def _noise_order(label: str) -> tuple[int, float, str]:
     return (0, float(label.split(" ", 1)[0]), label)
 
 
-def build_table(runs_dir: Path, metric: str = "last", member: str = "model") -> ComparisonTable:
-    """Aggregate every finished run under ``runs_dir`` into the paper's layout."""
-    frame = collect(runs_dir, metric, member)
+def build_table(runs_dir: Path, metric: str = "last", member: str = "model",
+                run_ids: set[str] | None = None) -> ComparisonTable:
+    """Aggregate every finished run under ``runs_dir`` (or those of ``run_ids``) into the paper's layout."""
+    frame = collect(runs_dir, metric, member, run_ids)
     k_text = ""
     if not frame.empty and metric == "lastk":
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"

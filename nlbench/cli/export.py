@@ -1,0 +1,73 @@
+"""``nlbench export``: one row per finished run (identity, settings, every metric, cost) for pandas users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+FORMATS = ("csv", "jsonl", "parquet")
+
+
+def flatten_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """One flat row of a result.json: nested keys joined with dots, curves and matrices left out."""
+    row: dict[str, Any] = {"path": str(path)}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list):
+            return  # curves, confusion matrices, per-class lists: in result.json, not in a table row
+        else:
+            row[prefix] = value
+
+    for key in ("run_id", "method", "dataset", "dataset_version", "seed", "initialisation", "test_size",
+                "data_fingerprint", "uses_noise_rate", "finished"):
+        row[key] = result.get(key)
+    for key in ("noise", "hparams", "train", "dataset_options", "cost"):
+        walk(key, result.get(key) or {})
+    metrics = result.get("metrics", {})
+    walk("model", {k: v for k, v in (metrics.get("model") or {}).items() if k != "curve"})
+    for member, summary in (metrics.get("members") or {}).items():
+        walk(f"member.{member}", {k: v for k, v in summary.items() if k != "curve"})
+    final = (result.get("final") or {}).get("model") or {}
+    walk("final.per_class_accuracy", final.get("per_class_accuracy") or {})
+    return row
+
+
+def export(
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv (default), jsonl or parquet (needs pyarrow)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="File to write (default: stdout; parquet needs a file)."),
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """Write one row per finished run: identity, settings, every metric and the cost."""
+    import sys
+
+    import pandas as pd
+
+    from nlbench.cli.common import runs_dir
+    from nlbench.config import find_config, load_config
+    from nlbench.errors import UsageError
+    from nlbench.store import iter_results
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    folder = runs_dir(runs, load_config(find_config(config)))
+    frame = pd.DataFrame.from_records([flatten_result(result, path) for path, result in iter_results(folder)])
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageError("parquet needs pyarrow: pip install pyarrow (or use --format csv or jsonl).") from None
+        if out is None:
+            raise UsageError("parquet is a binary format: give a file with --out FILE.parquet.")
+        frame.to_parquet(out, index=False)
+        return
+    text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", lines=True)
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    else:
+        Path(out).write_text(text if text.endswith("\n") or not text else text + "\n", encoding="utf-8")

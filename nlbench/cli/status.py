@@ -1,0 +1,60 @@
+"""``nlbench status``: the state of every run in a store, per grid cell, from the files alone."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def status(
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    failed: bool = typer.Option(False, "--failed", help="Also list every failed and interrupted run with its error."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """Done, running (epoch, last heartbeat), interrupted and failed runs per cell; exit 1 if any failed."""
+    import time
+
+    from rich.table import Table
+
+    from nlbench.cli.common import runs_dir
+    from nlbench.config import find_config, load_config
+    from nlbench.progress import stderr_console, stdout_console
+    from nlbench.store import STATES, scan_store
+
+    folder = runs_dir(runs, load_config(find_config(config)))
+    entries, damaged = scan_store(folder)
+    out = stdout_console()
+    cells: dict[tuple[str, str, str], dict[str, int]] = {}
+    for entry in entries:
+        counts = cells.setdefault((entry.dataset, entry.method, entry.noise), dict.fromkeys(STATES, 0))
+        counts[entry.state.state] += 1
+    table = Table(title=f"runs in {folder}", title_justify="left")
+    for column in ("dataset", "method", "noise", *STATES, "total"):
+        table.add_column(column, justify="right" if column in (*STATES, "total") else "left")
+    totals = dict.fromkeys(STATES, 0)
+    for (dataset, method, noise), counts in sorted(cells.items()):
+        table.add_row(dataset, method, noise, *(str(counts[s] or "") for s in STATES), str(sum(counts.values())))
+        for s in STATES:
+            totals[s] += counts[s]
+    table.add_section()
+    table.add_row("all", "", "", *(str(totals[s]) for s in STATES), str(sum(totals.values())))
+    out.print(table)
+    now = time.time()
+    for entry in entries:
+        if entry.state.state == "running":
+            info = entry.state.status
+            beat = now - float(info.get("updated", now))
+            epoch = f"{info.get('phase', 'train')} epoch {info.get('epoch', 0)}/{info.get('epochs', '?')}"
+            out.print(f"running     {entry.path}: {epoch}, last heartbeat {beat:.0f} s ago "
+                      f"({info.get('host', '?')} pid {info.get('pid', '?')})", markup=False, highlight=False)
+    if failed:
+        for entry in entries:
+            if entry.state.state in ("failed", "interrupted"):
+                out.print(f"{entry.state.state:<11} {entry.path}: {entry.state.detail or '(no error recorded)'}",
+                          markup=False, highlight=False)
+    if damaged:
+        stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is unreadable, e.g. {damaged[0]}",
+                               markup=False)
+    if totals["failed"]:
+        raise typer.Exit(1)

@@ -1,0 +1,132 @@
+"""``nlbench sweep``: expand a grid of runs, say what is done, train what is missing, print the table."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def _items(text: Optional[str]) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else []
+
+
+def _numbers(text: Optional[str], kind: type, flag: str) -> list:
+    from nlbench.errors import UsageError
+
+    try:
+        return [kind(part) for part in _items(text)]
+    except ValueError:
+        raise UsageError(f"{flag} takes a comma-separated list of numbers, got {text!r}.") from None
+
+
+def sweep(
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A named grid of benchmark.toml ([sweeps.NAME])."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. standard,cct."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="Comma-separated noise rates, e.g. 0,0.2,0.4."),
+    noise_modes: Optional[str] = typer.Option(None, "--noise-modes", help="Comma-separated noise modes."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="A setting for every run; key=a,b,c makes it an axis of the grid (repeatable)."
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Training epochs of every run."),
+    noise_source: Optional[str] = typer.Option(None, "--noise-source", help="injected (default) or dataset."),
+    data_root: list[str] = typer.Option(
+        [], "--data-root", help="Data folder: PATH for every dataset, or NAME=PATH for one (repeatable)."
+    ),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="ResNet-18 checkpoint file for every run."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    executor: str = typer.Option("local", "--executor", help="local (default), slurm, submitit-local or a plugin's."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", help="Runs at once (local: default one per GPU, or one using every core)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List every run and its state; train nothing."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+    slurm_time: int = typer.Option(240, "--slurm-time", help="SLURM time limit per job, minutes (requeued after)."),
+    slurm_gpus: int = typer.Option(0, "--slurm-gpus", help="GPUs per SLURM job."),
+    slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per SLURM job (default 4)."),
+    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs (default: not on SLURM)."),
+    keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep finished runs' resumable checkpoints."),
+    show_table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table of the grid at the end."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
+) -> None:
+    """Train a grid of runs (methods x datasets x noise x seeds x --set axes), skipping what is done."""
+    import time
+
+    from nlbench.cli.common import load, runs_dir
+    from nlbench.errors import RunFailed, UsageError
+    from nlbench.executors import ExecutorOptions
+    from nlbench.progress import make_reporter, stdout_console
+    from nlbench.sweep import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
+
+    cfg, registry = load(config)
+    request = SweepRequest(
+        methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
+        noise_modes=_items(noise_modes), seeds=_numbers(seeds, int, "--seeds"), sets=list(set_),
+        data_roots=parse_data_roots(data_root), epochs=epochs, noise_source=noise_source, pretrained=pretrained,
+        device=device, cache_dir=cache_dir,
+    )
+    if preset:
+        request = apply_preset(request, cfg, preset)
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}.")
+    executor_cls = registry.executor(executor)
+    folder = runs_dir(runs, cfg)
+    specs = expand(request, cfg, registry)
+    grid = grid_runs(specs, folder)
+    counts = count_states(grid)
+    reporter = make_reporter(quiet)
+    name = f"preset {preset}" if preset else "grid"
+    reporter.message(
+        f"{name}: {len(grid)} runs: {counts['done']} done, {counts['interrupted']} interrupted, "
+        f"{counts['running']} running elsewhere, {counts['failed']} failed, {counts['todo']} to do; store {folder}"
+    )
+    if dry_run:
+        _print_grid(stdout_console(), grid)
+        return
+    todo = [run.spec.to_json() for run in grid if run.state.state != "done"]
+    options = ExecutorOptions(
+        jobs=jobs, runs_dir=str(folder), plugin_paths=[str(p) for p in cfg.plugin_paths],
+        keep_checkpoint=keep_checkpoint, quiet=quiet, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
+        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, wait=wait,
+    )
+    began = time.perf_counter()
+    reports = executor_cls(options).run(todo, reporter) if todo else []
+    outcomes = {o: sum(r.outcome == o for r in reports) for o in ("done", "skipped", "locked", "failed", "submitted")}
+    reporter.message(
+        f"{name}: trained {outcomes['done']}, already done {counts['done'] + outcomes['skipped']}, "
+        f"being trained elsewhere {outcomes['locked']}, failed {outcomes['failed']}"
+        + (f", submitted {outcomes['submitted']}" if outcomes["submitted"] else "")
+        + f" ({time.perf_counter() - began:.0f} s)"
+    )
+    reporter.close()
+    for report in reports:
+        if report.outcome == "failed":
+            reporter.message(f"failed {report.run_id} {report.path}: {report.error}")
+    if show_table and not outcomes["submitted"]:
+        from nlbench.tables import build_table, render
+
+        render(build_table(folder, run_ids={run.spec.run_id for run in grid}), "rich")
+    if outcomes["failed"]:
+        raise RunFailed(f"{outcomes['failed']} run(s) of the sweep failed (listed above); "
+                        f"`nlbench status --runs-dir {folder} --failed` shows them, and the same command again retries them.")
+
+
+def _print_grid(console, grid) -> None:
+    from rich.table import Table
+
+    from nlbench.sweep import describe
+
+    table = Table(title=f"{len(grid)} runs", title_justify="left")
+    for column in ("method", "dataset", "noise", "seed", "run id", "state", "folder"):
+        table.add_column(column, overflow="fold")
+    for run in grid:
+        row = describe(run.spec)
+        state = run.state.state + (f" ({run.state.detail})" if run.state.detail else "")
+        table.add_row(row["method"], row["dataset"], row["noise"], str(row["seed"]), row["run_id"], state,
+                      str(run.run_dir.path))
+    console.print(table)

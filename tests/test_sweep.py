@@ -1,0 +1,183 @@
+"""Sweeps: grid expansion, presets, states from the store, executors, status and export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_dirs
+from nlbench.config import Config, load_config
+from nlbench.errors import ConfigError, UsageError
+from nlbench.plugins import get_registry
+from nlbench.store import RunDir
+from nlbench.sweep import SweepRequest, apply_preset, expand, set_axes, split_list
+
+#: TINY as plain --set items (TINY is a flag list for `nlbench run`).
+TINY_SETS = [item for item in TINY if item != "--set"]
+
+
+def test_split_list_keeps_commas_inside_brackets_and_quotes():
+    assert split_list("1,2,3") == ["1", "2", "3"]
+    assert split_list("[1,2],[3]") == ["[1,2]", "[3]"]
+    assert split_list('"a,b",c') == ['"a,b"', "c"]
+    assert set_axes(["a=1,2", "b=x"]) == [["a=1", "b=x"], ["a=2", "b=x"]]
+
+
+def test_the_grid_is_the_cross_product_with_each_run_once():
+    request = SweepRequest(methods=["standard", "cct"], noise=[0.0, 0.4], seeds=[1, 2],
+                           sets=[*TINY_SETS, "methods.cct.networks=2,3"])
+    specs = expand(request, Config(), get_registry())
+    # standard ignores methods.cct.*: its 4 runs are not repeated for each networks value.
+    assert len(specs) == 4 + 8
+    assert len({s.run_id for s in specs}) == 12
+    cct = [s for s in specs if s.method == "cct"]
+    assert sorted({s.hparams["networks"] for s in cct}) == [2, 3]
+    assert {(s.noise.rate, s.seed) for s in specs} == {(r, s) for r in (0.0, 0.4) for s in (1, 2)}
+
+
+def test_a_sweeps_run_is_the_run_nlbench_run_would_make(cli, tmp_path):
+    specs = expand(SweepRequest(methods=["standard"], noise=[0.3], seeds=[4], sets=TINY_SETS, epochs=1),
+                   Config(), get_registry())
+    assert cli("run", "--method", "standard", "--noise", "0.3", "--seed", "4", "--epochs", "1",
+               "--runs-dir", str(tmp_path), *TINY).code == 0
+    [run] = run_dirs(tmp_path)
+    assert run.name.endswith(specs[0].run_id)
+
+
+def test_presets_fill_what_the_command_line_leaves_open(tmp_path):
+    config_file = tmp_path / "benchmark.toml"
+    config_file.write_text('[sweeps.small]\nmethods = ["standard", "cct"]\nnoise = [0.0, 0.4]\nseeds = [1, 2, 3]\n'
+                           'set = ["train.epochs=2"]\n[sweeps.bad]\nmethod = ["x"]\n')
+    config = load_config(config_file)
+    merged = apply_preset(SweepRequest(seeds=[7], sets=["train.epochs=5"]), config, "small")
+    assert merged.methods == ["standard", "cct"] and merged.seeds == [7]
+    assert merged.sets == ["train.epochs=2", "train.epochs=5"]  # the command line's item comes last and wins
+    with pytest.raises(ConfigError, match="unknown key sweeps.bad.method"):
+        apply_preset(SweepRequest(), config, "bad")
+    with pytest.raises(UsageError, match="no sweep preset 'nope'"):
+        apply_preset(SweepRequest(), config, "nope")
+
+
+def test_the_shipped_presets_expand(tmp_path):
+    config = load_config(Path(__file__).resolve().parents[1] / "benchmark.toml")
+    assert {"demo", "table1", "table3", "table8"} <= set(config.sweeps)
+    demo = expand(apply_preset(SweepRequest(), config, "demo"), config, get_registry())
+    assert len(demo) == 8 and {s.method for s in demo} == {"standard", "cct"}
+    assert {s.noise.rate for s in demo} == {0.0, 0.4} and {s.seed for s in demo} == {1, 2}
+    table1 = apply_preset(SweepRequest(), config, "table1")
+    assert len(table1.methods) == 7 and table1.noise == [0.1, 0.2, 0.3, 0.4]
+
+
+def test_dry_run_lists_every_run_and_trains_nothing(cli, tmp_path):
+    result = cli("sweep", "--methods", "standard,cct", "--noise", "0,0.4", "--seeds", "1", "--dry-run",
+                 "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert result.code == 0, result.err
+    assert "4 runs: 0 done, 0 interrupted, 0 running elsewhere, 0 failed, 4 to do" in result.err
+    assert result.out.count("todo") == 4 and not (tmp_path / "runs").exists()
+
+
+def _write_status(run: Path, state: str, **extra) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "status.json").write_text(json.dumps({"state": state, "updated": 0, **extra}))
+
+
+def test_states_come_from_the_files_and_the_lock(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.state().state == "todo"
+    _write_status(run.path, "running", epoch=2, epochs=5)
+    assert run.state().state == "interrupted"  # "running" but nobody holds the lock: the process died
+    other = RunDir(run.path)
+    other.lock()  # another holder of the lock: a live trainer
+    try:
+        assert run.state().state == "running"
+    finally:
+        other.unlock()
+    _write_status(run.path, "failed", error="RunFailed: the loss became nan\nmore")
+    assert (run.state().state, run.state().detail) == ("failed", "RunFailed: the loss became nan")
+    (run.path / "result.json").write_text('{"metrics": {}}')
+    assert run.state().state == "done"
+    (run.path / "result.json").write_text('{"metr')  # torn or damaged: not done
+    assert run.state().state == "failed"
+
+
+@pytest.mark.slow
+def test_sweep_trains_the_grid_then_skips_it_and_status_and_export_agree(cli, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["sweep", "--methods", "standard", "--noise", "0,0.4", "--seeds", "1,2", "--epochs", "1",
+            "--jobs", "2", "--runs-dir", str(runs), *TINY]
+    first = cli(*args)
+    assert first.code == 0, first.err
+    assert "trained 4" in first.err and "failed 0" in first.err
+    assert "standard" in first.out and "±" in first.out  # the comparison table of the grid
+    again = cli(*args)
+    assert again.code == 0 and "4 done" in again.err and "trained 0, already done 4" in again.err
+    status = cli("status", "--runs-dir", str(runs))
+    assert status.code == 0 and "all" in status.out
+    assert status.out.split("all")[1].split()[:6] == ["4", "0", "0", "0", "0", "4"]
+    export = cli("export", "--runs-dir", str(runs))
+    rows = list(csv.DictReader(io.StringIO(export.out)))
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {"1", "2"}
+    assert all(float(r["model.last"]) >= 0 for r in rows) and "cost.seconds" in rows[0]
+    jsonl = cli("export", "--format", "jsonl", "--runs-dir", str(runs))
+    assert len(jsonl.out.splitlines()) == 4
+    parquet = cli("export", "--format", "parquet", "--runs-dir", str(runs))
+    assert parquet.code == 2
+
+
+def test_status_reports_failed_runs_and_exits_1(cli, tmp_path):
+    runs = tmp_path / "runs"
+    specs = expand(SweepRequest(methods=["standard"], seeds=[1, 2], sets=TINY_SETS), Config(), get_registry())
+    from nlbench.store import run_dir_name
+
+    for spec, state in zip(specs, ("failed", "running")):
+        folder = runs / run_dir_name(spec)
+        _write_status(folder, state, error="RunFailed: the loss became nan in phase train, epoch 2, batch 3")
+        (folder / "spec.json").write_text(json.dumps(spec.to_json()))
+    result = cli("status", "--runs-dir", str(runs), "--failed")
+    assert result.code == 1
+    assert "the loss became nan" in result.out and "interrupted" in result.out
+
+
+def test_a_run_trained_elsewhere_is_reported_and_the_sweep_goes_on(cli, tmp_path):
+    runs = tmp_path / "runs"
+    [spec] = expand(SweepRequest(methods=["standard"], seeds=[1], sets=TINY_SETS, epochs=1), Config(), get_registry())
+    from nlbench.store import run_dir_name
+
+    holder = RunDir(runs / run_dir_name(spec))
+    holder.lock()
+    try:
+        result = cli("sweep", "--methods", "standard", "--seeds", "1,2", "--epochs", "1", "--runs-dir", str(runs),
+                     "--no-table", *TINY)
+    finally:
+        holder.unlock()
+    assert result.code == 0, result.err
+    assert "locked" in result.err and "being trained elsewhere 1" in result.err and "trained 1" in result.err
+
+
+def test_threads_are_split_between_workers():
+    from nlbench.executors import threads_per_job
+
+    assert threads_per_job(1, cores=16) == 16 and threads_per_job(4, cores=16) == 4
+    assert threads_per_job(3, cores=2) == 1
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_the_cluster_code_path(cli, tmp_path):
+    pytest.importorskip("submitit")
+    runs = tmp_path / "runs"
+    result = cli("sweep", "--executor", "submitit-local", "--jobs", "2", "--methods", "standard", "--seeds", "1,2",
+                 "--epochs", "1", "--runs-dir", str(runs), "--no-table", *TINY)
+    assert result.code == 0, result.err
+    assert "trained 2" in result.err
+    assert len([p for p in run_dirs(runs) if (p / "result.json").is_file()]) == 2
+    assert list((runs / ".submitit").rglob("*_log.out"))  # one log per job
+
+
+def test_unknown_executor_is_a_usage_error(cli):
+    result = cli("sweep", "--executor", "pbs", "--dry-run")
+    assert result.code == 2 and "unknown executor 'pbs'" in result.err and "submitit-local" in result.err
+
