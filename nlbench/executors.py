@@ -118,9 +118,31 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
 _WORKER: dict[str, Any] = {}
 
 
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (what SLURM and `kill` send) like Ctrl-C: the run is left interrupted, resumable."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the sweep's process dies (even by kill -9)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: an orphaned worker finishes its run, then exits
+        pass
+
+
 def _init_worker(gpus: Any, threads: int) -> None:
     """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
+    _die_with_parent()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     if gpus is not None:

@@ -121,7 +121,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model",
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
     caption = (
         f"Test accuracy (%) of the {'deployable model' if member == 'model' else member} "
-        f"({'CCT: the distilled student' if member == 'model' else 'as stored'}); metric: {METRIC_TEXT[metric]}{k_text}. "
+        f"({'CCT: its distilled student, or its ensemble when it does not distil' if member == 'model' else 'as stored'}); metric: {METRIC_TEXT[metric]}{k_text}. "
         f"Cells: mean ± std over seeds (number of seeds); {MISSING} = no finished run. Runs in {runs_dir}."
     )
     if frame.empty:

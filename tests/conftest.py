@@ -59,3 +59,12 @@ def run_dirs(root: Path) -> list[Path]:
 def read_result(run: Path) -> dict:
     """The parsed result.json of a run directory."""
     return json.loads((run / "result.json").read_text())
+
+
+def totals(status_out: str) -> list[int]:
+    """The counts of the "all" row of `nlbench status`: done, running, interrupted, failed, todo, total."""
+    import re
+
+    match = re.search(r"^\W*all\b(.*)$", status_out, re.MULTILINE)
+    assert match, status_out
+    return [int(n) for n in re.findall(r"\d+", match.group(1))]

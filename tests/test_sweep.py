@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_dirs
+from conftest import TINY, run_dirs, totals
 from nlbench.config import Config, load_config
 from nlbench.errors import ConfigError, UsageError
 from nlbench.plugins import get_registry
@@ -117,7 +118,7 @@ def test_sweep_trains_the_grid_then_skips_it_and_status_and_export_agree(cli, tm
     assert again.code == 0 and "4 done" in again.err and "trained 0, already done 4" in again.err
     status = cli("status", "--runs-dir", str(runs))
     assert status.code == 0 and "all" in status.out
-    assert status.out.split("all")[1].split()[:6] == ["4", "0", "0", "0", "0", "4"]
+    assert totals(status.out) == [4, 0, 0, 0, 0, 4]
     export = cli("export", "--runs-dir", str(runs))
     rows = list(csv.DictReader(io.StringIO(export.out)))
     assert len(rows) == 4 and {r["seed"] for r in rows} == {"1", "2"}
@@ -181,3 +182,47 @@ def test_unknown_executor_is_a_usage_error(cli):
     result = cli("sweep", "--executor", "pbs", "--dry-run")
     assert result.code == 2 and "unknown executor 'pbs'" in result.err and "submitit-local" in result.err
 
+
+
+def test_a_filesystem_without_locks_is_reported_as_such(tmp_path, monkeypatch):
+    import errno
+
+    from nlbench import store
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(store.fcntl, "flock", no_locks)
+    with pytest.raises(UsageError, match="does not support file locks") as info:
+        RunDir(tmp_path / "run").lock()
+    assert not isinstance(info.value, store.RunLocked)  # not mistaken for "trained by another process"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_and_leaves_the_runs_resumable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-P", "-m", "nlbench", "sweep", "--methods", "standard", "--seeds", "1,2", "--epochs", "40",
+            "--jobs", "2", "--runs-dir", str(runs), "--no-table", "--device", "cpu", *TINY]
+    env = {**os.environ, "NLBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    sweep = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until both runs have stored an epoch
+        epochs = [p for p in runs.rglob("metrics.jsonl") if p.read_text().strip()]
+        if len(epochs) == 2:
+            break
+        time.sleep(0.5)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err[-2000:]
+    assert "resume" in err
+    time.sleep(1)
+    statuses = [json.loads(p.read_text()) for p in runs.rglob("status.json")]
+    assert [s["state"] for s in statuses] == ["interrupted", "interrupted"], statuses
+    for status in statuses:  # the workers that trained them are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(status["pid"], 0)

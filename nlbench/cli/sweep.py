@@ -59,7 +59,7 @@ def sweep(
 
     from nlbench.cli.common import load, runs_dir
     from nlbench.errors import RunFailed, UsageError
-    from nlbench.executors import ExecutorOptions
+    from nlbench.executors import ExecutorOptions, interrupt_on_sigterm
     from nlbench.progress import make_reporter, stdout_console
     from nlbench.sweep import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
 
@@ -94,6 +94,7 @@ def sweep(
         keep_checkpoint=keep_checkpoint, quiet=quiet, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
         slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, wait=wait,
     )
+    interrupt_on_sigterm()  # a killed sweep stops its workers and leaves their runs resumable
     began = time.perf_counter()
     reports = executor_cls(options).run(todo, reporter) if todo else []
     outcomes = {o: sum(r.outcome == o for r in reports) for o in ("done", "skipped", "locked", "failed", "submitted")}
