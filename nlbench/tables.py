@@ -29,6 +29,7 @@ METRICS = ("last", "lastk", "best")
 PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
 PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
 MISSING = "–"
+CCT_MODEL = "CCT: its distilled student, or its networks' ensemble when it does not distil"
 METRIC_TEXT = {
     "last": "accuracy of the last epoch",
     "lastk": "mean accuracy of the last k epochs",
@@ -121,7 +122,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model",
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
     caption = (
         f"Test accuracy (%) of the {'deployable model' if member == 'model' else member} "
-        f"({'CCT: its distilled student, or its ensemble when it does not distil' if member == 'model' else 'as stored'}); metric: {METRIC_TEXT[metric]}{k_text}. "
+        f"({CCT_MODEL if member == 'model' else 'as stored'}); metric: {METRIC_TEXT[metric]}{k_text}. "
         f"Cells: mean ± std over seeds (number of seeds); {MISSING} = no finished run. Runs in {runs_dir}."
     )
     if frame.empty:

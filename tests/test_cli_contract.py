@@ -68,7 +68,7 @@ def test_help_imports_neither_torch_nor_timm_nor_pandas():
 
 def test_table_and_plugins_do_not_import_timm(tmp_path):
     table = _modules_after(
-        "from nlbench.cli import main\ntry:\n    main(['table', '--runs-dir', %r])\nexcept SystemExit:\n    pass" % str(tmp_path))
+        f"from nlbench.cli import main\ntry:\n    main(['table', '--runs-dir', {str(tmp_path)!r}])\nexcept SystemExit:\n    pass")
     assert "torch" not in table and "timm" not in table
     plugins = _modules_after("from nlbench.cli import main\ntry:\n    main(['plugins'])\nexcept SystemExit:\n    pass")
     assert "timm" not in plugins  # the method plugins import torch; building a network is what needs timm
