@@ -54,7 +54,8 @@ def status(
                 out.print(f"{entry.state.state:<11} {entry.path}: {entry.state.detail or '(no error recorded)'}",
                           markup=False, highlight=False)
     if damaged:
-        stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is unreadable, e.g. {damaged[0]}",
+        stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged or from nlbench 0.1, "
+                               f"e.g. {damaged[0]}",
                                markup=False)
     if totals["failed"]:
         raise typer.Exit(1)
