@@ -202,10 +202,25 @@ class RunDir:
             raise
 
     def load_checkpoint(self) -> dict[str, Any]:
-        """Read checkpoint.pt (on the CPU)."""
+        """Read checkpoint.pt (on the CPU) without running any code it may hold.
+
+        ``weights_only=True``: a run folder copied from a colleague or a shared filesystem is data,
+        and a pickle that asks to call anything (or a damaged file) is refused with what to do.
+        """
+        import pickle
+
         import torch
 
-        return torch.load(self.file(CHECKPOINT), map_location="cpu", weights_only=False)
+        try:
+            return torch.load(self.file(CHECKPOINT), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if "weights_only" in reason or "Unsupported global" in str(err):
+                reason = "it holds objects other than tensors and plain data, which nlbench never loads"
+            raise UsageError(
+                f"cannot resume {self.path}: its checkpoint.pt cannot be loaded safely ({reason[:200]}). "
+                f"Delete the run folder, or train it again from scratch with --force."
+            ) from None
 
     def write_result(self, result: dict[str, Any]) -> None:
         """Write result.json last, by atomic rename."""

@@ -148,7 +148,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     path = root / "state.pt"
     torch.save(method.state_dict(), path)
     fresh = _fresh(spec, registry, device).method
-    fresh.load_state_dict(torch.load(path, map_location=device, weights_only=False))
+    fresh.load_state_dict(torch.load(path, map_location=device, weights_only=True))  # what resuming loads
     second = _predictions(fresh, x, last, classes, name)
     for member, scores in first.items():
         same = torch.equal(scores, second[member]) if device.type == "cpu" else torch.allclose(

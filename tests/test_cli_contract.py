@@ -93,3 +93,26 @@ def test_a_wheel_carries_the_builtin_plugins(tmp_path):
     for plugin in ("methods/standard.py", "methods/cct.py", "datasets/synthfer.py", "datasets/ferplus.py"):
         assert f"nlbench/_builtin/{plugin}" in names, plugin
     assert not any(n.startswith(("datasets/", "methods/", "tests/", "benchmarks/")) for n in names)
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_run_interrupted_and_resumable(tmp_path):
+    import json
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-P", "-m", "nlbench", "run", "--method", "standard", "--epochs", "50", "--device", "cpu",
+            "--runs-dir", str(runs), "--set", "datasets.synthfer.options.train_size=64",
+            "--set", "datasets.synthfer.options.test_size=32", "--set", "datasets.synthfer.options.size=16",
+            "--set", "train.image_size=16"]
+    env = {**os.environ, "NLBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.read_text().strip() for p in runs.rglob("metrics.jsonl")):
+        time.sleep(0.3)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and "resume" in err, err[-2000:]
+    [status] = list(runs.rglob("status.json"))
+    assert json.loads(status.read_text())["state"] == "interrupted"

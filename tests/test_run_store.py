@@ -236,3 +236,54 @@ def test_step_meter_reports_memorisation_and_precision_and_none_for_empty_subset
     clean_only = StepMeter(torch.device("cpu"))
     clean_only.add({"loss": torch.tensor(1.0), "logits": logits}, y, torch.zeros(4, dtype=torch.bool))
     assert clean_only.summary(1, "train", 0)["acc_noisy"] is None
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a hostile checkpoint.pt would do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _interrupted_run(cli, tmp_path):
+    """A run folder left with its checkpoint, as an interrupted run leaves it."""
+    args = ["run", "--method", "standard", "--epochs", "3", "--runs-dir", str(tmp_path / "runs"), *TINY]
+    observer = StopAfter(1)
+    manager = get_registry().manager
+    manager.register(observer)
+    try:
+        assert cli(*args).code == 130
+    finally:
+        manager.unregister(observer)
+    [run] = run_dirs(tmp_path / "runs")
+    assert (run / "checkpoint.pt").is_file()
+    return args, run
+
+
+def test_a_malicious_checkpoint_is_refused_without_running_its_code(cli, tmp_path):
+    import torch
+
+    args, run = _interrupted_run(cli, tmp_path)
+    marker = tmp_path / "pwned"
+    torch.save({"run_id": "x", "method": _Payload(str(marker))}, run / "checkpoint.pt")
+    result = cli(*args)
+    assert result.code == 2
+    assert "cannot be loaded safely" in result.err and "--force" in result.err
+    assert "weights_only=False" not in result.err  # never torch's advice to switch the safety off
+    assert not marker.exists(), "the pickle's code ran"
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, None])
+def test_a_damaged_checkpoint_is_a_clear_message(cli, tmp_path, content):
+    args, run = _interrupted_run(cli, tmp_path)
+    path = run / "checkpoint.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if content is None else content)  # None: truncated
+    result = cli(*args)
+    assert result.code == 2 and "cannot resume" in result.err and "Traceback" not in result.err
+    assert cli(*args, "--force").code == 0  # what the message says to do works

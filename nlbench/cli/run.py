@@ -57,6 +57,9 @@ def run(
     reporter = make_reporter(quiet)
     reporter.message(f"nlbench run: {spec.describe()}, device {target}")
     engine = Engine(spec, registry, runs_dir(runs, cfg), reporter, device=target)
+    from nlbench.executors import interrupt_on_sigterm
+
+    interrupt_on_sigterm()  # SLURM sends SIGTERM before it kills: leave the run interrupted, resumable
     try:
         outcome = engine.execute(force=force, keep_checkpoint=keep_checkpoint)
     finally:
