@@ -59,6 +59,9 @@ class Engine:
         """
         if self.run.is_done() and not force:
             return Outcome(self.run, self.run.read_json("result.json"), skipped=True)
+        if self.run.has_damaged_result() and not force:
+            raise UsageError(f"{self.run.file('result.json')} is damaged (not a complete result); "
+                             f"train the run again with --force, or delete its folder.")
         run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
         self.run.lock()
         try:

@@ -136,8 +136,12 @@ class RunDir:
 
     # -- state ------------------------------------------------------------------------------
     def is_done(self) -> bool:
-        """A run is done exactly when its result.json exists."""
-        return self.file(RESULT).is_file()
+        """A run is done exactly when its result.json holds a complete result."""
+        return _is_result(read_json_or_none(self.file(RESULT)))
+
+    def has_damaged_result(self) -> bool:
+        """Whether a result.json exists that is not a complete result (truncated, ``{}``, edited)."""
+        return self.file(RESULT).exists() and not self.is_done()
 
     def has_checkpoint(self) -> bool:
         """Whether a checkpoint to resume from exists."""
@@ -271,8 +275,7 @@ class RunDir:
         """What the files say about this run: done, running, interrupted, failed or todo."""
         if not self.path.is_dir():
             return RunState("todo")
-        result = read_json_or_none(self.file(RESULT))
-        if isinstance(result, dict) and "metrics" in result:
+        if self.is_done():
             return RunState("done")
         status = read_json_or_none(self.file(STATUS))
         status = status if isinstance(status, dict) else {}
@@ -307,15 +310,30 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def iter_results(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every finished run under ``root``: (run folder, parsed result.json)."""
+def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every finished run under ``root``: (run folder, parsed result.json).
+
+    A result.json that is not a complete result (truncated, ``{}``, ``null``, edited by hand) is
+    skipped and appended to ``damaged``, so a reader can say which files it left out.
+    """
     if not root.is_dir():
         return
     for path in sorted(root.rglob(RESULT)):
-        try:
-            yield path.parent, json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # a result is written atomically; an unreadable one is not ours to trust
+        result = read_json_or_none(path)
+        if not _is_result(result):
+            if damaged is not None:
+                damaged.append(path)
+            continue
+        yield path.parent, result
+
+
+def _is_result(value: Any) -> bool:
+    """Whether parsed JSON has the fields every reader of results relies on."""
+    if not isinstance(value, dict):
+        return False
+    noise, metrics = value.get("noise"), value.get("metrics")
+    return (isinstance(noise, dict) and "rate" in noise and isinstance(metrics, dict)
+            and isinstance(metrics.get("model"), dict) and all(k in value for k in ("method", "dataset", "seed")))
 
 
 #: The states a run can be in, in the order listings show them.

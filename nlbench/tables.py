@@ -64,10 +64,14 @@ def _most_common(frame: pd.DataFrame, by: str, column: str) -> dict[str, dict[st
             for key, group in frame.groupby(by)}
 
 
-def collect(runs_dir: Path, metric: str, member: str, run_ids: set[str] | None = None) -> pd.DataFrame:
-    """One row per finished run (of ``run_ids``, if given) with the chosen metric of the chosen member."""
+def collect(runs_dir: Path, metric: str, member: str, run_ids: set[str] | None = None,
+            damaged: list[Path] | None = None) -> pd.DataFrame:
+    """One row per finished run (of ``run_ids``, if given) with the chosen metric of the chosen member.
+
+    Damaged result files are skipped and listed in ``damaged``.
+    """
     records = []
-    for path, result in iter_results(runs_dir):
+    for path, result in iter_results(runs_dir, damaged):
         if run_ids is not None and result.get("run_id") not in run_ids:
             continue
         metrics = result.get("metrics", {})
@@ -116,7 +120,13 @@ def _noise_order(label: str) -> tuple[int, float, str]:
 def build_table(runs_dir: Path, metric: str = "last", member: str = "model",
                 run_ids: set[str] | None = None) -> ComparisonTable:
     """Aggregate every finished run under ``runs_dir`` (or those of ``run_ids``) into the paper's layout."""
-    frame = collect(runs_dir, metric, member, run_ids)
+    damaged: list[Path] = []
+    frame = collect(runs_dir, metric, member, run_ids, damaged)
+    if damaged:
+        Console(stderr=True).print(
+            f"warning: skipped {len(damaged)} damaged result file(s), e.g. {damaged[0]}; "
+            f"`nlbench status --failed` lists the runs, and training them again with --force repairs them.",
+            markup=False, highlight=False, soft_wrap=True)
     k_text = ""
     if not frame.empty and metric == "lastk":
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"

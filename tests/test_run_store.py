@@ -287,3 +287,42 @@ def test_a_damaged_checkpoint_is_a_clear_message(cli, tmp_path, content):
     result = cli(*args)
     assert result.code == 2 and "cannot resume" in result.err and "Traceback" not in result.err
     assert cli(*args, "--force").code == 0  # what the message says to do works
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_result(cli, tmp_path):
+    args = ["run", "--method", "cct", "--epochs", "2", *TINY, "--set", "methods.cct.networks=2",
+            "--set", "methods.cct.distill_epochs=1"]
+    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
+    assert whole.code == 0, whole.err
+    observer = StopAfter(3)  # after the last epoch's checkpoint, before result.json
+    manager = get_registry().manager
+    manager.register(observer)
+    try:
+        assert cli(*args, "--runs-dir", str(tmp_path / "cut")).code == 130
+    finally:
+        manager.unregister(observer)
+    [run] = run_dirs(tmp_path / "cut")
+    assert not (run / "result.json").exists() and (run / "checkpoint.pt").is_file()
+    final = cli(*args, "--runs-dir", str(tmp_path / "cut"))
+    assert final.code == 0, final.err
+    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run)
+    assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
+
+
+@pytest.mark.parametrize("content", ["", "{}", "null", '{"metrics": ', "[1, 2]"])
+def test_a_damaged_result_never_crashes_table_status_or_a_rerun(cli, tmp_path, content):
+    runs = tmp_path / "runs"
+    args = ["run", "--method", "standard", "--epochs", "1", "--runs-dir", str(runs), *TINY]
+    assert cli(*args).code == 0
+    assert cli(*args, "--seed", "2").code == 0
+    first, second = run_dirs(runs)
+    keep = (second / "result.json").read_bytes()
+    (first / "result.json").write_text(content)
+    table = cli("table", "--runs-dir", str(runs))
+    assert table.code == 0 and "skipped 1 damaged result file" in table.err and str(first) in table.err
+    status = cli("status", "--runs-dir", str(runs))
+    assert status.code in (0, 1) and "Traceback" not in status.err
+    rerun = cli(*args)
+    assert rerun.code == 2 and "is damaged" in rerun.err and "--force" in rerun.err
+    assert (second / "result.json").read_bytes() == keep  # nothing stored before is lost
+    assert cli(*args, "--force").code == 0
