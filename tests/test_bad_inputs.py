@@ -1,0 +1,136 @@
+"""A catalogue of bad inputs: each gets one clear message, exit code 2, no traceback, and loses nothing stored.
+
+Every case runs against a store that already holds a finished run; after the case, every file of
+that store is byte-identical and no new run folder exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+from nlbench.cli import main
+
+#: (id, arguments, text the message must contain). {tmp} is a folder of helper files, {store} the runs.
+CASES = [
+    # flags
+    ("unknown method", ["run", "--method", "nosuch"], "unknown method 'nosuch'. Known methods:"),
+    ("unknown dataset", ["run", "--dataset", "nosuch"], "unknown dataset 'nosuch'. Known datasets:"),
+    ("noise 1.0", ["run", "--noise", "1.0"], "noise rate must be in [0, 1)"),
+    ("negative noise", ["run", "--noise", "-0.1"], "noise rate must be in [0, 1)"),
+    ("noise nan", ["run", "--noise", "nan"], "noise rate must be in [0, 1)"),
+    ("noise not a number", ["run", "--noise", "abc"], "Invalid value for '--noise'"),
+    ("zero epochs", ["run", "--epochs", "0"], "--epochs must be at least 1"),
+    ("negative seed", ["run", "--seed", "-1"], "--seed must be in [0, 2147483647]"),
+    ("unknown noise mode", ["run", "--noise-mode", "sideways"], "unknown noise mode 'sideways'"),
+    ("unknown noise source", ["run", "--noise-source", "magic"], "--noise-source must be one of"),
+    ("unknown device", ["run", "--device", "tpu"], "unknown device 'tpu'"),
+    ("cuda without a GPU", ["run", "--device", "cuda"], "no CUDA GPU is available"),
+    ("unknown option", ["run", "--bogus"], "No such option: --bogus"),
+    ("unknown command", ["frobnicate"], "No such command 'frobnicate'"),
+    # --set
+    ("set without =", ["run", "--set", "nonsense"], "--set expects key=value"),
+    ("bool as int", ["run", "--set", "train.batch_size=true"], "train.batch_size must be an int, got True"),
+    ("batch size 0", ["run", "--set", "train.batch_size=0"], "train.batch_size must be in [1, 65536]"),
+    ("nan lr", ["run", "--set", "train.backbone_lr=nan"], "train.backbone_lr must be a finite number"),
+    ("negative lr", ["run", "--set", "train.backbone_lr=-1"], "train.backbone_lr must be > 0"),
+    ("negative weight decay", ["run", "--set", "train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+    ("negative step cap", ["run", "--set", "train.max_steps_per_epoch=-1"], "train.max_steps_per_epoch must be >= 0"),
+    ("eval batch 0", ["run", "--set", "train.eval_batch_size=0"], "train.eval_batch_size must be in [1, 65536]"),
+    ("epochs unbounded", ["run", "--set", "train.epochs=100000"], "train.epochs must be in [1, 10000]"),
+    ("unknown augmentation", ["run", "--set", "train.augmentation=blur"], "train.augmentation must be one of"),
+    ("unknown train key", ["run", "--set", "train.batchsize=3"], "unknown key train.batchsize"),
+    ("hparam not a number", ["run", "--set", "methods.cct.lambda_max=high"], "methods.cct.lambda_max must be a float"),
+    ("hparam out of range", ["run", "--set", "methods.cct.lambda_max=1.5"], "methods.cct.lambda_max must be in [0, 1]"),
+    ("unknown hparam", ["run", "--set", "methods.cct.lambda_maxx=0.8"], "unknown key methods.cct.lambda_maxx"),
+    ("unknown method table", ["run", "--set", "methods.nosuch.x=1"], "no method is called 'nosuch'"),
+    ("unknown dataset table", ["run", "--set", "datasets.nosuch.options.x=1"], "no dataset is called 'nosuch'"),
+    ("unknown dataset option", ["run", "--set", "datasets.synthfer.options.colour=1"],
+     "unknown key datasets.synthfer.options.colour"),
+    ("impossible combination", ["run", "--set", "methods.cct.networks=1", "--set", "methods.cct.supervision=false"],
+     "one network with the supervision loss off"),
+    ("plugins by --set", ["run", "--set", "plugins.paths=[]"], "plugin folders are set in benchmark.toml"),
+    ("unknown run key", ["run", "--set", "run.bogus=1"], "unknown key run.bogus"),
+    # benchmark.toml
+    ("invalid toml", ["run", "--config", "{tmp}/broken.toml"], "is not valid TOML"),
+    ("not utf-8", ["run", "--config", "{tmp}/latin1.toml"], "is not UTF-8 text"),
+    ("unknown section", ["run", "--config", "{tmp}/section.toml"], "unknown section or key 'trian'"),
+    ("unknown toml key", ["run", "--config", "{tmp}/key.toml"], "unknown key train.epoch"),
+    ("config is a folder", ["run", "--config", "{tmp}"], "is a folder"),
+    ("config missing", ["run", "--config", "{tmp}/nope.toml"], "does not exist"),
+    ("plugin paths not a list", ["run", "--config", "{tmp}/paths.toml"], "plugins.paths must be a list"),
+    ("method table not a table", ["run", "--config", "{tmp}/table.toml"], "[methods.cct] must be a table"),
+    ("bad preset key", ["sweep", "--config", "{tmp}/preset.toml", "--preset", "x"], "unknown key sweeps.x.method"),
+    # data roots
+    ("root missing", ["run", "--dataset", "rafdb"], "reads files from disk"),
+    ("root not a folder", ["run", "--dataset", "rafdb", "--data-root", "{tmp}/broken.toml"], "is not a folder"),
+    ("root does not exist", ["run", "--dataset", "rafdb", "--data-root", "{tmp}/nowhere"], "is not a folder"),
+    ("empty imagefolder", ["run", "--dataset", "imagefolder", "--data-root", "{tmp}/empty"], "at least 2"),
+    # pretrained files
+    ("pretrained missing", ["run", "--pretrained", "{tmp}/weights.pth"], "does not exist"),
+    ("pretrained is a folder", ["run", "--pretrained", "{tmp}"], "is a folder"),
+    ("pretrained garbage", ["run", "--pretrained", "{tmp}/garbage.pth"], "cannot read pretrained file"),
+    # other commands
+    ("table format", ["table", "--format", "pdf"], "unknown format 'pdf'"),
+    ("table metric", ["table", "--metric", "worst"], "unknown metric 'worst'"),
+    ("sweep jobs 0", ["sweep", "--jobs", "0"], "--jobs must be at least 1"),
+    ("sweep executor", ["sweep", "--executor", "pbs"], "unknown executor 'pbs'"),
+    ("sweep preset", ["sweep", "--preset", "nope"], "no sweep preset 'nope'"),
+    ("sweep noise list", ["sweep", "--noise", "a,b"], "--noise takes a comma-separated list of numbers"),
+    ("export format", ["export", "--format", "xls"], "unknown format 'xls'"),
+    ("describe unknown method", ["methods", "nosuch"], "unknown method 'nosuch'"),
+    ("prepare without dataset", ["prepare"], "Missing option '--dataset'"),
+]
+
+STORE_COMMANDS = {"run", "sweep", "table", "status", "export"}
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder holding one finished run, made once for the whole catalogue."""
+    root = tmp_path_factory.mktemp("store") / "runs"
+    try:
+        main(["run", "--method", "standard", "--epochs", "1", "--runs-dir", str(root), "--quiet", *TINY])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("helpers")
+    (folder / "broken.toml").write_text("[train\nepochs = 3\n")
+    (folder / "latin1.toml").write_bytes("[run]\nmethod = 'caf\xe9'\n".encode("latin-1"))
+    (folder / "section.toml").write_text("[trian]\nepochs = 3\n")
+    (folder / "key.toml").write_text("[train]\nepoch = 3\n")
+    (folder / "paths.toml").write_text('[plugins]\npaths = "mine"\n')
+    (folder / "table.toml").write_text("[methods]\ncct = 3\n")
+    (folder / "preset.toml").write_text('[sweeps.x]\nmethod = ["standard"]\n')
+    (folder / "garbage.pth").write_bytes(b"not a checkpoint" * 100)
+    (folder / "empty").mkdir()
+    return folder
+
+
+def test_the_catalogue_has_at_least_40_inputs():
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("name", "args", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_message_and_exit_2(cli, store, helpers, name, args, message):
+    before = _digest(store)
+    argv = [a.replace("{tmp}", str(helpers)) for a in args]
+    if argv[0] in STORE_COMMANDS:
+        argv += ["--runs-dir", str(store)]
+    result = cli(*argv)
+    assert result.code == 2, (result.code, result.err)
+    assert message in result.err, result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert _digest(store) == before  # nothing stored before is changed, and no run folder appeared
