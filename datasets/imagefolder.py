@@ -111,7 +111,16 @@ class ImageFolder(Dataset):
             raise ValueError(f"unknown split {split!r}")
         if self._tables is None:
             self.check()
-            self._tables = self._split_tables() if self._has_splits() else self._drawn_tables()
+            tables = self._split_tables() if self._has_splits() else self._drawn_tables()
+            counts = np.bincount(tables["train"].labels, minlength=len(self.class_names))
+            empty = [name for name, count in zip(self.class_names, counts) if count == 0]
+            if empty:  # a class no training sample has would still receive flipped labels
+                raise DataError(
+                    f"class folder(s) {', '.join(repr(e) for e in empty)} under {self._train_root()} hold no training "
+                    f"images, so they would become classes that only label noise puts samples into; add images "
+                    f"or remove the folder(s)."
+                )
+            self._tables = tables
         return self._tables[split]
 
     def _scan(self, folder: Path, problems: list[str]) -> dict[str, list[str]]:

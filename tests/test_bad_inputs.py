@@ -134,3 +134,18 @@ def test_bad_input_is_one_clear_message_and_exit_2(cli, store, helpers, name, ar
     assert message in result.err, result.err
     assert "Traceback" not in result.err and "internal error" not in result.err
     assert _digest(store) == before  # nothing stored before is changed, and no run folder appeared
+
+
+def test_an_empty_class_folder_is_an_error_not_an_extra_class(cli, store, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for cls in ("happy", "sad"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    (tmp_path / "data" / "angry").mkdir()
+    before = _digest(store)
+    result = cli("run", "--dataset", "imagefolder", "--data-root", str(tmp_path / "data"), "--runs-dir", str(store))
+    assert result.code == 2 and "'angry'" in result.err and "hold no training images" in result.err
+    assert _digest(store) == before
