@@ -17,6 +17,7 @@ trained elsewhere instead of failing the sweep. Built-in executors, registered t
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import time
@@ -55,7 +56,7 @@ class RunReport:
     error: str = ""
 
 
-class Executor:
+class Executor(abc.ABC):
     """Base class of executors: ``run(specs)`` trains them and says how each one ended."""
 
     name: ClassVar[str]
@@ -64,9 +65,9 @@ class Executor:
     def __init__(self, options: ExecutorOptions) -> None:
         self.options = options
 
+    @abc.abstractmethod
     def run(self, specs: list[dict[str, Any]], reporter: Any) -> list[RunReport]:
         """Train every spec (as ``RunSpec.to_json()`` dicts); return one report per spec handed in."""
-        raise NotImplementedError
 
 
 def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int | None = None) -> RunReport:
