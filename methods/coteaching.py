@@ -59,6 +59,7 @@ class CoTeaching(Method):
     paper = "Han et al., Co-teaching: Robust training of deep neural networks with extremely noisy labels, NeurIPS 2018"
     HParams = CoTeachingParams
     uses_noise_rate = True
+    single_member = "net1"
 
     @classmethod
     def validate(cls, hp: CoTeachingParams, settings: dict) -> None:

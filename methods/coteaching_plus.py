@@ -89,6 +89,7 @@ class CoTeachingPlus(Method):
     paper = "Yu et al., How does disagreement help generalization against label corruption?, ICML 2019"
     HParams = CoTeachingPlusParams
     uses_noise_rate = True
+    single_member = "net1"
 
     @classmethod
     def validate(cls, hp: CoTeachingPlusParams, settings: dict) -> None:

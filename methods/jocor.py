@@ -68,6 +68,7 @@ class JoCoR(Method):
     paper = "Wei et al., Combating noisy labels by agreement: A joint training method with co-regularization, CVPR 2020"
     HParams = JoCoRParams
     uses_noise_rate = True
+    single_member = "net1"
 
     @classmethod
     def validate(cls, hp: JoCoRParams, settings: dict) -> None:

@@ -60,6 +60,8 @@ class NCT(Method):
     """Two networks distilling into each other while training on independently corrupted labels."""
 
     name = "nct"
+    deploys = "a two-network ensemble (sum of the logits)"
+    single_member = "net1"
     summary = "2 networks, per-network random label variability + peer distillation (T = 4) with a ramped weight"
     paper = "Sarfraz, Arani, Zonooz, Noisy Concurrent Training for Efficient Learning under Label Noise, WACV 2021"
     HParams = NCTParams

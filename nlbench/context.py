@@ -48,10 +48,12 @@ class LabelStore:
 
 @dataclass
 class RegisteredOptimizer:
-    """An optimiser created through the context, with the phase whose epochs decay its lr."""
+    """An optimiser created through the context, with the phase whose epochs set its lr."""
 
     optimizer: torch.optim.Optimizer
     phase: str
+    #: Step decay: lr x 0.1 at each of these epochs (0-based) instead of lr_decay^epoch.
+    milestones: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -89,12 +91,17 @@ class Context:
         return model
 
     def optimizer(
-        self, networks: Sequence[nn.Module], phase: str = "train", classifier_lr: float | None = None
+        self, networks: Sequence[nn.Module], phase: str = "train", classifier_lr: float | None = None,
+        kind: str = "adam", lr: float | None = None, weight_decay: float | None = None,
+        milestones: Sequence[int] | None = None,
     ) -> torch.optim.Optimizer:
-        """Adam over ``networks`` with the shared pipeline's groups: backbone lr and classifier lr.
+        """An optimiser over ``networks`` with the shared pipeline's groups: backbone lr and classifier lr.
 
-        The lr of every group is multiplied by ``lr_decay`` once per epoch of ``phase``
-        (lr(e) = lr(0) * decay^e), applied by the engine.
+        ``kind`` is "adam" (the shared pipeline) or "adamax" (CCT's distillation script); ``lr``
+        replaces both group lrs, ``weight_decay`` the pipeline's. By default the lr of every group
+        is multiplied by ``lr_decay`` once per epoch of ``phase`` (lr(e) = lr(0) * decay^e); with
+        ``milestones`` it is multiplied by 0.1 at each listed epoch instead (MultiStepLR). The
+        engine applies the schedule at the start of every epoch.
         """
         groups = []
         for net in networks:
@@ -103,21 +110,33 @@ class Context:
             backbone = [p for p in net.parameters() if id(p) not in head_ids and p.requires_grad]
             classifier = [p for p in net.parameters() if id(p) in head_ids and p.requires_grad]
             if backbone:
-                groups.append({"params": backbone, "lr": self.settings.backbone_lr})
+                groups.append({"params": backbone, "lr": lr or self.settings.backbone_lr})
             if classifier:
-                groups.append({"params": classifier, "lr": classifier_lr or self.settings.classifier_lr})
+                groups.append({"params": classifier, "lr": lr or classifier_lr or self.settings.classifier_lr})
         for group in groups:
             group["initial_lr"] = group["lr"]
+        decay = self.settings.weight_decay if weight_decay is None else weight_decay
         fused = self.device.type == "cuda"
-        opt = torch.optim.Adam(groups, weight_decay=self.settings.weight_decay, fused=fused or None)
-        self.optimizers.append(RegisteredOptimizer(opt, phase))
+        if kind == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(groups, weight_decay=decay, fused=fused or None)
+        elif kind == "adamax":
+            opt = torch.optim.Adamax(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=decay)
+        else:
+            raise ValueError(f"unknown optimiser {kind!r}; choose adam or adamax")
+        self.optimizers.append(RegisteredOptimizer(opt, phase, tuple(milestones) if milestones else None))
         return opt
 
+    def lr_factor(self, registered: RegisteredOptimizer, epoch: int) -> float:
+        """The factor on the initial lr of ``registered`` at ``epoch`` (0-based)."""
+        if registered.milestones is not None:
+            return 0.1 ** sum(1 for m in registered.milestones if epoch >= m)
+        return self.settings.lr_decay**epoch
+
     def apply_lr_schedule(self, phase: str, epoch: int) -> None:
-        """Set lr = initial lr * decay^epoch for the optimisers of ``phase``."""
-        factor = self.settings.lr_decay**epoch
+        """Set lr = initial lr * schedule factor at ``epoch`` for the optimisers of ``phase``."""
         for registered in self.optimizers:
             if registered.phase == phase:
+                factor = self.lr_factor(registered, epoch)
                 for group in registered.optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
 

@@ -11,6 +11,7 @@ what is trained.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -159,6 +160,8 @@ class EpochRunner:
                  labels: LabelStore, clean: torch.Tensor, settings: TrainSettings,
                  weights: torch.Tensor | None = None, meter_cls: type[StepMeter] = StepMeter) -> None:
         self.method, self.ctx, self.phase, self.augmenter, self.source = method, ctx, phase, augmenter, source
+        if phase.batch_size is not None and phase.batch_size != settings.batch_size:
+            settings = dataclasses.replace(settings, batch_size=phase.batch_size)
         self.labels, self.clean, self.settings, self.weights = labels, clean, settings, weights
         self.is_noisy = clean != labels.given
         self.meter_cls = meter_cls

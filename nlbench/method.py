@@ -44,6 +44,8 @@ class Phase:
 
     name: str
     epochs: int
+    #: Mini-batch size of this phase (None = the run's batch_size); CCT's distillation may differ.
+    batch_size: int | None = None
 
 
 @dataclass
@@ -84,6 +86,11 @@ class Method:
     HParams: ClassVar[type] = NoHParams
     #: Whether the method needs the nominal noise rate (Co-teaching family, JoCoR).
     uses_noise_rate: ClassVar[bool] = False
+    #: What ``predict`` deploys, in words, for table captions.
+    deploys: ClassVar[str] = "one network"
+    #: The member (of the last phase) that is the method's best single network: what
+    #: ``nlbench table --member single`` reports, so that every method deploys one network.
+    single_member: ClassVar[str] = "model"
 
     def __init__(self, hp: Any | None = None) -> None:
         self.hp = hp if hp is not None else self.HParams()
@@ -96,6 +103,15 @@ class Method:
 
         ``settings`` holds the resolved run settings (epochs, noise rate, batch size, ...).
         """
+
+    @classmethod
+    def canonical(cls, hp: Any) -> Any:
+        """The same hyperparameters with settings that have no effect in this combination reset.
+
+        Equivalent settings then share one run id, so a grid does not train one experiment twice
+        (CCT with one network ignores ``consistency``). The default changes nothing.
+        """
+        return hp
 
     def build(self, ctx: Context) -> None:
         """Create networks (``ctx.backbone()``) and optimisers (``ctx.optimizer(...)``)."""
@@ -132,6 +148,17 @@ class Method:
         Multi-network methods add ``net1``..``netN`` and ``ensemble``.
         """
         return {"model": self.predict(x)}
+
+    def deployment(self) -> dict[str, Any]:
+        """What the run deploys, recorded in its result: ``deploys`` (words), ``single`` (the
+        member key of its best single network) and ``beside`` (label -> member key of models a
+        table shows next to the deployable one, e.g. CCT's teachers' ensemble next to its student)."""
+        last = self.phases()[-1].name
+        return {"deploys": self.deploys, "single": f"{last}/{self.single_member}", "beside": {}}
+
+    def trained_networks(self, phase: Phase) -> int:
+        """How many networks ``phase`` trains (for the cost: networks x epochs); default: all of them."""
+        return len(self.modules())
 
     def modules(self) -> list[nn.Module]:
         """All networks of the method (switched between train and eval mode by the engine)."""

@@ -237,9 +237,6 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         settings = dataclasses.replace(settings, pretrained=str(path.resolve()))
         pretrained_sha = file_sha256(path)
 
-    hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
-                       batch_size=settings.batch_size)
-
     options = build_options(dataset_cls.Options, config.dataset_options(dataset_name), f"datasets.{dataset_name}.options")
     root = request.data_root
     if root is None and dataset_cls.needs_root:
@@ -250,6 +247,13 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     root_path = str(Path(root).expanduser().resolve()) if root else None
     options_json = FrozenMap(dataclasses.asdict(options))
     dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
+    if source == "dataset":
+        # Real noise: the rate is the one the dataset's noisy labels realise, never the [run]
+        # default, so a method that sets its forget rate from the noise rate uses the true one.
+        rate = dataset_noise_rate(dataset)
+
+    hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
+                       batch_size=settings.batch_size)
     device = request.device or defaults.device
     cache_dir = request.cache_dir if request.cache_dir is not None else defaults.cache_dir
     return RunSpec(
@@ -261,16 +265,27 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     )
 
 
+def dataset_noise_rate(dataset: Any) -> float:
+    """The share of the dataset's own noisy training labels that differ from its clean ones."""
+    import numpy as np
+
+    table = dataset.table("train")
+    if table.noisy_labels is None:
+        raise UsageError(f"dataset {dataset.name!r} ships no noisy training labels; use --noise-source injected.")
+    return round(float(np.mean(np.asarray(table.noisy_labels) != np.asarray(table.labels))), 6)
+
+
 def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,
                   batch_size: int) -> Any:
-    """A method's hyperparameters from a dict: typed, range-checked, then the method's own ``validate``."""
+    """A method's hyperparameters from a dict: typed, range-checked, the method's own ``validate``,
+    then its ``canonical`` form (settings without effect reset, so equivalent runs share an id)."""
     where = f"methods.{method_cls.name}"
     hp = build_options(method_cls.HParams, values, where)
     try:
         method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size})
     except ValueError as err:
         raise ConfigError(f"method {method_cls.name!r}: {err}") from None
-    return hp
+    return method_cls.canonical(hp)
 
 
 def resolve_train_settings(config: Config, dataset_cls: type, dataset_name: str,

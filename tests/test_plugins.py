@@ -182,7 +182,7 @@ def test_methods_name_lists_every_option_with_default_type_and_doc(cli):
     assert result.code == 0, result.err
     out = " ".join(result.out.split())
     assert "lambda_max" in out and "0.9" in out and "float [0, 1]" in out
-    assert "one of mean, thirds, code" in out  # a Literal's choices
+    assert "one of equal, mean, code" in out  # a Literal's choices
     assert "Number of co-trained networks" in out  # the #: doc comment of the field
     shown = cli("datasets", "synthfer")
     assert shown.code == 0 and "nuisance" in shown.out and "int [16, 256]" in " ".join(shown.out.split())

@@ -82,7 +82,7 @@ def test_train_sets_rank_above_the_dataset_table_and_the_others_change_their_tab
     ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
     ("train.epochs=1000000", "train.epochs must be in [1, 10000]"),
     ('train.augmentation="blur"', "train.augmentation must be one of '', 'cct'"),
-    ("methods.cct.term_weights=\"half\"", "methods.cct.term_weights must be one of 'mean', 'thirds', 'code'"),
+    ("methods.cct.term_weights=\"half\"", "methods.cct.term_weights must be one of 'equal', 'mean', 'code'"),
     ("datasets.synthfer.options.size=8", "datasets.synthfer.options.size must be in [16, 256]"),
     ("train.a.b=1", "training settings are train.<name>"),
 ])
