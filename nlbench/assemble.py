@@ -32,6 +32,7 @@ from nlbench.errors import UsageError
 from nlbench.method import Method
 from nlbench.noise import inject_noise
 from nlbench.seeding import derive_seed
+from nlbench.validation import validation_split
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.dataset import Dataset
@@ -154,6 +155,14 @@ class Assembly:
     train_images: ImageCache
     test_images: torch.Tensor
     weights: torch.Tensor | None
+    #: The held-out validation images, their noisy labels (the selection criterion) and their
+    #: clean labels (diagnostics only); empty when ``val_fraction`` is 0.
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    val_clean: torch.Tensor
+    #: Indices into the training split of the images trained on and of those held out.
+    train_index: np.ndarray
+    val_index: np.ndarray
 
 
 def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None = None,
@@ -174,23 +183,32 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
             f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
         )
     noisy, realised = training_labels(dataset, train, spec)
+    # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.
+    fit, held = validation_split(noisy, spec.train.val_fraction, spec.seed, spec.data.name)
+    select = torch.as_tensor(fit)
+    train_images = train.images if not held.size else train.images.index_select(0, select)
     if device.type == "cuda":
         # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
         torch.backends.cudnn.benchmark = True
     # The global generator is reseeded before anything is built, so nothing a caller did before
     # (another run in the same process) changes this one.
     torch.manual_seed(derive_seed(spec.seed, "global"))
-    labels = LabelStore(noisy, device)
+    labels = LabelStore(noisy[fit], device)
     ctx = build_context(spec, dataset, labels, device)
     method = build_method(spec, registry, ctx)
+    held_index = torch.as_tensor(held)
     return Assembly(
         spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised,
-        labels=labels, clean=torch.as_tensor(train.table.labels, device=device),
+        labels=labels, clean=torch.as_tensor(train.table.labels[fit], device=device),
         test_labels=torch.as_tensor(test.table.labels, device=device), ctx=ctx, method=method,
         augmenter=build_augmenter(spec, dataset, device),
-        train_images=ImageCache(ImageCache.place(train.images, device, spec.train), device),
+        train_images=ImageCache(ImageCache.place(train_images, device, spec.train), device),
         test_images=ImageCache.place(test.images, device, spec.train),
-        weights=sampling_weights(noisy, dataset.num_classes, spec),
+        weights=sampling_weights(noisy[fit], dataset.num_classes, spec),
+        val_images=ImageCache.place(train.images.index_select(0, held_index), device, spec.train),
+        val_labels=torch.as_tensor(noisy[held], device=device),
+        val_clean=torch.as_tensor(train.table.labels[held], device=device),
+        train_index=fit, val_index=held,
     )
 
 

@@ -22,7 +22,7 @@ from nlbench.context import Context
 from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.epoch import EpochRunner, epoch_order
 from nlbench.errors import UsageError
-from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split
+from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split, predict_with_confidence, scores
 from nlbench.plugins import Registry
 from nlbench.progress import Reporter
 from nlbench.results import summarise_history
@@ -122,10 +122,10 @@ class Engine:
                 continue
             first = start_epoch if phase_index == start_phase else 0
             method.start_phase(phase)
-            _, steps = epoch_order(len(run.train), settings, torch.Generator(), run.weights)
-            self.reporter.phase_start(phase.name, first, phase.epochs, steps)
             runner = EpochRunner(method, ctx, phase, run.augmenter, run.train_images, run.labels, run.clean,
                                  settings, run.weights)
+            _, steps = epoch_order(runner.n, runner.settings, torch.Generator(), run.weights)
+            self.reporter.phase_start(phase.name, first, phase.epochs, steps)
             for epoch in range(first, phase.epochs):
                 began = time.perf_counter()
                 steps = runner.start(epoch)
@@ -139,17 +139,25 @@ class Engine:
                 trained = time.perf_counter() - began
                 train_seconds += trained
                 eval_began = time.perf_counter()
-                predictions = predict_split(method, phase, run.test_images, run.augmenter, ctx,
-                                            settings.eval_batch_size)
+                predictions, confidences = predict_with_confidence(method, phase, run.test_images, run.augmenter,
+                                                                   ctx, settings.eval_batch_size)
                 test_acc = accuracies(predictions, run.test_labels)
+                test_scores = scores(predictions, run.test_labels, run.dataset.num_classes, confidences)
                 final_predictions = predictions
+                val: dict[str, Any] = {}
+                if run.val_labels.numel():
+                    held = predict_split(method, phase, run.val_images, run.augmenter, ctx,
+                                         settings.eval_batch_size)
+                    val = {"val": accuracies(held, run.val_labels),
+                           "val_clean": accuracies(held, run.val_clean)}
                 seconds = time.perf_counter() - began
                 elapsed += seconds
                 record = {
                     "phase": phase.name, "epoch": epoch, "epochs": phase.epochs,
                     "lr": _first_lr(ctx, phase.name), "train": summary, "test": test_acc,
+                    "test_scores": test_scores, **val,
                     "seconds": seconds, "eval_seconds": time.perf_counter() - eval_began,
-                    "train_images_per_s": steps * settings.batch_size / trained if trained > 0 else 0.0,
+                    "train_images_per_s": steps * runner.settings.batch_size / trained if trained > 0 else 0.0,
                 }
                 history.append(record)
                 self.run.append_metrics(record)
@@ -198,14 +206,21 @@ class Engine:
             "runtime": {"device": str(run.device), "cache_dir": spec.cache_dir,
                         **{k: v for k, v in recorded["train"].items() if k not in identity["train"]}},
             "uses_noise_rate": bool(method_cls.uses_noise_rate),
+            **({"forget_rate_from": _forget_rate_source(spec)} if method_cls.uses_noise_rate else {}),
             "pretrained": ({"sha256": spec.pretrained_sha256, "path": spec.train.pretrained}
                            if spec.pretrained_sha256 else None),
             "initialisation": "pretrained file" if spec.pretrained_sha256 else "random",
             "metrics": summarise_history(history, spec.train.last_k),
             "final": {"model": per_class_report(matrix, classes), "members": members},
             "diagnostics": history[-1]["train"] if history else {},
-            "selection_rule": "best = highest test accuracy over epochs (selected on the test set: optimistic)",
+            "selection_rule": ("val = test accuracy of the epoch with the highest accuracy on the held-out noisy "
+                               "validation split; best = highest test accuracy over epochs (selected on the test "
+                               "set: an oracle)"),
+            "deployment": run.method.deployment(),
+            "validation": {"fraction": spec.train.val_fraction, "size": int(run.val_index.size),
+                           "labels": "noisy (as trained on)"},
             "cost": {
+                "network_epochs": sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
                 "seconds": elapsed,
                 "train_images_per_s": images / train_seconds if train_seconds > 0 else None,
                 "peak_memory_mb": peak_memory_mb(run.device),
@@ -214,6 +229,15 @@ class Engine:
             "test_size": int(run.test_labels.numel()),
             "finished": time.time(),
         }
+
+
+def _forget_rate_source(spec: RunSpec) -> str:
+    """Where a noise-rate-driven method's forget rate came from, for the result."""
+    if spec.hparams.get("forget_rate", -1.0) != -1.0:
+        return "the forget_rate option"
+    if spec.noise.source == "dataset":
+        return "the realised rate of the dataset's own noisy labels"
+    return "the injected noise rate"
 
 
 def _first_lr(ctx: Context, phase: str) -> float | None:

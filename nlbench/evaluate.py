@@ -12,22 +12,87 @@ from nlbench.context import Context
 from nlbench.method import Method, Phase
 
 
+ECE_BINS = 15
+
+
 @torch.no_grad()
 def predict_split(
     method: Method, phase: Phase, images: torch.Tensor, augmenter: Augmenter, ctx: Context, batch_size: int
 ) -> dict[str, torch.Tensor]:
-    """Predicted class of every test image for every member (tensors stay on the device)."""
+    """Predicted class of every image for every member (tensors stay on the device)."""
+    return predict_with_confidence(method, phase, images, augmenter, ctx, batch_size)[0]
+
+
+@torch.no_grad()
+def predict_with_confidence(
+    method: Method, phase: Phase, images: torch.Tensor, augmenter: Augmenter, ctx: Context, batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Predicted class and its probability (the confidence, for calibration) of every image and member."""
     for module in method.modules():
         module.eval()
     predictions: dict[str, list[torch.Tensor]] = {}
+    confidences: dict[str, list[torch.Tensor]] = {}
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size].to(ctx.device, non_blocking=True)
         x = augmenter.test(chunk)
         with ctx.autocast():
-            scores = method.predict_members(x, phase)
-        for name, value in scores.items():
-            predictions.setdefault(name, []).append(value.argmax(dim=1))
-    return {name: torch.cat(parts) for name, parts in predictions.items()}
+            members = method.predict_members(x, phase)
+        for name, value in members.items():
+            top, cls = as_probabilities(value).max(dim=1)
+            predictions.setdefault(name, []).append(cls)
+            confidences.setdefault(name, []).append(top)
+    return ({name: torch.cat(parts) for name, parts in predictions.items()},
+            {name: torch.cat(parts) for name, parts in confidences.items()})
+
+
+def as_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from a member's scores: kept when they already are (an ensemble's mean
+    softmax: non-negative rows summing to 1), else the softmax of the logits."""
+    scores = scores.float()
+    if bool((scores >= 0).all()) and torch.allclose(scores.sum(dim=1), torch.ones(1, device=scores.device), atol=1e-4):
+        return scores
+    return torch.softmax(scores, dim=1)
+
+
+def scores(predictions: dict[str, torch.Tensor], labels: torch.Tensor, num_classes: int,
+           confidences: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, float | None]]:
+    """Balanced (mean-class) accuracy, macro-F1 (percent) and ECE (percent) of every member.
+
+    Classes absent from ``labels`` are left out of both means; ECE needs ``confidences``.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for name, predicted in predictions.items():
+        matrix = confusion(predicted, labels, num_classes).astype(np.float64)
+        out[name] = class_scores(matrix)
+        if confidences is not None and name in confidences:
+            out[name]["ece"] = expected_calibration_error(confidences[name], predicted == labels)
+    return out
+
+
+def class_scores(matrix: np.ndarray) -> dict[str, float | None]:
+    """Balanced accuracy and macro-F1 (percent) from a confusion matrix (rows true, columns predicted)."""
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    diagonal = np.diag(matrix)
+    present = support > 0
+    if not present.any():
+        return {"balanced_accuracy": None, "macro_f1": None}
+    recall = diagonal[present] / support[present]
+    precision = np.divide(diagonal, predicted, out=np.zeros_like(diagonal), where=predicted > 0)[present]
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(recall), where=denominator > 0)
+    return {"balanced_accuracy": float(100 * recall.mean()), "macro_f1": float(100 * f1.mean())}
+
+
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """ECE (percent): sum over equal-width confidence bins of |accuracy - mean confidence| x bin share."""
+    confidence = confidence.float().clamp(0, 1)
+    index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)  # bins (k/B, (k+1)/B]
+    counts = torch.bincount(index, minlength=bins).float()
+    conf_sum = torch.bincount(index, weights=confidence, minlength=bins)
+    correct_sum = torch.bincount(index, weights=correct.float(), minlength=bins)
+    gap = (correct_sum - conf_sum).abs().sum() / max(1, confidence.numel())
+    return float(100 * gap.cpu())
 
 
 def accuracies(predictions: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:

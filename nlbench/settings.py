@@ -48,6 +48,9 @@ class TrainSettings:
     drop_last: bool = True
     #: Batch size of the per-epoch evaluation (changes speed and memory, not results).
     eval_batch_size: Annotated[int, Range(1, 65_536)] = runtime(512)
+    #: Share of the training set held out, stratified by the noisy labels and seeded, to select
+    #: the epoch without the test set (the ``val`` metric); 0 = train on all of it (the paper).
+    val_fraction: Annotated[float, Range(0, 0.5)] = 0.1
     #: k of the "mean of the last k epochs" metric.
     last_k: Annotated[int, Range(1, None)] = 10
     #: MS-Celeb-1M (SCN/CCT format) or torchvision/timm-keyed ResNet-18 file; "" = random init.

@@ -31,12 +31,13 @@ RESUME_HINT = "interrupted: run the same command again to resume from the last c
 
 
 def _register_commands() -> None:
-    from nlbench.cli import export, listing, prepare, run, status, sweep, table
+    from nlbench.cli import export, listing, prepare, run, show, status, sweep, table
 
     app.command("run")(run.run)
     app.command("sweep")(sweep.sweep)
     app.command("status")(status.status)
     app.command("table")(table.table)
+    app.command("show")(show.show)
     app.command("export")(export.export)
     app.command("methods")(listing.methods)
     app.command("datasets")(listing.datasets)

@@ -83,14 +83,18 @@ def print_result(console: Console, result: dict, path: Path) -> None:
     table.add_column("model")
     table.add_column("last", justify="right")
     table.add_column(f"mean last {result['metrics']['model']['k']}", justify="right")
-    table.add_column("best (epoch)", justify="right")
+    table.add_column("val-sel. (epoch)", justify="right")
+    table.add_column("best* (epoch)", justify="right")
     for name, summary in result["metrics"]["members"].items():
-        table.add_row(name, f"{summary['last']:.2f}", f"{summary['lastk']:.2f}",
+        val = f"{summary['val']:.2f} ({summary['val_epoch']})" if "val" in summary else "–"
+        table.add_row(name, f"{summary['last']:.2f}", f"{summary['lastk']:.2f}", val,
                       f"{summary['best']:.2f} ({summary['best_epoch']})")
+    table.caption = "* selected on the test set: an oracle; val-sel. = selected on the noisy validation split"
     console.print(table)
     model = result["metrics"]["model"]
     console.print(
         f"deployable model: last {model['last']:.2f}%, mean of last {model['k']} {model['lastk']:.2f}%, "
-        f"best {model['best']:.2f}% (epoch {model['best_epoch']}, selected on the test set)"
+        + (f"val-selected {model['val']:.2f}% (epoch {model['val_epoch']}), " if "val" in model else "")
+        + f"best {model['best']:.2f}% (epoch {model['best_epoch']}, selected on the test set: an oracle)"
     )
     console.print(f"stored in {path}", soft_wrap=True)

@@ -1,0 +1,135 @@
+"""``nlbench show RUN``: one run in full: its spec, its curves, its per-class accuracy and confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from nlbench.errors import UsageError
+
+
+def show(
+    run: str = typer.Argument(..., help="A run folder, or a run id (or its first characters) in the store."),
+    member: str = typer.Option("model", "--member", help="Which model's per-class results: model or e.g. train/net1."),
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """Show one stored run: the resolved spec, the per-epoch curves, per-class accuracy and the confusion matrix."""
+    from rich.console import Console
+
+    from nlbench.cli.common import runs_dir
+    from nlbench.config import find_config, load_config
+
+    folder = Path(run)
+    if not (folder / "spec.json").is_file():
+        folder = _find(runs_dir(runs, load_config(find_config(config))), run)
+    console = Console()
+    for block in describe_run(folder, member):
+        console.print(block)
+
+
+def _find(root: Path, prefix: str) -> Path:
+    from nlbench.store import scan_store
+
+    entries, _ = scan_store(root)
+    found = [e.path for e in entries if e.run_id.startswith(prefix)]
+    if not found:
+        raise UsageError(f"no run folder {prefix!r} and no run id starting with {prefix!r} in {root}; "
+                         f"`nlbench status --runs-dir {root} --all` lists the runs.")
+    if len(found) > 1:
+        raise UsageError(f"{len(found)} runs have an id starting with {prefix!r} in {root}; give more characters.")
+    return found[0]
+
+
+def describe_run(folder: Path, member: str = "model") -> list[Any]:
+    """The printable blocks of ``nlbench show``: spec, curves, selection, per-class results."""
+    from rich.table import Table
+
+    from nlbench.store import METRICS, RESULT, SPEC, read_json_or_none
+
+    spec = read_json_or_none(folder / SPEC)
+    if not isinstance(spec, dict):
+        raise UsageError(f"{folder / SPEC} is missing or damaged; this is not a readable run folder.")
+    blocks: list[Any] = [f"[bold]run {spec.get('run_id', '?')}[/bold]  {folder}", _spec_text(spec)]
+    history = []
+    metrics_file = folder / METRICS
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                blocks.append(f"warning: a damaged line in {metrics_file} was skipped")
+    if history:
+        curves = Table(title="Curves (test accuracy %, validation accuracy % on noisy labels)")
+        for name in ("phase", "epoch", "train loss", "lr", "test", "val", "val (clean)"):
+            curves.add_column(name, justify="left" if name == "phase" else "right")
+        for record in history:
+            test = record.get("test", {}).get("model")
+            val = record.get("val", {}).get("model")
+            clean = record.get("val_clean", {}).get("model")
+            curves.add_row(record.get("phase", ""), str(record.get("epoch", 0) + 1),
+                           _num(record.get("train", {}).get("loss"), ".4f"), _num(record.get("lr"), ".2e"),
+                           _num(test, ".2f"), _num(val, ".2f"), _num(clean, ".2f"))
+        blocks.append(curves)
+    result = read_json_or_none(folder / RESULT)
+    if not isinstance(result, dict):
+        blocks.append("no result yet: the run is not finished (`nlbench status` shows its state).")
+        return blocks
+    blocks.append(_selection_text(result, member))
+    final = result.get("final", {})
+    report = final.get("model") if member == "model" else final.get("members", {}).get(member.split("/")[-1])
+    if report:
+        blocks.extend(_per_class(report))
+    else:
+        blocks.append(f"no per-class results stored for member {member!r}.")
+    return blocks
+
+
+def _num(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    noise = spec.get("noise", {})
+    train = spec.get("train", {})
+    lines = [f"method {spec.get('method')}  dataset {spec.get('data', {}).get('name')}  "
+             f"noise {noise.get('rate')} {noise.get('mode')} ({noise.get('source')})  seed {spec.get('seed')}",
+             "hyperparameters: " + (", ".join(f"{k}={v}" for k, v in sorted(spec.get("hparams", {}).items())) or "none"),
+             "training: " + ", ".join(f"{k}={v}" for k, v in sorted(train.items()))]
+    return "\n".join(lines)
+
+
+def _selection_text(result: dict[str, Any], member: str) -> str:
+    metrics = result.get("metrics", {})
+    summary = metrics.get("model") if member == "model" else metrics.get("members", {}).get(member)
+    if not summary:
+        return f"no summary for member {member!r}; stored members: {', '.join(sorted(metrics.get('members', {})))}"
+    parts = [f"last {summary['last']:.2f}", f"mean of last {summary['k']} {summary['lastk']:.2f}"]
+    if "val" in summary:
+        parts.append(f"val-selected {summary['val']:.2f} (epoch {summary['val_epoch']})")
+    parts.append(f"best {summary['best']:.2f} (epoch {summary['best_epoch']}, selected on the test set: an oracle)")
+    scores = summary.get("scores", {}).get("last", {})
+    extra = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if v is not None)
+    deployment = result.get("deployment", {})
+    return (f"{member} ({deployment.get('deploys', 'deployed model')}): " + "; ".join(parts)
+            + (f"\nlast epoch: {extra}" if extra else ""))
+
+
+def _per_class(report: dict[str, Any]) -> list[Any]:
+    from rich.table import Table
+
+    names = report.get("class_names", [])
+    per_class = Table(title="Per-class test accuracy (%)")
+    for name in names:
+        per_class.add_column(name, justify="right")
+    per_class.add_row(*[_num(report["per_class_accuracy"].get(n), ".1f") for n in names])
+    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+    matrix.add_column("true \\ predicted")
+    for name in names:
+        matrix.add_column(name[:8], justify="right")
+    for name, row in zip(names, report.get("confusion_matrix", [])):
+        matrix.add_row(name, *[str(v) for v in row])
+    return [per_class, matrix]

@@ -1,0 +1,157 @@
+"""Numbers a reviewer can trust: real-noise forget rates, model selection, metrics, statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nlbench.config import Config
+from nlbench.plugins import get_registry
+from nlbench.spec import RunRequest, resolve_spec
+from tests.test_datasets_rafdb import make_rafdb
+
+
+def _rafdb_with_real_noise(root: Path) -> Path:
+    make_rafdb(root)
+    # 8 training images: train_00001..7 of clean classes 0..6 and train_00010 of class 2; three
+    # of them (4, 6 and 7) get a wrong noisy label.
+    noisy = {1: 0, 2: 1, 3: 2, 4: 4, 5: 4, 6: 0, 7: 0, 8: 0, 10: 2}
+    lines = [f"train_{i:05d}.jpg {label}" for i, label in noisy.items()]
+    (root / "noisy.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("method", ["coteaching", "coteaching_plus", "jocor"])
+def test_real_noise_forget_rate_is_the_realised_rate_not_the_run_default(tmp_path, method):
+    root = _rafdb_with_real_noise(tmp_path)
+    config = Config(datasets={"rafdb": {"options": {"noisy_list": "noisy.txt", "noisy_label_base": 0}}})
+
+    def spec(**request):
+        return resolve_spec(RunRequest(method=method, dataset="rafdb", data_root=str(root), noise_source="dataset",
+                                       **request), config, get_registry())
+
+    default = spec()
+    assert default.noise.rate == pytest.approx(3 / 8)
+    assert spec(noise=0.35).run_id == default.run_id  # the requested rate means nothing for real noise
+    assert default.hparams["forget_rate"] == -1.0
+    from nlbench.testing import stub_context
+
+    cls = get_registry().method(method)
+    instance = cls(cls.HParams(**dict(default.hparams)))
+    instance.build(stub_context(noise_rate=default.noise.rate, epochs=default.train.epochs))
+    assert instance.tau == pytest.approx(3 / 8)
+
+
+def test_result_records_where_the_forget_rate_came_from():
+    from nlbench.engine import _forget_rate_source
+
+    class Spec:  # the two fields the function reads
+        def __init__(self, forget, source):
+            self.hparams = {"forget_rate": forget}
+            self.noise = type("N", (), {"source": source})()
+
+    assert _forget_rate_source(Spec(-1.0, "dataset")) == "the realised rate of the dataset's own noisy labels"
+    assert _forget_rate_source(Spec(-1.0, "injected")) == "the injected noise rate"
+    assert _forget_rate_source(Spec(0.3, "dataset")) == "the forget_rate option"
+
+
+# -- model selection -----------------------------------------------------------------------
+def test_summarise_curve_by_hand():
+    from nlbench.results import summarise_curve
+
+    test = [50.0, 62.0, 58.0, 61.0, 57.0]
+    val = [40.0, 45.0, 52.0, 52.0, 47.0]  # highest first at epoch 3 (tie with 4: the first wins)
+    s = summarise_curve(test, 3, val)
+    assert s["last"] == 57.0
+    assert s["lastk"] == pytest.approx((58.0 + 61.0 + 57.0) / 3)
+    assert (s["best"], s["best_epoch"]) == (62.0, 2)
+    assert (s["val"], s["val_epoch"]) == (58.0, 3)
+    assert summarise_curve(test, 10)["k"] == 5 and "val" not in summarise_curve(test, 10)
+
+
+def test_summarise_history_scores_follow_each_selection_rule():
+    from nlbench.results import summarise_history
+
+    history = [
+        {"phase": "train", "test": {"model": acc}, "val": {"model": v},
+         "test_scores": {"model": {"balanced_accuracy": acc - 1, "macro_f1": acc - 2, "ece": e}}}
+        for acc, v, e in ((50.0, 10.0, 9.0), (70.0, 30.0, 5.0), (60.0, 20.0, 7.0))
+    ]
+    model = summarise_history(history, 2)["model"]
+    assert model["val"] == 70.0 and model["scores"]["val"]["ece"] == 5.0
+    assert model["scores"]["last"] == {"balanced_accuracy": 59.0, "macro_f1": 58.0, "ece": 7.0}
+    assert model["scores"]["lastk"]["balanced_accuracy"] == pytest.approx((69.0 + 59.0) / 2)
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint():
+    import numpy as np
+
+    from nlbench.validation import validation_split
+
+    noisy = np.array([0] * 50 + [1] * 30 + [2] * 20 + [3] * 4)
+    fit, held = validation_split(noisy, 0.1, seed=1, dataset="x")
+    assert sorted(np.bincount(noisy[held], minlength=4).tolist()) == sorted([5, 3, 2, 0])
+    assert np.bincount(noisy[held], minlength=4).tolist() == [5, 3, 2, 0]
+    assert np.intersect1d(fit, held).size == 0 and fit.size + held.size == noisy.size
+    again = validation_split(noisy, 0.1, seed=1, dataset="x")[1]
+    assert np.array_equal(held, again)
+    assert not np.array_equal(held, validation_split(noisy, 0.1, seed=2, dataset="x")[1])
+    assert validation_split(noisy, 0.0, seed=1, dataset="x")[1].size == 0
+
+
+def test_every_method_of_a_seed_holds_out_the_same_images_with_the_same_noisy_labels():
+    import numpy as np
+    import torch
+
+    from nlbench.assemble import assemble
+
+    runs = []
+    for method in ("standard", "coteaching"):
+        spec = resolve_spec(RunRequest(method=method, dataset="synthfer", noise=0.4, seed=3,
+                                       sets=["datasets.synthfer.options.train_size=200",
+                                             "datasets.synthfer.options.test_size=40",
+                                             "datasets.synthfer.options.size=16", "train.image_size=16"]),
+                            Config(), get_registry())
+        runs.append(assemble(spec, get_registry(), device=torch.device("cpu")))
+    a, b = runs
+    assert a.val_index.size == 20 and np.array_equal(a.val_index, b.val_index)
+    assert torch.equal(a.val_labels, b.val_labels)
+    assert torch.equal(a.val_labels, torch.as_tensor(a.noisy[a.val_index]))  # noisy, as trained on
+    assert (a.val_labels != a.val_clean).any()  # 40% noise reaches the validation labels too
+    assert a.labels.given.numel() == 180 and a.train_images.images.shape[0] == 180
+
+
+# -- metrics -------------------------------------------------------------------------------
+def test_balanced_accuracy_macro_f1_and_ece_by_hand():
+    import numpy as np
+    import torch
+
+    from nlbench.evaluate import class_scores, expected_calibration_error, scores
+
+    # true 0 0 0 1 1 2 ; predicted 0 0 1 1 2 2
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 0, 1, 1, 2, 2])
+    # recall: 2/3, 1/2, 1 -> balanced 13/18; precision: 1, 1/2, 1/2
+    f1 = [2 * 1 * (2 / 3) / (1 + 2 / 3), 2 * 0.5 * 0.5 / 1.0, 2 * 0.5 * 1 / 1.5]
+    got = scores({"model": predicted}, labels, 4)["model"]  # class 3 absent: left out of the means
+    assert got["balanced_accuracy"] == pytest.approx(100 * 13 / 18)
+    assert got["macro_f1"] == pytest.approx(100 * sum(f1) / 3)
+    assert class_scores(np.zeros((3, 3)))["balanced_accuracy"] is None
+    # ECE, 15 bins: confidences 0.95 (x2: one right, one wrong) share bin (14/15, 1];
+    # 0.5 (right) is alone in (7/15, 8/15]: |0.5 - 0.95| * 2/3 + |1 - 0.5| * 1/3
+    conf = torch.tensor([0.95, 0.95, 0.5])
+    correct = torch.tensor([True, False, True])
+    assert expected_calibration_error(conf, correct) == pytest.approx(100 * (0.45 * 2 / 3 + 0.5 / 3))
+    assert expected_calibration_error(torch.tensor([1.0, 1.0]), torch.tensor([True, True])) == pytest.approx(0.0)
+
+
+def test_ensemble_probabilities_are_not_softmaxed_twice():
+    import torch
+
+    from nlbench.evaluate import as_probabilities
+
+    probs = torch.tensor([[0.7, 0.2, 0.1]])
+    assert torch.equal(as_probabilities(probs), probs)
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    assert torch.allclose(as_probabilities(logits), torch.softmax(logits, 1))
