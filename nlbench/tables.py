@@ -1,247 +1,472 @@
-"""Comparison tables from stored runs, in the layout of the CCT paper's Table 1.
+"""Comparison tables from stored runs, in the layouts of the CCT paper's tables.
 
-Rows are noise level x method, columns datasets, cells mean ± std over seeds with the number of
-seeds. Runs whose hyperparameters or training settings differ from the usual ones of their
-method/dataset get their own row, labelled with the difference, so nothing is averaged across
-different experiments. Cells without runs are shown as missing, never dropped. The best mean of
-each noise level and dataset is bold.
+:func:`collect` reads one row per finished run (each (spec, seed) once) with the chosen score of
+the chosen model under the chosen selection rule; :func:`build_table` groups the rows of one
+layout into cells, mean ± sample std over seeds; :func:`render` prints them. Layouts:
+
+- ``table1``: rows noise x method, columns datasets: every run (the paper's Table 1);
+- ``table2``: real noisy training labels (``--noise-source dataset``): rows methods;
+- ``table3``: clean training labels (noise 0): rows methods;
+- ``table8``: CCT only: rows dataset x noise, columns networks 1-4 x consistency off/on.
+
+Runs that differ in a setting get their own row, labelled with the difference, and only where
+they exist. A setting that is the same in every run shown is not a difference (it goes in the
+caption); among the values a setting takes, the configured one (benchmark.toml, the defaults) is
+unlabelled. Cells without runs are shown as missing, never dropped; the best mean of each
+group is bold.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sys
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
+from nlbench.results import SCORES, SELECTIONS
 from nlbench.store import iter_results
 
 FORMATS = ("rich", "markdown", "latex", "csv")
-METRICS = ("last", "lastk", "best")
+METRICS = SELECTIONS
+LAYOUTS = ("table1", "table2", "table3", "table8")
+ALL_SCORES = ("accuracy", *SCORES)
 PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
 PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
 MISSING = "–"
-CCT_MODEL = "CCT: its distilled student, or its networks' ensemble when it does not distil"
 METRIC_TEXT = {
-    "last": "accuracy of the last epoch",
-    "lastk": "mean accuracy of the last k epochs",
-    "best": "accuracy of the best epoch, selected on the test set (optimistic, as the paper reports)",
+    "last": "the last epoch",
+    "lastk": "the mean of the last k epochs",
+    "val": "the epoch with the best accuracy on the held-out noisy validation split (no test data)",
+    "best": "the best epoch selected on the test set: an ORACLE, optimistic, as the paper reports",
 }
+SCORE_TEXT = {"accuracy": "Test accuracy (%)", "balanced_accuracy": "Balanced (mean-class) test accuracy (%)",
+              "macro_f1": "Macro-F1 on the test set (%)", "ece": "Expected calibration error on the test set (%, lower is better)"}
+TITLES = {"table1": "Table 1: label noise", "table2": "Table 2: real noisy labels",
+          "table3": "Table 3: clean labels", "table8": "Table 8: CCT networks x consistency"}
+#: Hyperparameters that are a layout's columns, hence never a row variant.
+AXES = {"table8": ("networks", "consistency")}
 
 
+# -- rows: one per finished run ------------------------------------------------------------
 @dataclass
-class ComparisonTable:
-    """The aggregated cells and how to caption them."""
+class Usual:
+    """The configured settings (benchmark.toml over the defaults) per method and dataset."""
 
-    cells: pd.DataFrame  # columns: noise, method, dataset, mean, std, n, seeds
-    rows: list[tuple[str, str]]
-    columns: list[str]
-    caption: str
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def configured_settings(config: Any, registry: Any) -> Usual:
+    """The settings a run gets without --set, for every registered method and dataset."""
+    import dataclasses
+
+    from nlbench.options import build_options
+    from nlbench.spec import resolve_train_settings
+
+    usual = Usual()
+    for name, cls in registry.methods.items():
+        try:
+            usual.hparams[name] = dataclasses.asdict(cls.canonical(build_options(cls.HParams, config.method_hparams(name),
+                                                                                 f"methods.{name}")))
+        except Exception:  # a broken table is reported by the commands that use it
+            continue
+    for name, cls in registry.datasets.items():
+        try:
+            usual.train[name] = dataclasses.asdict(resolve_train_settings(config, cls, name, {}))
+            options = build_options(cls.Options, config.dataset_options(name), f"datasets.{name}.options")
+            usual.data[name] = {"version": str(cls.version), **dataclasses.asdict(options)}
+        except Exception:
+            continue
+    return usual
 
 
 def _noise_label(noise: dict[str, Any]) -> str:
     if noise.get("source") == "dataset":
-        return "real"
+        realised = noise.get("realised_rate")
+        return "real" if realised is None else f"real ({100 * realised:.1f}%)"
     label = f"{100 * noise['rate']:g}"
     return label if noise.get("mode", "flip") == "flip" else f"{label} ({noise['mode']})"
 
 
-def _diff(values: dict[str, Any], usual: dict[str, Any]) -> list[str]:
-    return [f"{k}={values[k]}" for k in sorted(values) if values.get(k) != usual.get(k)]
+def _summary(metrics: dict[str, Any], key: str) -> dict[str, Any] | None:
+    return metrics.get("model") if key == "model" else metrics.get("members", {}).get(key)
 
 
-def _most_common(frame: pd.DataFrame, by: str, column: str) -> dict[str, dict[str, Any]]:
-    """The most frequent value (a dict of settings) of ``column`` within each group of ``by``."""
-    return {key: json.loads(Counter(json.dumps(v, sort_keys=True) for v in group[column]).most_common(1)[0][0])
-            for key, group in frame.groupby(by)}
+def _value(summary: dict[str, Any] | None, metric: str, score: str) -> float | None:
+    if not summary:
+        return None
+    if score == "accuracy":
+        value = summary.get(metric)
+    else:
+        value = summary.get("scores", {}).get(metric, {}).get(score)
+    return None if value is None else float(value)
 
 
-def collect(runs_dir: Path, metric: str, member: str, run_ids: set[str] | None = None,
-            damaged: list[Path] | None = None) -> pd.DataFrame:
-    """One row per finished run (of ``run_ids``, if given) with the chosen metric of the chosen member.
+def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
+            damaged: list[Path] | None = None, score: str = "accuracy", lacking: Counter | None = None) -> pd.DataFrame:
+    """One row per finished run (of ``run_ids``, if given) with the chosen value.
 
-    Damaged result files are skipped and listed in ``damaged``.
+    ``member`` is ``model`` (the deployable model, plus the models a method shows beside it, e.g.
+    CCT's teachers' ensemble), ``single`` (each method's best single network) or a stored member
+    key such as ``train/ensemble``. Damaged result files are listed in ``damaged``; runs without
+    the requested value (e.g. ``val`` of a run that held out no validation split) are counted in
+    ``lacking``. The same run id stored twice counts once (the latest).
     """
-    records = []
+    latest: dict[str, tuple[float, Path, dict[str, Any]]] = {}
     for path, result in iter_results(runs_dir, damaged):
         if run_ids is not None and result.get("run_id") not in run_ids:
             continue
+        key = result.get("run_id") or str(path)
+        finished = float(result.get("finished") or 0.0)
+        if key not in latest or finished >= latest[key][0]:
+            latest[key] = (finished, path, result)
+    records = []
+    for _, path, result in latest.values():
         metrics = result.get("metrics", {})
-        summary = metrics.get("model") if member == "model" else metrics.get("members", {}).get(member)
-        if not summary:
-            continue
-        records.append({
-            "path": str(path), "dataset": result["dataset"], "method": result["method"],
-            "noise": _noise_label(result["noise"]), "noise_rate": result["noise"]["rate"],
-            "seed": result["seed"], "value": summary[metric], "k": summary.get("k"),
-            "hparams": result.get("hparams", {}), "train": result.get("train", {}),
-            # Runs made before results recorded the dataset's version and options have neither.
-            "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
-            "pretrained": (result.get("pretrained") or {}).get("sha256"),
-        })
-    frame = pd.DataFrame.from_records(records)
-    if frame.empty:
-        return frame
-    # Label variants: differences from the most common hyperparameters of the method and the
-    # most common training settings and data options (sizes, difficulty, version) of the dataset.
-    usual_hp = _most_common(frame, "method", "hparams")
-    usual_train = _most_common(frame, "dataset", "train")
-    usual_data = _most_common(frame, "dataset", "data")
+        deployment = result.get("deployment") or {}
+        shown: list[tuple[str, str]] = []  # (suffix of the method label, member key)
+        if member == "model":
+            shown.append(("", "model"))
+            shown += [(f": {label}", key) for label, key in (deployment.get("beside") or {}).items()]
+        elif member == "single":
+            shown.append(("", deployment.get("single", "model")))
+        else:
+            shown.append(("", member))
+        for suffix, key in shown:
+            value = _value(_summary(metrics, key), metric, score)
+            if value is None:
+                if lacking is not None and not suffix:
+                    lacking[result["method"]] += 1
+                continue
+            hparams = result.get("hparams", {})
+            records.append({
+                "path": str(path), "run_id": result.get("run_id", str(path)), "dataset": result["dataset"],
+                "method": result["method"], "suffix": suffix, "noise": _noise_label(result["noise"]),
+                "noise_rate": result["noise"]["rate"], "source": result["noise"].get("source", "injected"),
+                "realised_rate": result["noise"].get("realised_rate"), "seed": result["seed"], "value": value,
+                "k": (_summary(metrics, key) or {}).get("k"), "hparams": hparams, "train": result.get("train", {}),
+                # Runs made before results recorded the dataset's version and options have neither.
+                "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
+                "pretrained": (result.get("pretrained") or {}).get("sha256"),
+                "deploys": deployment.get("deploys", "the model" if member == "model" else member),
+                "networks": hparams.get("networks"), "consistency": hparams.get("consistency"),
+                "cost": result.get("cost", {}),
+            })
+    return pd.DataFrame.from_records(records)
+
+
+def _label_variants(frame: pd.DataFrame, usual: Usual | Callable[[], Usual] | None,
+                    axes: tuple[str, ...]) -> list[str]:
+    """The row label of every run: its method plus the settings where it differs from the others.
+
+    ``usual`` may be a function: it is called only when some setting differs (reading the
+    configured settings imports every plugin, and so torch).
+    """
+    loaded: list[Usual] = []
+
+    def configured() -> Usual:
+        if not loaded:
+            loaded.append((usual() if callable(usual) else usual) or Usual())
+        return loaded[0]
+
+    def differing(column: str, group_by: str, usual_of: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {i: [] for i in frame.index}
+        for name, group in frame.groupby(group_by):
+            values = [row for row in group[column]]
+            keys = sorted({k for v in values for k in v} - set(axes))
+            for key in keys:
+                seen = [json.dumps(v.get(key), sort_keys=True) for v in values]
+                if len(set(seen)) < 2:
+                    continue  # the same in every run shown: not a difference
+                settings = getattr(configured(), usual_of).get(name)
+                if settings is not None and key in settings:
+                    plain = json.dumps(settings[key], sort_keys=True)
+                else:  # a setting the configuration does not know: the most common value is plain
+                    plain = Counter(seen).most_common(1)[0][0]
+                for index, text in zip(group.index, seen):
+                    if text != plain:
+                        out[index].append(f"{key}={json.loads(text)}")
+        return out
+
+    hp = differing("hparams", "method", "hparams")
+    train = differing("train", "dataset", "train")
+    data = differing("data", "dataset", "data")
     labels = []
     for row in frame.itertuples():
-        extra = (_diff(row.hparams, usual_hp[row.method]) + _diff(row.train, usual_train[row.dataset])
-                 + _diff(row.data, usual_data[row.dataset]))
+        extra = sorted(hp[row.Index]) + sorted(train[row.Index]) + sorted(data[row.Index])
         if row.pretrained:
             extra.append(f"pretrained={row.pretrained[:8]}")
-        labels.append(row.method + (f" [{', '.join(extra)}]" if extra else ""))
-    frame["variant"] = labels
-    return frame
+        labels.append(row.method + (f" [{', '.join(extra)}]" if extra else "") + row.suffix)
+    return labels
+
+
+# -- layouts -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """Which runs a layout shows and where: a row key and a column of every run."""
+
+    name: str
+    row_names: tuple[str, ...]
+    keep: Callable[[Any], bool]
+    row: Callable[[Any], tuple[str, ...]]
+    column: Callable[[Any], str]
+    #: Whether rows are methods (so --compare and ranks apply).
+    method_rows: bool = True
+
+
+def _table8_column(row: Any) -> str:
+    networks = int(row.networks or 3)
+    consistent = bool(row.consistency) and networks > 1  # one network has no peer: no consistency
+    return f"{networks}{'+' if consistent else '-'}"
+
+
+LAYOUT_SPECS = {
+    "table1": Layout("table1", ("noise %", "method"), lambda r: True, lambda r: (r.noise, r.variant),
+                     lambda r: r.dataset),
+    "table2": Layout("table2", ("method",), lambda r: r.source == "dataset", lambda r: (r.variant,),
+                     lambda r: r.dataset),
+    "table3": Layout("table3", ("method",), lambda r: r.source != "dataset" and r.noise_rate == 0,
+                     lambda r: (r.variant,), lambda r: r.dataset),
+    "table8": Layout("table8", ("dataset", "noise %"), lambda r: r.method == "cct", lambda r: (r.dataset, r.noise),
+                     _table8_column, method_rows=False),
+}
+TABLE8_COLUMNS = ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
+
+
+@dataclass
+class ComparisonTable:
+    """The aggregated cells of one layout and how to caption them."""
+
+    layout: str
+    cells: pd.DataFrame  # columns: row (tuple), column, mean, std, n, seeds, by_seed, + the row parts
+    rows: list[tuple[str, ...]]
+    row_names: tuple[str, ...]
+    columns: list[str]
+    caption: str
+    title: str = ""
+    lower_is_better: bool = False
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the runs behind the cells
+    notes: list[str] = field(default_factory=list)
+    paper: dict[tuple[tuple[str, ...], str], float] = field(default_factory=dict)
+
+    def cell(self, row: tuple[str, ...], column: str) -> Any:
+        """The aggregated cell, or None where nothing ran."""
+        return self._lookup.get((row, column))
+
+    @property
+    def _lookup(self) -> dict[tuple[tuple[str, ...], str], Any]:
+        return {(r.row, r.column): r for r in self.cells.itertuples()}
 
 
 def _method_order(name: str) -> tuple[int, str]:
-    base = name.split(" [", 1)[0]
+    base = name.split(" [", 1)[0].split(":", 1)[0]
     return (PAPER_METHODS.index(base) if base in PAPER_METHODS else len(PAPER_METHODS), name)
 
 
 def _noise_order(label: str) -> tuple[int, float, str]:
-    if label == "real":
+    if label.startswith("real"):
         return (1, 0.0, label)
     return (0, float(label.split(" ", 1)[0]), label)
 
 
-def build_table(runs_dir: Path, metric: str = "last", member: str = "model",
-                run_ids: set[str] | None = None) -> ComparisonTable:
-    """Aggregate every finished run under ``runs_dir`` (or those of ``run_ids``) into the paper's layout."""
+def _dataset_order(name: str) -> tuple[int, str]:
+    return (PAPER_DATASETS.index(name) if name in PAPER_DATASETS else len(PAPER_DATASETS), name)
+
+
+def _row_order(layout: str, row: tuple[str, ...]) -> tuple:
+    if layout == "table1":
+        return (_noise_order(row[0]), _method_order(row[1]))
+    if layout == "table8":
+        return (_dataset_order(row[0]), _noise_order(row[1]))
+    return (_method_order(row[0]),)
+
+
+def _settings_text(frame: pd.DataFrame) -> str:
+    """Initialisation, epochs, image size, batch size: the value, or that it varies."""
+    def one(column: str, key: str, unit: str = "") -> str:
+        values = sorted({json.dumps(t.get(key)) for t in frame[column]})
+        shown = [json.loads(v) for v in values]
+        return f"{shown[0]}{unit}" if len(shown) == 1 else f"varies ({', '.join(str(v) for v in shown)})"
+
+    shas = sorted({p for p in frame["pretrained"] if p}, key=str)
+    randoms = any(not p for p in frame["pretrained"])
+    init = ", ".join((["random"] if randoms else []) + [f"pretrained file sha256 {s[:12]}" for s in shas])
+    return (f"Initialisation: {init}; epochs {one('train', 'epochs')}; image {one('train', 'image_size', ' px')}; "
+            f"batch {one('train', 'batch_size')}.")
+
+
+def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
+                layout: str = "table1", score: str = "accuracy", usual: Usual | Callable[[], Usual] | None = None,
+                with_paper: bool = False, warn: Callable[[str], None] | None = None) -> ComparisonTable:
+    """Aggregate the finished runs under ``runs_dir`` (or those of ``run_ids``) into ``layout``."""
     damaged: list[Path] = []
-    frame = collect(runs_dir, metric, member, run_ids, damaged)
+    lacking: Counter = Counter()
+    frame = collect(runs_dir, metric, member, run_ids, damaged, score, lacking)
+    notes = []
     if damaged:
-        Console(stderr=True).print(
-            f"warning: skipped {len(damaged)} damaged result file(s), e.g. {damaged[0]}; "
-            f"`nlbench status --failed` lists the runs, and training them again with --force repairs them.",
-            markup=False, highlight=False, soft_wrap=True)
-    k_text = ""
-    if not frame.empty and metric == "lastk":
-        k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
-    caption = (
-        f"Test accuracy (%) of the {'deployable model' if member == 'model' else member} "
-        f"({CCT_MODEL if member == 'model' else 'as stored'}); metric: {METRIC_TEXT[metric]}{k_text}. "
-        f"Cells: mean ± std over seeds (number of seeds); {MISSING} = no finished run. Runs in {runs_dir}."
-    )
+        notes.append(f"warning: skipped {len(damaged)} damaged result file(s), e.g. {damaged[0]}; "
+                     f"`nlbench status --failed` lists the runs, and training them again with --force repairs them.")
+    if lacking:
+        what = "the val metric (they held out no validation split)" if metric == "val" else f"{member!r} / {score}"
+        notes.append(f"note: {sum(lacking.values())} finished run(s) lack {what}: "
+                     + ", ".join(f"{m} {n}" for m, n in sorted(lacking.items())))
+    spec = LAYOUT_SPECS[layout]
+    if not frame.empty:
+        frame = frame[[bool(spec.keep(r)) for r in frame.itertuples()]].reset_index(drop=True)
+    title = TITLES[layout]
+    lower = score == "ece"
+    who = {"model": "the deployed model", "single": "each method's best single network"}.get(member, member)
     if frame.empty:
-        return ComparisonTable(pd.DataFrame(columns=["noise", "method", "dataset", "mean", "std", "n", "seeds"]),
-                               [], [], caption)
-    grouped = frame.groupby(["noise", "variant", "dataset"])
-    cells = grouped["value"].agg(["mean", "std", "count"]).reset_index()
-    cells["std"] = cells["std"].fillna(0.0)
-    cells = cells.rename(columns={"variant": "method", "count": "n"})
-    cells["seeds"] = [
-        " ".join(str(s) for s in sorted(group["seed"])) for _, group in grouped
-    ]
-    noises = sorted(cells["noise"].unique(), key=_noise_order)
-    methods = sorted(cells["method"].unique(), key=_method_order)
-    present = list(cells["dataset"].unique())
-    columns = [d for d in PAPER_DATASETS if d in present] + sorted(d for d in present if d not in PAPER_DATASETS)
-    rows = [(noise, method) for noise in noises for method in methods]
-    return ComparisonTable(cells, rows, columns, caption)
+        caption = f"{SCORE_TEXT[score]} of {who}; selection: {METRIC_TEXT[metric]}."
+        return ComparisonTable(layout, pd.DataFrame(columns=["row", "column", "mean", "std", "n", "seeds"]), [],
+                               spec.row_names, [], caption, title, lower, frame, notes)
+    frame["variant"] = _label_variants(frame, usual, AXES.get(layout, ()))
+    frame["row"] = [spec.row(r) for r in frame.itertuples()]
+    frame["column"] = [spec.column(r) for r in frame.itertuples()]
+    groups = frame.groupby(["row", "column"], sort=False)
+    cells = groups["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    cells["std"] = [s if n > 1 else math.nan for s, n in zip(cells["std"], cells["n"])]  # ddof = 1
+    cells["seeds"] = [" ".join(str(s) for s in sorted(g["seed"])) for _, g in groups]
+    cells["by_seed"] = [dict(zip(g["seed"], g["value"])) for _, g in groups]
+
+    if layout == "table8":
+        present = set(cells["column"])
+        columns = [c for c in TABLE8_COLUMNS if c in present or c[0] in {p[0] for p in present}]
+    else:
+        columns = sorted(set(cells["column"]), key=_dataset_order)
+    existing = set(cells["row"])
+    rows = set(existing)
+    if layout == "table1":  # the plain methods get every noise row; variants only where they ran
+        plain = {r[1] for r in existing if " [" not in r[1] and ":" not in r[1]}
+        rows |= {(noise, method) for noise in {r[0] for r in existing} for method in plain}
+    ordered = sorted(rows, key=lambda r: _row_order(layout, r))
+
+    k_text = ""
+    if metric == "lastk":
+        k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
+    deploys = sorted({f"{m}: {d}" for m, d, s in zip(frame["method"], frame["deploys"], frame["suffix"]) if not s},
+                     key=_method_order)
+    real = sorted({f"{d} {100 * r:.1f}%" for d, r, s in zip(frame["dataset"], frame["realised_rate"], frame["source"])
+                   if s == "dataset" and r is not None})
+    caption = (
+        f"{SCORE_TEXT[score]} of {who} ({'; '.join(deploys)}). Selection: {METRIC_TEXT[metric]}{k_text}. "
+        f"Cells: mean ± sample std (ddof = 1) over seeds (number of seeds; one seed shows no std); "
+        f"{MISSING} = no finished run. {_settings_text(frame)}"
+        + (f" Realised noise of the real labels: {', '.join(real)}." if real else "")
+        + (" Columns: N- = N networks without the consistency loss, N+ = with it (1 network: Standard)."
+           if layout == "table8" else "")
+        + f" Runs in {runs_dir}."
+    )
+    table = ComparisonTable(layout, cells, ordered, spec.row_names, columns, caption, title, lower, frame, notes)
+    if with_paper:
+        _attach_paper(table, metric, score)
+    if warn is not None:
+        for note in notes:
+            warn(note)
+    return table
 
 
-def _cell_lookup(table: ComparisonTable) -> dict[tuple[str, str, str], Any]:
-    return {(r.noise, r.method, r.dataset): r for r in table.cells.itertuples()}
+def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:
+    """The paper's printed value of every cell it has (accuracy only)."""
+    from nlbench.published import load_published
+
+    published = load_published()
+    if score != "accuracy":
+        table.notes.append("note: the paper publishes accuracy only; --with-paper shows nothing for other scores.")
+        return
+    for row in table.rows:
+        for column in table.columns:
+            value = _paper_value(published, table.layout, row, column, table.frame)
+            if value is not None:
+                table.paper[(row, column)] = value
+    table.caption += (f" Paper: the value printed in {published.source} (its epoch selection is not stated; "
+                      f"the official code selects on the test set), Δ = ours - paper.")
 
 
-def _best(table: ComparisonTable) -> set[tuple[str, str, str]]:
-    best = set()
-    for (noise, dataset), group in table.cells.groupby(["noise", "dataset"]):
-        top = group["mean"].max()
-        for row in group.itertuples():
-            if row.mean == top:
-                best.add((noise, row.method, dataset))
-    return best
+def _paper_value(published: Any, layout: str, row: tuple[str, ...], column: str, frame: pd.DataFrame) -> float | None:
+    if layout == "table8":
+        dataset, noise = row
+        networks, consistent = int(column[0]), column[1] == "+"
+        return published.value("table8", "cct", dataset, float(noise) / 100, networks, consistent)
+    method = row[-1]
+    if " [" in method or ":" in method:
+        return None  # a variant: not what the paper ran
+    if layout == "table1":
+        noise = row[0]
+        if noise.startswith("real"):
+            return published.value("table2", method, column, "real")
+        if " " in noise:
+            return None  # another noise mode
+        rate = float(noise) / 100
+        return published.value("table3" if rate == 0 else "table1", method, column, rate)
+    if layout == "table2":
+        return published.value("table2", method, column, "real")
+    return published.value("table3", method, column, 0.0)
 
 
-def _text(cell: Any) -> str:
-    return f"{cell.mean:.2f} ± {cell.std:.2f} ({cell.n})"
+# -- comparisons against a baseline ---------------------------------------------------------
+@dataclass
+class CompareTable:
+    """Per cell: a method minus the baseline over the seeds both ran."""
+
+    baseline: str
+    rows: list[tuple[str, ...]]
+    columns: list[str]
+    cells: dict[tuple[tuple[str, ...], str], Any]
+    caption: str
 
 
-def render(table: ComparisonTable, fmt: str, out: Any = None) -> None:
-    """Print the table to stdout in the requested format."""
-    out = out or sys.stdout
+def compare(table: ComparisonTable, baseline: str) -> CompareTable:
+    """Paired comparison of every method row with the ``baseline`` method's row of the same group."""
+    from nlbench.statistics import paired_comparison
+
     if not table.rows:
-        print(f"no finished runs found. {table.caption}", file=out)
-        return
-    lookup, best = _cell_lookup(table), _best(table)
-    if fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(["noise", "method", "dataset", "mean", "std", "n", "seeds"])
-        for noise, method in table.rows:
-            for dataset in table.columns:
-                cell = lookup.get((noise, method, dataset))
-                if cell is None:
-                    writer.writerow([noise, method, dataset, "", "", 0, ""])
-                else:
-                    writer.writerow([noise, method, dataset, f"{cell.mean:.4f}", f"{cell.std:.4f}", cell.n, cell.seeds])
-        return
-    if fmt == "rich":
-        rich_table = Table(title="Table 1: accuracy (%) under label noise", caption=table.caption)
-        rich_table.add_column("noise %")
-        rich_table.add_column("method")
-        for dataset in table.columns:
-            rich_table.add_column(dataset, justify="right")
-        previous = None
-        for noise, method in table.rows:
-            shown = []
-            for dataset in table.columns:
-                cell = lookup.get((noise, method, dataset))
-                text = MISSING if cell is None else _text(cell)
-                shown.append(f"[bold]{text}[/bold]" if (noise, method, dataset) in best else text)
-            rich_table.add_row(noise if noise != previous else "", method.replace("[", "\\["), *shown,
-                               end_section=False)
-            previous = noise
-        Console(file=out, width=200).print(rich_table)
-        return
-    if fmt == "markdown":
-        lines = ["| noise % | method | " + " | ".join(table.columns) + " |",
-                 "|---|---|" + "---:|" * len(table.columns)]
-        for noise, method in table.rows:
-            parts = []
-            for dataset in table.columns:
-                cell = lookup.get((noise, method, dataset))
-                text = MISSING if cell is None else _text(cell)
-                parts.append(f"**{text}**" if (noise, method, dataset) in best else text)
-            lines.append(f"| {noise} | {method} | " + " | ".join(parts) + " |")
-        print("\n".join(lines) + f"\n\n{table.caption}", file=out)
-        return
-    # latex (booktabs)
-    buffer = io.StringIO()
-    buffer.write("\\begin{table}[t]\n\\centering\n")
-    buffer.write(f"\\caption{{{_latex_escape(table.caption)}}}\n")
-    buffer.write("\\begin{tabular}{ll" + "r" * len(table.columns) + "}\n\\toprule\n")
-    buffer.write("Noise (\\%) & Method & " + " & ".join(_latex_escape(c) for c in table.columns) + " \\\\\n\\midrule\n")
-    previous = None
-    for noise, method in table.rows:
-        if previous is not None and noise != previous:
-            buffer.write("\\midrule\n")
-        parts = []
-        for dataset in table.columns:
-            cell = lookup.get((noise, method, dataset))
-            text = "--" if cell is None else f"{cell.mean:.2f} $\\pm$ {cell.std:.2f} ({cell.n})"
-            parts.append(f"\\textbf{{{text}}}" if (noise, method, dataset) in best else text)
-        shown_noise = _latex_escape(noise) if noise != previous else ""
-        buffer.write(f"{shown_noise} & {_latex_escape(method)} & " + " & ".join(parts) + " \\\\\n")
-        previous = noise
-    buffer.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
-    print(buffer.getvalue(), end="", file=out)
+        return CompareTable(baseline, [], [], {}, "")
+    lookup = table._lookup
+    rows = [r for r in table.rows if r[-1] != baseline]
+    cells = {}
+    for row in rows:
+        base_row = (*row[:-1], baseline)
+        for column in table.columns:
+            mine, base = lookup.get((row, column)), lookup.get((base_row, column))
+            if mine is None or base is None:
+                continue
+            seeds = sorted(set(mine.by_seed) & set(base.by_seed))
+            if not seeds:
+                continue
+            cells[(row, column)] = paired_comparison([mine.by_seed[s] for s in seeds], [base.by_seed[s] for s in seeds])
+    caption = (f"Difference to {baseline} (points), paired by seed (same noisy labels and initialisation): "
+               f"mean [95% bootstrap interval, 10 000 resamples] p of a paired t-test; * = significant "
+               f"(interval excludes 0 and p < 0.05), n.s. = not; fewer than 2 common seeds: no interval. "
+               + ("Lower is better for ECE." if table.lower_is_better else ""))
+    return CompareTable(baseline, rows, table.columns, cells, caption.strip())
 
 
-def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#")):
-        text = text.replace(char, escaped)
-    return text
+def ranks(table: ComparisonTable) -> Any:
+    """Average ranks of the methods over the cells (group x dataset) where every method ran."""
+    from nlbench.statistics import rank_analysis
+
+    scores: dict[str, dict[tuple, float]] = {}
+    for cell in table.cells.itertuples():
+        scores.setdefault(cell.row[-1], {})[(*cell.row[:-1], cell.column)] = cell.mean
+    return rank_analysis(scores, higher_is_better=not table.lower_is_better)
+
+
+def cost_rows(table: ComparisonTable) -> list[dict[str, Any]]:
+    """Per method row: runs, network-epochs trained, mean seconds and training images/s per run."""
+    out = []
+    frame = table.frame
+    if frame.empty:
+        return out
+    for variant, group in frame[frame["suffix"] == ""].groupby("variant"):
+        def mean(key: str) -> float | None:
+            values = [c.get(key) for c in group["cost"] if c.get(key) is not None]
+            return sum(values) / len(values) if values else None
+        out.append({"method": variant, "runs": len(group), "network_epochs": mean("network_epochs"),
+                    "seconds": mean("seconds"), "images_per_s": mean("train_images_per_s")})
+    return sorted(out, key=lambda r: _method_order(r["method"]))

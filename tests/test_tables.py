@@ -1,4 +1,4 @@
-"""nlbench table: the paper's layout from stored results, mean ± std over seeds, missing cells."""
+"""nlbench table: the paper's layouts from stored results, mean ± std over seeds, statistics."""
 
 from __future__ import annotations
 
@@ -7,60 +7,80 @@ import io
 import json
 import statistics
 
-from nlbench.tables import build_table, render
+import pytest
+
+from nlbench.table_render import render
+from nlbench.tables import Usual, build_table, compare, cost_rows, ranks
 
 
-def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None, data=None):
-    tag = abs(hash(json.dumps([hparams, data], sort_keys=True))) % 10**6
-    run = root / dataset / method / f"noise{rate:.2f}-flip" / f"seed{seed}-{method}{tag}"
+def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None, data=None, val=None,
+            run_id=None, source="injected", realised=None, deployment=None, members=None, finished=1.0):
+    tag = run_id or f"{abs(hash(json.dumps([method, dataset, rate, seed, hparams, data, train], sort_keys=True))) % 10**8}"
+    run = root / dataset / method / f"noise{rate:.2f}-flip" / f"seed{seed}-{tag}-{finished}"
     run.mkdir(parents=True)
-    summary = {"last": last, "lastk": last - 0.5, "k": 10, "best": best, "best_epoch": 3, "curve": [best, last]}
+    summary = {"last": last, "lastk": last - 0.5, "k": 10, "best": best, "best_epoch": 3, "curve": [best, last],
+               "scores": {"last": {"balanced_accuracy": last - 10, "macro_f1": last - 20, "ece": 100 - last}}}
+    if val is not None:
+        summary.update({"val": val, "val_epoch": 2})
     (run / "result.json").write_text(json.dumps({
-        "method": method, "dataset": dataset, "seed": seed,
-        "noise": {"rate": rate, "mode": "flip", "source": "injected", "realised_rate": rate},
-        "metrics": {"model": summary, "members": {"train/model": summary}},
-        "hparams": hparams or {}, "train": train or {"epochs": 40},
+        "run_id": tag, "method": method, "dataset": dataset, "seed": seed, "finished": finished,
+        "noise": {"rate": rate, "mode": "flip", "source": source, "realised_rate": realised if realised else rate},
+        "metrics": {"model": summary, "members": {"train/model": summary, **(members or {})}},
+        "hparams": hparams or {}, "train": train or {"epochs": 40, "image_size": 224, "batch_size": 256},
+        "deployment": deployment or {"deploys": "one network", "single": "train/model", "beside": {}},
+        "cost": {"network_epochs": 40, "seconds": 100.0 + seed, "train_images_per_s": 50.0},
         **(data or {}),
     }))
 
 
 def _fill(root):
     for seed, (a, b) in enumerate([(80.0, 70.0), (82.0, 71.0), (84.0, 72.0)]):
-        _result(root, "cct", "rafdb", 0.2, seed, a, a + 2)
-        _result(root, "standard", "rafdb", 0.2, seed, b, b + 5)
+        _result(root, "cct", "rafdb", 0.2, seed, a, a + 2, val=a - 1)
+        _result(root, "standard", "rafdb", 0.2, seed, b, b + 5, val=b - 1)
     _result(root, "cct", "ferplus", 0.2, 0, 88.0, 89.0)
     _result(root, "standard", "rafdb", 0.4, 0, 60.0, 66.0)
     # a running (unfinished) run has no result.json and must not count
     (root / "rafdb" / "cct" / "noise0.40-flip" / "seed9-x").mkdir(parents=True)
 
 
-def test_cells_are_mean_std_and_count_over_seeds(tmp_path):
+def _cells(table):
+    return {(*r.row, r.column): r for r in table.cells.itertuples()}
+
+
+def _markdown(table, **extra):
+    out = io.StringIO()
+    render(table, "markdown", out, **extra)
+    return out.getvalue()
+
+
+def test_cells_are_mean_sample_std_and_count_over_seeds(tmp_path):
     _fill(tmp_path)
     table = build_table(tmp_path, "last")
-    cells = {(r.noise, r.method, r.dataset): r for r in table.cells.itertuples()}
-    cct = cells[("20", "cct", "rafdb")]
+    cct = _cells(table)[("20", "cct", "rafdb")]
     assert cct.mean == 82.0 and cct.n == 3
-    assert abs(cct.std - statistics.stdev([80.0, 82.0, 84.0])) < 1e-9
+    assert cct.std == pytest.approx(statistics.stdev([80.0, 82.0, 84.0]))  # ddof = 1
     assert table.columns == ["rafdb", "ferplus"]  # the paper's dataset order
     assert table.rows == [("20", "standard"), ("20", "cct"), ("40", "standard"), ("40", "cct")]
-    assert "test set" not in table.caption
+    assert "ddof = 1" in table.caption and "ORACLE" not in table.caption
+    assert "Initialisation: random; epochs 40; image 224 px; batch 256." in table.caption
 
 
-def test_best_metric_says_it_is_selected_on_the_test_set(tmp_path):
+def test_best_metric_is_flagged_as_an_oracle_and_val_is_not(tmp_path):
     _fill(tmp_path)
-    table = build_table(tmp_path, "best")
-    assert "selected on the test set" in table.caption
-    cells = {(r.noise, r.method, r.dataset): r.mean for r in table.cells.itertuples()}
-    assert cells[("20", "standard", "rafdb")] == 76.0
+    best = build_table(tmp_path, "best")
+    assert "ORACLE" in best.caption and "selected on the test set" in best.caption
+    assert _cells(best)[("20", "standard", "rafdb")].mean == 76.0
+    val = build_table(tmp_path, "val")
+    assert "held-out noisy validation split" in val.caption and "ORACLE" not in val.caption
+    assert _cells(val)[("20", "cct", "rafdb")].mean == 81.0
+    assert any("2 finished run(s) lack the val metric" in note for note in val.notes)
 
 
-def test_missing_cells_are_shown_and_best_is_bold(tmp_path):
+def test_missing_cells_one_seed_without_std_and_best_in_bold(tmp_path):
     _fill(tmp_path)
-    out = io.StringIO()
-    render(build_table(tmp_path, "last"), "markdown", out)
-    text = out.getvalue()
-    assert "| 40 | cct | – | – |" in text
-    assert "| 20 | cct | **82.00 ± 2.00 (3)** | **88.00 ± 0.00 (1)** |" in text
+    text = _markdown(build_table(tmp_path, "last"))
+    assert "|  | cct | – | – |" in text  # 40%: cct never ran there
+    assert "|  | cct | **82.00 ± 2.00 (3)** | **88.00 (1)** |" in text  # one seed: no "± 0.00"
     assert "| 20 | standard | 71.00 ± 1.00 (3) | – |" in text
 
 
@@ -69,22 +89,37 @@ def test_csv_and_latex_formats(tmp_path):
     out = io.StringIO()
     render(build_table(tmp_path, "lastk"), "csv", out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    row = next(r for r in rows if r["method"] == "cct" and r["dataset"] == "rafdb" and r["noise"] == "20")
+    row = next(r for r in rows if r["method"] == "cct" and r["column"] == "rafdb" and r["noise %"] == "20")
     assert float(row["mean"]) == 81.5 and row["n"] == "3" and row["seeds"] == "0 1 2"
-    missing = next(r for r in rows if r["method"] == "cct" and r["noise"] == "40" and r["dataset"] == "rafdb")
+    missing = next(r for r in rows if r["method"] == "cct" and r["noise %"] == "40" and r["column"] == "rafdb")
     assert missing["n"] == "0" and missing["mean"] == ""
     latex = io.StringIO()
     render(build_table(tmp_path, "last"), "latex", latex)
     assert "\\toprule" in latex.getvalue() and "\\textbf{82.00 $\\pm$ 2.00 (3)}" in latex.getvalue()
 
 
-def test_runs_with_other_hyperparameters_get_their_own_row(tmp_path):
-    _result(tmp_path, "cct", "rafdb", 0.2, 0, 80.0, 81.0, hparams={"lambda_max": 0.9})
-    _result(tmp_path, "cct", "rafdb", 0.2, 1, 82.0, 83.0, hparams={"lambda_max": 0.9})
-    _result(tmp_path, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.5})
-    table = build_table(tmp_path, "last")
-    methods = [m for _, m in table.rows]
-    assert methods == ["cct", "cct [lambda_max=0.5]"]
+def test_variants_get_their_own_row_only_where_they_exist_and_the_configured_value_is_plain(tmp_path):
+    for seed in (0, 1):
+        _result(tmp_path, "cct", "rafdb", 0.2, seed, 80.0 + seed, 81.0, hparams={"lambda_max": 0.5})
+        _result(tmp_path, "cct", "rafdb", 0.4, seed, 60.0 + seed, 61.0, hparams={"lambda_max": 0.5})
+    _result(tmp_path, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
+    # a majority vote would call lambda_max = 0.5 usual; the configuration says 0.9
+    table = build_table(tmp_path, "last", usual=Usual(hparams={"cct": {"lambda_max": 0.9}}))
+    assert table.rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct"), ("40", "cct [lambda_max=0.5]")]
+    only_20 = tmp_path / "b"
+    _result(only_20, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
+    _result(only_20, "cct", "rafdb", 0.2, 0, 55.0, 51.0, hparams={"lambda_max": 0.5})
+    _result(only_20, "cct", "rafdb", 0.4, 0, 40.0, 41.0, hparams={"lambda_max": 0.9})
+    rows = build_table(only_20, "last", usual=Usual(hparams={"cct": {"lambda_max": 0.9}})).rows
+    assert rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct")]  # no row of dashes
+
+
+def test_a_setting_shared_by_every_run_is_not_a_variant(tmp_path):
+    for seed in (0, 1):
+        _result(tmp_path, "standard", "synthfer", 0.4, seed, 80.0, 81.0, train={"epochs": 5, "image_size": 48})
+    table = build_table(tmp_path, "last", usual=Usual(train={"synthfer": {"epochs": 40, "image_size": 224}}))
+    assert table.rows == [("40", "standard")]
+    assert "epochs 5; image 48 px" in table.caption
 
 
 def test_runs_on_other_dataset_options_or_versions_get_their_own_row(tmp_path):
@@ -95,9 +130,120 @@ def test_runs_on_other_dataset_options_or_versions_get_their_own_row(tmp_path):
             data={"dataset_version": "2", "dataset_options": {"train_size": 2000}})
     _result(tmp_path, "standard", "synthfer", 0.4, 0, 40.0, 41.0,
             data={"dataset_version": "1", "dataset_options": {"train_size": 600}})
-    cells = {r.method: r for r in build_table(tmp_path, "last").cells.itertuples()}
+    cells = {r.row[1]: r for r in build_table(tmp_path, "last").cells.itertuples()}
     assert set(cells) == {"standard", "standard [train_size=2000]", "standard [version=1]"}
     assert cells["standard"].mean == 81.0 and cells["standard"].n == 2
+
+
+def test_the_same_run_stored_twice_counts_once(tmp_path):
+    _result(tmp_path, "standard", "rafdb", 0.2, 0, 70.0, 71.0, run_id="same", finished=1.0)
+    _result(tmp_path, "standard", "rafdb", 0.2, 0, 72.0, 73.0, run_id="same", finished=2.0)  # a copy, retrained
+    cell = _cells(build_table(tmp_path, "last"))[("20", "standard", "rafdb")]
+    assert cell.n == 1 and cell.mean == 72.0
+
+
+def test_member_single_and_the_teachers_ensemble_beside_the_student(tmp_path):
+    student = {"last": 60.0, "lastk": 60.0, "k": 1, "best": 60.0, "best_epoch": 1, "curve": [60.0]}
+    ensemble = dict(student, last=66.0)
+    net1 = dict(student, last=63.0)
+    _result(tmp_path, "cct", "rafdb", 0.2, 0, 60.0, 60.0,
+            deployment={"deploys": "a distilled student", "single": "distill/student",
+                        "beside": {"teachers' ensemble": "train/ensemble"}},
+            members={"distill/student": student, "train/ensemble": ensemble, "train/net1": net1})
+    _result(tmp_path, "nct", "rafdb", 0.2, 0, 70.0, 70.0,
+            deployment={"deploys": "a two-network ensemble", "single": "train/net1", "beside": {}},
+            members={"train/net1": dict(student, last=68.0)})
+    model = build_table(tmp_path, "last")
+    assert _cells(model)[("20", "cct: teachers' ensemble", "rafdb")].mean == 66.0
+    assert "cct: a distilled student" in model.caption and "nct: a two-network ensemble" in model.caption
+    assert "**70.00 (1)**" in _markdown(model)  # the teachers' ensemble never competes for bold
+    single = build_table(tmp_path, "last", "single")
+    assert {r[1] for r in single.rows} == {"cct", "nct"}
+    assert _cells(single)[("20", "nct", "rafdb")].mean == 68.0 and _cells(single)[("20", "cct", "rafdb")].mean == 60.0
+
+
+def test_other_scores_and_ece_is_lower_is_better(tmp_path):
+    _fill(tmp_path)
+    f1 = build_table(tmp_path, "last", score="macro_f1")
+    assert _cells(f1)[("20", "cct", "rafdb")].mean == 62.0
+    ece = build_table(tmp_path, "last", score="ece")
+    assert ece.lower_is_better and "lower is better" in ece.caption
+    text = _markdown(ece)  # ECE = 100 - last here: cct 18 ± 2, standard 29 ± 1; the lower is bold
+    assert "**18.00 ± 2.00 (3)**" in text and "**29.00" not in text
+
+
+def test_layouts_table2_table3_and_table8(tmp_path):
+    _result(tmp_path, "standard", "ferplus", 0.0, 0, 85.0, 86.0)
+    _result(tmp_path, "cct", "ferplus", 0.0, 0, 88.0, 89.0, hparams={"networks": 3, "consistency": True})
+    _result(tmp_path, "standard", "affectnet7", 0.2, 0, 55.0, 56.0, source="dataset", realised=0.31)
+    for networks in (1, 2, 3, 4):
+        for consistency in (False, True):
+            if networks == 1 and consistency:
+                continue
+            _result(tmp_path, "cct", "rafdb", 0.4, 0, 60.0 + networks + 5 * consistency, 70.0,
+                    hparams={"networks": networks, "consistency": consistency})
+    t3 = build_table(tmp_path, "last", layout="table3")
+    assert t3.rows == [("standard",), ("cct",)] and t3.columns == ["ferplus"]
+    t2 = build_table(tmp_path, "last", layout="table2")
+    assert t2.rows == [("standard",)] and t2.columns == ["affectnet7"]
+    assert "affectnet7 31.0%" in t2.caption
+    t8 = build_table(tmp_path, "last", layout="table8")
+    assert t8.columns == ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
+    assert ("rafdb", "40") in t8.rows and ("ferplus", "0") in t8.rows
+    cells = _cells(t8)
+    assert cells[("rafdb", "40", "1-")].mean == 61.0 and ("rafdb", "40", "1+") not in cells
+    assert cells[("rafdb", "40", "3+")].mean == 68.0 and cells[("rafdb", "40", "3-")].mean == 63.0
+    assert all(" [" not in r[0] for r in t8.rows)  # networks/consistency are columns, not variants
+    t1 = build_table(tmp_path, "last")
+    assert ("real (31.0%)", "standard") in t1.rows
+
+
+def test_with_paper_shows_the_published_value_and_the_difference(tmp_path):
+    _result(tmp_path, "standard", "rafdb", 0.1, 0, 80.0, 81.0)
+    _result(tmp_path, "cct", "rafdb", 0.4, 0, 60.0, 61.0, hparams={"networks": 3, "consistency": True})
+    table = build_table(tmp_path, "last", with_paper=True)
+    text = _markdown(table)
+    assert "80.00 (1) | paper 81.74 (Δ -1.74)" in text  # Table 1 prints 81.74 for Standard, RAF-DB, 10%
+    assert "Consensual Collaborative Training" in table.caption
+    t8 = build_table(tmp_path, "last", layout="table8", with_paper=True)
+    assert t8.paper[(("rafdb", "40"), "3+")] == pytest.approx(_published("table8", "cct", "rafdb", 0.4, 3, True))
+
+
+def _published(*key):
+    from nlbench.published import load_published
+
+    return load_published().value(*key)
+
+
+def test_published_values_are_data_with_their_source():
+    from nlbench.published import load_published
+
+    published = load_published()
+    assert published.value("table1", "cct", "rafdb", 0.1) is not None
+    assert published.value("table1", "cct", "rafdb", 0.15) is None
+    assert "arXiv:2107.04746" in published.source
+
+
+def test_compare_gives_paired_differences_with_intervals_and_tests(tmp_path):
+    _fill(tmp_path)
+    table = build_table(tmp_path, "last")
+    result = compare(table, "standard")
+    diff = result.cells[(("20", "cct"), "rafdb")]
+    assert diff.n == 3 and diff.mean == pytest.approx(11.0)  # 80-70, 82-71, 84-72
+    from scipy import stats
+
+    assert diff.p == pytest.approx(stats.ttest_rel([80, 82, 84], [70, 71, 72]).pvalue)
+    assert 10.0 <= diff.low <= diff.high <= 12.0
+    assert (("20", "cct"), "ferplus") not in result.cells  # no standard run to pair with
+    text = _markdown(table, comparison=result, rank_result=ranks(table))
+    assert "+11.00 [" in text and "Average rank" in text
+
+
+def test_cost_table(tmp_path):
+    _fill(tmp_path)
+    rows = {r["method"]: r for r in cost_rows(build_table(tmp_path, "last"))}
+    assert rows["cct"]["runs"] == 4 and rows["cct"]["network_epochs"] == 40
+    assert rows["standard"]["seconds"] == pytest.approx((100 + 101 + 102 + 100) / 4)
 
 
 def test_table_command_on_real_runs(cli, tmp_path):
@@ -109,5 +255,26 @@ def test_table_command_on_real_runs(cli, tmp_path):
     shown = cli("table", "--runs-dir", str(tmp_path), "--format", "markdown")
     assert shown.code == 0
     assert "| 20 | standard | **" in shown.out and "(2)**" in shown.out
+    val = cli("table", "--runs-dir", str(tmp_path), "--format", "markdown", "--metric", "val", "--cost")
+    assert val.code == 0 and "validation split" in val.out and "network-epochs" in val.out
     empty = cli("table", "--runs-dir", str(tmp_path / "none"))
     assert empty.code == 0 and "no finished runs" in empty.out
+    wrong = cli("table", "--runs-dir", str(tmp_path), "--layout", "table9")
+    assert wrong.code == 2 and "unknown layout 'table9'" in wrong.err
+    assert cli("table", "--runs-dir", str(tmp_path), "--layout", "table8", "--compare", "standard").code == 2
+
+
+def test_show_prints_the_spec_curves_selection_and_confusion_matrix(cli, tmp_path):
+    from conftest import TINY
+
+    assert cli("run", "--method", "standard", "--epochs", "2", "--runs-dir", str(tmp_path), *TINY).code == 0
+    run_dir = next(tmp_path.rglob("result.json")).parent
+    run_id = json.loads((run_dir / "result.json").read_text())["run_id"]
+    shown = cli("show", "--runs-dir", str(tmp_path), run_id[:6])
+    assert shown.code == 0, shown.err
+    for expected in ("method standard", "val_fraction=0.1", "Curves", "val-selected", "an oracle",
+                     "Per-class test accuracy", "Confusion matrix"):
+        assert expected in shown.out
+    assert cli("show", str(run_dir)).code == 0
+    missing = cli("show", "--runs-dir", str(tmp_path), "zzzz")
+    assert missing.code == 2 and "no run id starting with 'zzzz'" in missing.err

@@ -109,9 +109,13 @@ def sweep(
         if report.outcome == "failed":
             reporter.message(f"failed {report.run_id} {report.path}: {report.error}")
     if show_table and not outcomes["submitted"]:
-        from nlbench.tables import build_table, render
+        import sys
 
-        render(build_table(folder, run_ids={run.spec.run_id for run in grid}), "rich")
+        from nlbench.table_render import render
+        from nlbench.tables import build_table, configured_settings
+
+        render(build_table(folder, run_ids={run.spec.run_id for run in grid}, usual=lambda: configured_settings(cfg, registry),
+                           warn=lambda note: print(note, file=sys.stderr)), "rich")
     if outcomes["failed"]:
         raise RunFailed(f"{outcomes['failed']} run(s) of the sweep failed (listed above); "
                         f"`nlbench status --runs-dir {folder} --failed` shows them, and the same command again retries them.")

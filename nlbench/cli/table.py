@@ -1,4 +1,4 @@
-"""``nlbench table``: the comparison table of every stored run, in the layout of the paper."""
+"""``nlbench table``: comparison tables of the stored runs, in the layouts of the paper."""
 
 from __future__ import annotations
 
@@ -10,24 +10,56 @@ from nlbench.errors import UsageError
 
 
 def table(
+    layout: str = typer.Option("table1", "--layout", "-l",
+                               help="table1 (noise x method), table2 (real noisy labels), table3 (clean labels) "
+                                    "or table8 (CCT networks x consistency)."),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich, markdown, latex or csv."),
-    metric: str = typer.Option("last", "--metric", help="last (default), lastk (mean of the last k epochs) or best."),
+    metric: str = typer.Option("last", "--metric",
+                               help="Epoch selection: last (default), lastk (mean of the last k epochs), val (best "
+                                    "epoch on the held-out noisy validation split) or best (selected on the test "
+                                    "set: an oracle)."),
+    score: str = typer.Option("accuracy", "--score",
+                              help="accuracy (default), balanced_accuracy, macro_f1 or ece (lower is better)."),
     member: str = typer.Option(
-        "model", "--member", help="Which model of each run: model (deployable; CCT's student) or e.g. train/ensemble."
-    ),
+        "model", "--member",
+        help="model (what each method deploys; CCT's student, shown beside its teachers' ensemble), single "
+             "(each method's best single network) or a stored member such as train/ensemble."),
+    compare: Optional[str] = typer.Option(None, "--compare",
+                                          help="Baseline method: each method's paired difference to it, with a 95% "
+                                               "bootstrap interval and a paired t-test, and average ranks."),
+    with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
+    cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
     runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
     config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
 ) -> None:
-    """Print Table-1-style results: rows noise x method, columns datasets, mean ± std over seeds."""
+    """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
     from nlbench.cli.common import runs_dir
     from nlbench.config import find_config, load_config
-    from nlbench.tables import FORMATS, METRICS, build_table, render
+    from nlbench.table_render import render
+    from nlbench.tables import ALL_SCORES, FORMATS, LAYOUT_SPECS, LAYOUTS, METRICS, build_table, compare as compare_to
+    from nlbench.tables import configured_settings, cost_rows, ranks
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    for value, allowed, what in ((layout, LAYOUTS, "layout"), (fmt, FORMATS, "format"), (metric, METRICS, "metric"),
+                                 (score, ALL_SCORES, "score")):
+        if value not in allowed:
+            raise UsageError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
+    if compare is not None and not LAYOUT_SPECS[layout].method_rows:
+        raise UsageError(f"--compare compares methods; layout {layout} has no method rows (use table1, table2 or table3).")
     cfg = load_config(find_config(config))
     folder = runs_dir(runs, cfg)
-    result = build_table(folder, metric, member)
-    render(result, fmt)
+    import sys
+
+    def usual():  # read (importing the plugins, and so torch) only if runs differ in a setting
+        from nlbench.plugins import get_registry
+
+        return configured_settings(cfg, get_registry())
+
+    result = build_table(folder, metric, member, layout=layout, score=score,
+                         usual=usual,
+                         with_paper=with_paper, warn=lambda note: print(note, file=sys.stderr))
+    if compare is not None and result.rows and compare not in {row[-1] for row in result.rows}:
+        shown = sorted({row[-1] for row in result.rows})
+        raise UsageError(f"--compare {compare}: no runs of that method in this table; its rows are {', '.join(shown)}.")
+    comparison = compare_to(result, compare) if compare is not None else None
+    rank_result = ranks(result) if compare is not None else None
+    render(result, fmt, comparison=comparison, rank_result=rank_result, cost=cost_rows(result) if cost else None)

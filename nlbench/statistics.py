@@ -1,0 +1,86 @@
+"""Whether a difference between methods is real: paired comparisons over seeds and average ranks.
+
+Seeds pair runs: the same seed gives every method the same noisy labels, the same held-out
+validation images and the same initialisation, so the difference of two methods at one seed is
+one observation. :func:`paired_comparison` gives the mean difference with a 95% bootstrap
+confidence interval (percentile, 10 000 resamples, seeded) and a paired t-test;
+:func:`rank_analysis` ranks methods within every complete cell of a grid (dataset x noise), tests
+for any difference with the Friedman test and gives the Nemenyi critical difference, the basis
+of a critical-difference diagram.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA = 0.05
+RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method minus a baseline over paired seeds."""
+
+    n: int
+    mean: float
+    low: float | None  # 95% bootstrap interval; None with fewer than 2 pairs
+    high: float | None
+    p: float | None  # paired t-test; None with fewer than 2 pairs or no variation
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0 and p < 0.05."""
+        return (self.low is not None and self.p is not None and self.p < ALPHA
+                and (self.low > 0 or self.high < 0))
+
+
+def paired_comparison(method: np.ndarray, baseline: np.ndarray) -> Comparison:
+    """Compare two arrays of per-seed values (same seed order)."""
+    from scipy import stats
+
+    diff = np.asarray(method, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = int(diff.size)
+    if n < 2:
+        return Comparison(n, float(diff.mean()) if n else math.nan, None, None, None)
+    if np.allclose(diff, diff[0]):  # no variation: the interval is the point, no test possible
+        return Comparison(n, float(diff[0]), float(diff[0]), float(diff[0]), None)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = diff[rng.integers(0, n, size=(RESAMPLES, n))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    p = float(stats.ttest_rel(method, baseline).pvalue)
+    return Comparison(n, float(diff.mean()), float(low), float(high), p)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Average ranks of methods over the cells where all of them ran."""
+
+    methods: list[str]
+    average: list[float]  # 1 = best
+    cells: int
+    friedman_p: float | None  # None with fewer than 3 methods or 2 cells
+    critical_difference: float | None  # Nemenyi, alpha = 0.05
+
+
+def rank_analysis(scores: dict[str, dict[tuple, float]], higher_is_better: bool = True) -> Ranks:
+    """Ranks from ``scores[method][cell] = value``, over the cells every method has."""
+    from scipy import stats
+
+    methods = sorted(scores)
+    common = sorted(set.intersection(*(set(v) for v in scores.values()))) if scores else []
+    if not methods or not common:
+        return Ranks(methods, [math.nan] * len(methods), 0, None, None)
+    table = np.array([[scores[m][c] for m in methods] for c in common])  # cells x methods
+    ranks = np.vstack([stats.rankdata(-row if higher_is_better else row) for row in table])
+    average = ranks.mean(axis=0).tolist()
+    k, n = len(methods), len(common)
+    p = cd = None
+    if k >= 3 and n >= 2:
+        p = float(stats.friedmanchisquare(*table.T).pvalue)
+        q = stats.studentized_range.ppf(1 - ALPHA, k, np.inf) / math.sqrt(2)
+        cd = float(q * math.sqrt(k * (k + 1) / (6 * n)))
+    return Ranks(methods, average, n, p, cd)

@@ -1,0 +1,202 @@
+"""Printing of comparison tables (:mod:`nlbench.tables`): rich, markdown, LaTeX (booktabs) and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nlbench.tables import LAYOUT_SPECS, MISSING, CompareTable, ComparisonTable
+
+
+def _best(table: ComparisonTable) -> set[tuple[tuple[str, ...], str]]:
+    """The best cell of every group: a column within one noise level (method rows), else a row."""
+    method_rows = LAYOUT_SPECS[table.layout].method_rows
+    groups: dict[Any, list[Any]] = {}
+    for cell in table.cells.itertuples():
+        if cell.row[-1].count(":"):  # models shown beside the deployed one never compete
+            continue
+        key = (cell.row[:-1], cell.column) if method_rows else cell.row
+        groups.setdefault(key, []).append(cell)
+    best = set()
+    for members in groups.values():
+        top = (min if table.lower_is_better else max)(c.mean for c in members)
+        best |= {(c.row, c.column) for c in members if c.mean == top}
+    return best
+
+
+def cell_text(table: ComparisonTable, row: tuple[str, ...], column: str) -> str:
+    """``mean ± std (n)``, ``mean (1)`` for one seed, with the paper's value where attached."""
+    cell = table.cell(row, column)
+    text = MISSING if cell is None else (
+        f"{cell.mean:.2f} ({cell.n})" if cell.n < 2 or math.isnan(cell.std) else f"{cell.mean:.2f} ± {cell.std:.2f} ({cell.n})")
+    paper = table.paper.get((row, column))
+    if paper is not None:
+        text += f" | paper {paper:.2f}" + (f" (Δ {cell.mean - paper:+.2f})" if cell is not None else "")
+    return text
+
+
+def compare_text(comparison: Any) -> str:
+    """``+1.23 [-0.40, 2.90] p=0.21 n.s.`` (or without interval for fewer than two seeds)."""
+    if comparison.low is None:
+        return f"{comparison.mean:+.2f} (n={comparison.n}, no interval)"
+    p = "" if comparison.p is None else f" p={comparison.p:.3f}"
+    mark = "*" if comparison.significant else "n.s."
+    return f"{comparison.mean:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}]{p} {mark}"
+
+
+def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: CompareTable | None = None,
+           rank_result: Any = None, cost: list[dict[str, Any]] | None = None) -> None:
+    """Print the table (and the requested comparison, ranks and cost) in ``fmt``."""
+    out = out or sys.stdout
+    if not table.rows:
+        print(f"no finished runs found for layout {table.layout}. {table.caption}", file=out)
+        return
+    best = _best(table)
+    header = [*table.row_names, *table.columns]
+    body = []
+    previous: tuple[str, ...] | None = None
+    for row in table.rows:
+        shown = [part if previous is None or i >= len(row) - 1 or part != previous[i] else ""
+                 for i, part in enumerate(row)]
+        previous = row
+        body.append((row, shown, [(cell_text(table, row, c), (row, c) in best) for c in table.columns]))
+    if fmt == "csv":
+        _csv(table, out, comparison)
+        return
+    if fmt == "latex":
+        _latex(table, header, body, out)
+        return
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(table.row_names) + "---:|" * len(table.columns)]
+        for _, shown, cells in body:
+            parts = [f"**{t}**" if b else t for t, b in cells]
+            lines.append("| " + " | ".join([*shown, *parts]) + " |")
+        print("\n".join(lines) + f"\n\n{table.caption}", file=out)
+    else:
+        rich_table = Table(title=table.title, caption=table.caption)
+        for name in table.row_names:
+            rich_table.add_column(name)
+        for column in table.columns:
+            rich_table.add_column(column, justify="right")
+        for index, (row, shown, cells) in enumerate(body):
+            if index and len(row) > 1 and shown[0]:
+                rich_table.add_section()  # a new noise level (or dataset)
+            parts = [f"[bold]{t}[/bold]" if b else t for t, b in cells]
+            rich_table.add_row(*(s.replace("[", "\\[") for s in shown), *parts)
+        Console(file=out, width=max(100, 24 * (len(header)))).print(rich_table)
+    if comparison is not None:
+        _print_comparison(comparison, fmt, out)
+    if rank_result is not None:
+        print(rank_text(rank_result), file=out)
+    if cost:
+        _print_cost(cost, fmt, out)
+
+
+def rank_text(result: Any) -> str:
+    """One paragraph: average ranks, Friedman p and the Nemenyi critical difference."""
+    if not result.cells:
+        return "Average ranks: no cell where every method ran."
+    order = sorted(zip(result.average, result.methods))
+    text = (f"Average rank over {result.cells} cell(s) where every method ran (1 = best): "
+            + ", ".join(f"{m} {r:.2f}" for r, m in order) + ".")
+    if result.friedman_p is not None:
+        text += (f" Friedman test p = {result.friedman_p:.3f}; Nemenyi critical difference (alpha = 0.05) = "
+                 f"{result.critical_difference:.2f}: methods whose mean ranks differ by less are not "
+                 f"significantly different.")
+    else:
+        text += " (The Friedman test needs at least 3 methods and 2 cells.)"
+    return text
+
+
+def _print_comparison(comparison: CompareTable, fmt: str, out: Any) -> None:
+    if fmt == "markdown":
+        lines = ["", "| method | " + " | ".join(comparison.columns) + " |", "|---|" + "---:|" * len(comparison.columns)]
+        for row in comparison.rows:
+            cells = [compare_text(comparison.cells[(row, c)]) if (row, c) in comparison.cells else MISSING
+                     for c in comparison.columns]
+            lines.append(f"| {' / '.join(row)} | " + " | ".join(cells) + " |")
+        print("\n".join(lines) + f"\n\n{comparison.caption}", file=out)
+        return
+    rich_table = Table(title=f"Difference to {comparison.baseline}", caption=comparison.caption)
+    rich_table.add_column("row")
+    for column in comparison.columns:
+        rich_table.add_column(column, justify="right")
+    for row in comparison.rows:
+        cells = [compare_text(comparison.cells[(row, c)]) if (row, c) in comparison.cells else MISSING
+                 for c in comparison.columns]
+        rich_table.add_row(" / ".join(row).replace("[", "\\["), *cells)
+    Console(file=out, width=max(100, 36 * (len(comparison.columns) + 1))).print(rich_table)
+
+
+def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
+    def num(value: Any, spec: str) -> str:
+        return MISSING if value is None else format(value, spec)
+
+    header = ["method", "runs", "network-epochs", "seconds/run", "train img/s"]
+    rows = [[c["method"], str(c["runs"]), num(c["network_epochs"], ".0f"), num(c["seconds"], ".1f"),
+             num(c["images_per_s"], ".1f")] for c in cost]
+    if fmt == "markdown":
+        lines = ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * 4] + ["| " + " | ".join(r) + " |" for r in rows]
+        print("\n".join(lines), file=out)
+        return
+    rich_table = Table(title="Training cost (mean per run)",
+                       caption="network-epochs = networks trained x epochs, summed over phases.")
+    for i, name in enumerate(header):
+        rich_table.add_column(name, justify="left" if i == 0 else "right")
+    for r in rows:
+        rich_table.add_row(r[0].replace("[", "\\["), *r[1:])
+    Console(file=out, width=100).print(rich_table)
+
+
+def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> None:
+    writer = csv.writer(out)
+    extra = ["paper"] if table.paper else []
+    compared = ["diff", "diff_low", "diff_high", "p"] if comparison is not None else []
+    writer.writerow([*table.row_names, "column", "mean", "std", "n", "seeds", *extra, *compared])
+    for row in table.rows:
+        for column in table.columns:
+            cell = table.cell(row, column)
+            values = ["", "", 0, ""] if cell is None else [
+                f"{cell.mean:.4f}", "" if math.isnan(cell.std) else f"{cell.std:.4f}", cell.n, cell.seeds]
+            paper = [table.paper.get((row, column), "")] if table.paper else []
+            diff: list[Any] = []
+            if comparison is not None:
+                c = comparison.cells.get((row, column))
+                diff = ["", "", "", ""] if c is None else [
+                    f"{c.mean:.4f}", "" if c.low is None else f"{c.low:.4f}", "" if c.high is None else f"{c.high:.4f}",
+                    "" if c.p is None else f"{c.p:.4g}"]
+            writer.writerow([*row, column, *values, *paper, *diff])
+
+
+def _latex(table: ComparisonTable, header: list[str], body: list[Any], out: Any) -> None:
+    buffer = io.StringIO()
+    buffer.write("\\begin{table}[t]\n\\centering\n")
+    buffer.write(f"\\caption{{{latex_escape(table.caption)}}}\n")
+    buffer.write("\\begin{tabular}{" + "l" * len(table.row_names) + "r" * len(table.columns) + "}\n\\toprule\n")
+    buffer.write(" & ".join(latex_escape(h) for h in header) + " \\\\\n\\midrule\n")
+    first = True
+    for row, shown, _ in body:
+        if not first and len(row) > 1 and shown[0]:
+            buffer.write("\\midrule\n")
+        first = False
+        parts = []
+        for column in table.columns:
+            text = latex_escape(cell_text(table, row, column).replace(MISSING, "--"))
+            parts.append(f"\\textbf{{{text}}}" if (row, column) in _best(table) else text)
+        buffer.write(" & ".join([*(latex_escape(s) for s in shown), *parts]) + " \\\\\n")
+    buffer.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    print(buffer.getvalue(), end="", file=out)
+
+
+def latex_escape(text: str) -> str:
+    """Escape the characters LaTeX treats specially."""
+    for char, escaped in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#"),
+                          ("Δ", "$\\Delta$"), ("±", "$\\pm$")):
+        text = text.replace(char, escaped)
+    return text
