@@ -56,6 +56,9 @@ USAGES = {"train": ("Training", "PublicTest"), "test": ("PrivateTest",)}
 FOLDERS = {"train": ("FER2013Train", "FER2013Valid"), "test": ("FER2013Test",)}
 LAYOUTS = ("auto", "csv", "folders")
 BLOCK_ROWS = 2048  # fer2013.csv rows parsed per numpy call (about 40 MB of int64)
+#: FER2013's emotion ids (0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral) as
+#: FERPlus classes. FER2013 has no contempt: a contempt face keeps its FER2013 label, always wrong.
+FER2013_TO_FERPLUS = (4, 5, 6, 1, 3, 2, 0)
 MICROSOFT_HINT = "the FERPlus repository (github.com/microsoft/FERPlus) ships fer2013new.csv and the label.csv files"
 
 
@@ -74,6 +77,9 @@ class FerplusOptions:
 
     #: "auto" (csv when fer2013.csv[.gz] and fer2013new.csv are present, else folders), "csv" or "folders".
     layout: Literal[LAYOUTS] = "auto"
+    #: Real noisy training labels for --noise-source dataset: "none", or "fer2013" (FER2013's own
+    #: single-annotator labels mapped to the FERPlus classes; csv layout, which carries them).
+    real_noise: Literal["none", "fer2013"] = "none"
 
 
 @dataclass
@@ -84,6 +90,7 @@ class _Rows:
     votes: np.ndarray  # (N, 10) int, -1 where unreadable
     refs: list[Any]
     problems: list[tuple[str, str]]  # (split, message)
+    fer2013: np.ndarray | None = None  # FER2013's own label per row in FERPlus classes (csv layout), -1 if bad
 
 
 class Ferplus(Dataset):
@@ -182,8 +189,16 @@ class Ferplus(Dataset):
             labels = majority_labels(np.where(rows.votes < 0, 0, rows.votes))
             chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0))
             problems = [message for where, message in rows.problems if where == split]
+            noisy = None
+            if split == "train" and self.options.real_noise == "fer2013":
+                if rows.fer2013 is None:
+                    raise DataError(
+                        f"real_noise = fer2013 needs FER2013's own labels, which only fer2013.csv carries: "
+                        f"use the csv layout (fer2013.csv with fer2013new.csv under {self.root}).")
+                chosen = chosen[rows.fer2013[chosen] >= 0]
+                noisy = rows.fer2013[chosen]
             self._tables[split] = SampleTable(
-                refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems
+                refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems, noisy_labels=noisy
             )
         return self._tables[split]
 
@@ -234,7 +249,7 @@ class Ferplus(Dataset):
             seen.setdefault(name, i)
         # A ref names its row as a person would look it up: "fer2013.csv line 1234" (line 1 = header).
         refs = [f"{pixels_path.name} line {i + 2}" for i in range(len(lines))]
-        return _Rows(np.asarray(usage, dtype=str), vote_array, refs, problems)
+        return _Rows(np.asarray(usage, dtype=str), vote_array, refs, problems, _fer2013_labels(lines))
 
     def _load_folders(self) -> _Rows:
         base = self._folder_base()
@@ -359,6 +374,17 @@ def _parse_block(fields: list[bytes]) -> np.ndarray | None:
         except (DeprecationWarning, ValueError):
             return None
     return values.reshape(len(fields), PIXELS) if values.size == len(fields) * PIXELS else None
+
+
+def _fer2013_labels(lines: list[bytes]) -> np.ndarray:
+    """FER2013's own emotion column in FERPlus classes, -1 where it is not a number in 0..6."""
+    mapping = np.asarray(FER2013_TO_FERPLUS)
+    out = np.full(len(lines), -1, dtype=np.int64)
+    for i, line in enumerate(lines):
+        head = line[: line.find(b",")].strip().strip(b'"')
+        if head.isdigit() and int(head) < len(mapping):
+            out[i] = mapping[int(head)]
+    return out
 
 
 def _data_lines(path: Path) -> list[bytes]:

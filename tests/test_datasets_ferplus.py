@@ -203,3 +203,29 @@ def test_real_folder_layout_counts(real_csv, tmp_path_factory: pytest.TempPathFa
     assert train.problems == [] and test.problems == []
     first = train.refs[0]
     assert (ds.read_image(first) == real_csv.read_image(real_csv.table("train").refs[0])).all()
+
+
+def test_fer2013_labels_as_real_noise(tmp_path: Path) -> None:
+    # emotion ids per row: FER2013 0 angry .. 6 neutral; row 1's majority is surprise (2)
+    rows = ROWS
+    root = make_csv_layout(tmp_path, rows=rows)
+    text = (root / "fer2013.csv").read_text().splitlines()
+    emotions = ["3", "5", "0", "0", "0", "6", "0", "0", "4", "x"]  # happy, surprise, ..., neutral, ...
+    (root / "fer2013.csv").write_text("\n".join([text[0]] + [e + line[1:] for e, line in zip(emotions, text[1:])]) + "\n")
+    train = ferplus(root, real_noise="fer2013").table("train")
+    # kept training rows: 0 (happiness, FER2013 happy -> happiness), 1 (surprise, FER2013 surprise),
+    # 5 (neutral, FER2013 neutral) and 6 (contempt, FER2013 angry -> anger: contempt is never in FER2013)
+    assert list(train.labels) == [1, 2, 0, 7]
+    assert list(train.noisy_labels) == [1, 2, 0, 4]
+    assert ferplus(root).table("train").noisy_labels is None
+
+
+def test_real_noise_needs_the_csv_layout(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="only fer2013.csv carries"):
+        ferplus(make_folder_layout(tmp_path), real_noise="fer2013").table("train")
+
+
+def test_real_fer2013_noise_rate(real_csv) -> None:
+    train = ferplus(_real(), real_noise="fer2013").table("train")
+    assert len(train) == 4835
+    assert float(np.mean(train.noisy_labels != train.labels)) == pytest.approx(0.3212, abs=5e-4)
