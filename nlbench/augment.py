@@ -199,7 +199,11 @@ class Augmenter:
         theta[:, 1, 1] = 1.0 / scale
         theta[:, 1, 2] = -2 * ty / scale
         grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Edge pixels are clamped (as the test transform's resize does: zero padding would darken
+        # the border of every upsampled image); only samples outside the image are filled with 0,
+        # like the translation fill of torchvision's RandomAffine.
+        inside = (grid.abs() <= 1.0).all(dim=-1).unsqueeze(1)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
         x = (x - self.mean) / self.std
         if self.pipeline in ("cct", "scn"):
             x = random_erasing(x, gen)

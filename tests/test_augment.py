@@ -50,12 +50,55 @@ def test_none_pipeline_equals_the_test_transform():
     assert torch.equal(aug.train(images, torch.Generator().manual_seed(0)), aug.test(images))
 
 
-def test_horizontal_flip_only_for_affectnet_without_jitter_is_exact():
-    # A flipped sample of the scn pipeline (no noise, no erasing hit) equals the mirrored image.
-    image = _images(1, size=8)
-    aug = Augmenter("none", 8, MEAN, STD, torch.device("cpu"))
-    flipped_input = aug.test(image.flip(-1))
-    assert torch.allclose(flipped_input, aug.test(image).flip(-1))
+def test_training_flip_mirrors_the_image():
+    # scn: with p = 0.25 a flip, p = 0.25 pixel noise, then erasing with p = 0.5. Of 512 copies of
+    # an asymmetric image, the untouched ones equal the test transform and the flipped ones its mirror.
+    image = _images(1, size=12)
+    batch = image.repeat(512, 1, 1, 1)
+    aug = Augmenter("scn", 12, MEAN, STD, torch.device("cpu"))
+    out = aug.train(batch, torch.Generator().manual_seed(0))
+    plain, mirrored = aug.test(image)[0], aug.test(image)[0].flip(-1)
+    assert not torch.allclose(plain, mirrored)
+    n_plain = sum(bool(torch.allclose(x, plain, atol=1e-5)) for x in out)
+    n_mirrored = sum(bool(torch.allclose(x, mirrored, atol=1e-5)) for x in out)
+    # expected 512 * 0.5 * 0.5 = 128 and 512 * 0.25 * 0.5 = 64
+    assert 90 < n_plain < 170 and 35 < n_mirrored < 95
+
+
+def test_cct_pipeline_flips_about_half_of_the_images():
+    image = _images(1, size=10)
+    aug = Augmenter("cct", 10, MEAN, STD, torch.device("cpu"))
+    out = aug.train(image.repeat(1024, 1, 1, 1), torch.Generator().manual_seed(1))
+    plain, mirrored = aug.test(image)[0], aug.test(image)[0].flip(-1)
+    n_plain = sum(bool(torch.allclose(x, plain, atol=1e-5)) for x in out)
+    n_mirrored = sum(bool(torch.allclose(x, mirrored, atol=1e-5)) for x in out)
+    # untouched by noise, jitter/affine and erasing: 1024 * 0.75 * 0.5 * 0.5 = 192, half of them flipped
+    assert n_plain > 40 and n_mirrored > 40 and 0.6 < n_plain / n_mirrored < 1.6
+
+
+def test_resize_upsamples_bilinearly_in_both_transforms():
+    # A horizontal ramp v(j) = 8 j of width 8, upsampled to 16: output column i samples the input at
+    # s = (i + 0.5) / 2 - 0.5 (half-pixel centres), clamped to the image: value 8 * clamp(s, 0, 7).
+    ramp = (torch.arange(8) * 8).to(torch.uint8).view(1, 1, 1, 8).expand(1, 3, 8, 8).contiguous()
+    expected_row = [8 * min(max((i + 0.5) / 2 - 0.5, 0.0), 7.0) for i in range(16)]
+    expected = (torch.tensor(expected_row) / 255 - 0.5) / 0.25
+    aug = Augmenter("scn", 16, MEAN, STD, torch.device("cpu"))
+    tested = aug.test(ramp)
+    assert tested.shape == (1, 3, 16, 16)
+    assert torch.allclose(tested[0, 0, 5], expected, atol=1e-5)
+    # the training path resizes in its fused resampling: an untouched sample equals the test transform,
+    # border pixels included (no darkened edge)
+    out = aug.train(ramp.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    untouched = [x for x in out if torch.allclose(x, tested[0], atol=1e-5)]
+    assert len(untouched) > 5
+
+
+def test_resize_downsamples_with_antialiasing():
+    # 2x downsampling with antialiasing averages neighbourhoods: a checkerboard becomes flat grey.
+    board = ((torch.arange(16).view(1, 16) + torch.arange(16).view(16, 1)) % 2 * 255).to(torch.uint8)
+    images = board.view(1, 1, 16, 16).expand(1, 3, 16, 16).contiguous()
+    out = Augmenter("none", 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), torch.device("cpu")).test(images)
+    assert torch.allclose(out[0, :, 1:-1, 1:-1], torch.full((3, 6, 6), 0.5), atol=0.02)
 
 
 def test_hsv_round_trip():
