@@ -124,13 +124,19 @@ class CCT(Method):
 
     @classmethod
     def canonical(cls, hp: CCTParams) -> CCTParams:
-        """One network is Standard: its consistency and distillation settings have no effect."""
-        if hp.networks > 1:
-            return hp
+        """Settings without effect reset to their defaults, so equivalent runs share one run id.
+
+        Without consistency (or peers) lambda is 0 throughout, so its schedule does nothing; one
+        network is Standard: plain CE (factor 1), no consistency, no distillation.
+        """
         defaults = CCTParams()
-        unused = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(CCTParams)
-                  if f.name == "consistency" or f.name.startswith(("kd_", "distill", "temperature_kd"))}
-        return dataclasses.replace(hp, **unused)
+        unused: set[str] = set()
+        if hp.networks == 1 or not hp.consistency:
+            unused |= {"lambda_max", "beta", "ramp_fraction", "clip"}
+        if hp.networks == 1:
+            unused |= {f.name for f in dataclasses.fields(CCTParams)
+                       if f.name in ("consistency", "term_weights") or f.name.startswith(("kd_", "distill", "temperature_kd"))}
+        return dataclasses.replace(hp, **{name: getattr(defaults, name) for name in unused})
 
     @property
     def distils(self) -> bool:
@@ -204,7 +210,8 @@ class CCT(Method):
         """(1 - lambda) * L_sup + lambda * L_cons for the networks' logits."""
         sup_factor, cons_factor = self.term_factors()
         l_sup = sup_factor * torch.stack([F.cross_entropy(z.float(), labels) for z in logits]).sum()
-        pair_terms = [kl_divergence(logits[k], logits[j]) for j, k in itertools.permutations(range(len(logits)), 2)]
+        pair_terms = ([kl_divergence(logits[k], logits[j]) for j, k in itertools.permutations(range(len(logits)), 2)]
+                      if self.hp.consistency else [])  # without consistency L_cons is never used
         l_cons = cons_factor * torch.stack(pair_terms).sum() if pair_terms else torch.zeros((), device=labels.device)
         if self.hp.supervision:
             loss = (1 - lam) * l_sup + lam * l_cons

@@ -88,7 +88,7 @@ class Method:
     uses_noise_rate: ClassVar[bool] = False
     #: What ``predict`` deploys, in words, for table captions.
     deploys: ClassVar[str] = "one network"
-    #: The member (of the last phase) that is the method's best single network: what
+    #: The member (of the last phase) that is the method's single deployable network: what
     #: ``nlbench table --member single`` reports, so that every method deploys one network.
     single_member: ClassVar[str] = "model"
 
@@ -151,7 +151,7 @@ class Method:
 
     def deployment(self) -> dict[str, Any]:
         """What the run deploys, recorded in its result: ``deploys`` (words), ``single`` (the
-        member key of its best single network) and ``beside`` (label -> member key of models a
+        member key of its single deployable network) and ``beside`` (label -> member key of models a
         table shows next to the deployable one, e.g. CCT's teachers' ensemble next to its student)."""
         last = self.phases()[-1].name
         return {"deploys": self.deploys, "single": f"{last}/{self.single_member}", "beside": {}}

@@ -254,6 +254,12 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
 
     hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
                        batch_size=settings.batch_size)
+    if (source == "dataset" and rate == 0 and getattr(method_cls, "uses_noise_rate", False)
+            and getattr(hp, "forget_rate", 0.0) == -1.0):
+        raise UsageError(
+            f"dataset {dataset_name!r} does not reveal the noise rate of its own noisy labels (they agree with its "
+            f"reference labels), so {method_name} cannot set its forget rate from it: give it explicitly, e.g. "
+            f"--set methods.{method_name}.forget_rate=0.3.")
     device = request.device or defaults.device
     cache_dir = request.cache_dir if request.cache_dir is not None else defaults.cache_dir
     return RunSpec(

@@ -5,7 +5,8 @@ Layout of ``<runs>/<dataset>/<method>/noise<rate>-<mode>/seed<seed>-<run_id>/``:
 - ``spec.json``: the fully resolved run specification (its hash is the run id);
 - ``status.json``: pending, running, done or failed (with the error, epoch and batch);
 - ``metrics.jsonl``: one line per epoch and phase;
-- ``noisy_labels.npy``: the training labels the method was given;
+- ``noisy_labels.npy``: the noisy labels of the whole training split (the method trains on them
+  minus the held-out validation images, which keep theirs);
 - ``checkpoint.pt``: everything needed to resume, replaced atomically after every epoch, and
   deleted once the run is done (unless ``--keep-checkpoint``): it holds every network's optimiser
   state, hundreds of MB for CCT;

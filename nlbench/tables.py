@@ -112,7 +112,8 @@ def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids
     """One row per finished run (of ``run_ids``, if given) with the chosen value.
 
     ``member`` is ``model`` (the deployable model, plus the models a method shows beside it, e.g.
-    CCT's teachers' ensemble), ``single`` (each method's best single network) or a stored member
+    CCT's teachers' ensemble), ``single`` (the one network a method declares: net1 of the
+    co-training methods, CCT's student) or a stored member
     key such as ``train/ensemble``. Damaged result files are listed in ``damaged``; runs without
     the requested value (e.g. ``val`` of a run that held out no validation split) are counted in
     ``lacking``. The same run id stored twice counts once (the latest).
@@ -153,8 +154,7 @@ def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids
                 # Runs made before results recorded the dataset's version and options have neither.
                 "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
                 "pretrained": (result.get("pretrained") or {}).get("sha256"),
-                "deploys": deployment.get("deploys", "the model" if member == "model" else member),
-                "networks": hparams.get("networks"), "consistency": hparams.get("consistency"),
+                "deploys": deployment.get("deploys", "the model"), "member_key": key,
                 "cost": result.get("cost", {}),
             })
     return pd.DataFrame.from_records(records)
@@ -196,11 +196,13 @@ def _label_variants(frame: pd.DataFrame, usual: Usual | Callable[[], Usual] | No
     hp = differing("hparams", "method", "hparams")
     train = differing("train", "dataset", "train")
     data = differing("data", "dataset", "data")
+    initialisations = {p or "" for p in frame["pretrained"]}
     labels = []
     for row in frame.itertuples():
         extra = sorted(hp[row.Index]) + sorted(train[row.Index]) + sorted(data[row.Index])
-        if row.pretrained:
-            extra.append(f"pretrained={row.pretrained[:8]}")
+        if len(initialisations) > 1:  # an initialisation shared by every run shown is in the caption
+            if row.pretrained:
+                extra.append(f"pretrained={row.pretrained[:8]}")
         labels.append(row.method + (f" [{', '.join(extra)}]" if extra else "") + row.suffix)
     return labels
 
@@ -220,8 +222,9 @@ class Layout:
 
 
 def _table8_column(row: Any) -> str:
-    networks = int(row.networks or 3)
-    consistent = bool(row.consistency) and networks > 1  # one network has no peer: no consistency
+    # Results stored before an option existed ran with its default (3 networks, consistency on).
+    networks = int(row.hparams.get("networks", 3))
+    consistent = row.hparams.get("consistency", True) is not False and networks > 1  # one network: no peer
     return f"{networks}{'+' if consistent else '-'}"
 
 
@@ -232,8 +235,8 @@ LAYOUT_SPECS = {
                      lambda r: r.dataset),
     "table3": Layout("table3", ("method",), lambda r: r.source != "dataset" and r.noise_rate == 0,
                      lambda r: (r.variant,), lambda r: r.dataset),
-    "table8": Layout("table8", ("dataset", "noise %"), lambda r: r.method == "cct", lambda r: (r.dataset, r.noise),
-                     _table8_column, method_rows=False),
+    "table8": Layout("table8", ("dataset", "noise %", "model"), lambda r: r.method == "cct",
+                     lambda r: (r.dataset, r.noise, r.variant), _table8_column, method_rows=False),
 }
 TABLE8_COLUMNS = ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
 
@@ -282,7 +285,7 @@ def _row_order(layout: str, row: tuple[str, ...]) -> tuple:
     if layout == "table1":
         return (_noise_order(row[0]), _method_order(row[1]))
     if layout == "table8":
-        return (_dataset_order(row[0]), _noise_order(row[1]))
+        return (_dataset_order(row[0]), _noise_order(row[1]), _method_order(row[2]))
     return (_method_order(row[0]),)
 
 
@@ -320,7 +323,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         frame = frame[[bool(spec.keep(r)) for r in frame.itertuples()]].reset_index(drop=True)
     title = TITLES[layout]
     lower = score == "ece"
-    who = {"model": "the deployed model", "single": "each method's best single network"}.get(member, member)
+    who = {"model": "the deployed model", "single": "one network per method"}.get(member, member)
     if frame.empty:
         caption = f"{SCORE_TEXT[score]} of {who}; selection: {METRIC_TEXT[metric]}."
         return ComparisonTable(layout, pd.DataFrame(columns=["row", "column", "mean", "std", "n", "seeds"]), [],
@@ -349,7 +352,8 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
     k_text = ""
     if metric == "lastk":
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
-    deploys = sorted({f"{m}: {d}" for m, d, s in zip(frame["method"], frame["deploys"], frame["suffix"]) if not s},
+    shown_as = frame["deploys"] if member == "model" else frame["member_key"]
+    deploys = sorted({f"{m}: {d}" for m, d, s in zip(frame["method"], shown_as, frame["suffix"]) if not s},
                      key=_method_order)
     real = sorted({f"{d} {100 * r:.1f}%" for d, r, s in zip(frame["dataset"], frame["realised_rate"], frame["source"])
                    if s == "dataset" and r is not None})
@@ -389,11 +393,13 @@ def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:
 
 
 def _paper_value(published: Any, layout: str, row: tuple[str, ...], column: str, frame: pd.DataFrame) -> float | None:
+    method = row[-1]
     if layout == "table8":
-        dataset, noise = row
+        dataset, noise, model = row
+        if model != "cct" or " " in noise or noise.startswith("real"):
+            return None  # a variant, another noise mode or real noise: not what the paper ran
         networks, consistent = int(column[0]), column[1] == "+"
         return published.value("table8", "cct", dataset, float(noise) / 100, networks, consistent)
-    method = row[-1]
     if " [" in method or ":" in method:
         return None  # a variant: not what the paper ran
     if layout == "table1":
@@ -453,6 +459,8 @@ def ranks(table: ComparisonTable) -> Any:
 
     scores: dict[str, dict[tuple, float]] = {}
     for cell in table.cells.itertuples():
+        if ":" in cell.row[-1]:  # models shown beside the deployed one do not compete
+            continue
         scores.setdefault(cell.row[-1], {})[(*cell.row[:-1], cell.column)] = cell.mean
     return rank_analysis(scores, higher_is_better=not table.lower_is_better)
 

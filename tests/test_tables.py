@@ -162,6 +162,31 @@ def test_member_single_and_the_teachers_ensemble_beside_the_student(tmp_path):
     assert _cells(single)[("20", "nct", "rafdb")].mean == 68.0 and _cells(single)[("20", "cct", "rafdb")].mean == 60.0
 
 
+def test_table8_keeps_the_student_apart_from_its_teachers(tmp_path):
+    ensemble = {"last": 90.0, "lastk": 90.0, "k": 1, "best": 90.0, "best_epoch": 1, "curve": [90.0]}
+    _result(tmp_path, "cct", "rafdb", 0.2, 0, 80.0, 80.0, hparams={"networks": 3, "consistency": True},
+            deployment={"deploys": "a distilled student", "single": "train/model",
+                        "beside": {"teachers' ensemble": "train/ensemble"}},
+            members={"train/ensemble": ensemble})
+    _result(tmp_path, "cct", "rafdb", 0.2, 0, 70.0, 70.0, hparams={"networks": 3})  # stored before `consistency`
+    cells = _cells(build_table(tmp_path, "last", layout="table8"))
+    assert cells[("rafdb", "20", "cct", "3+")].mean == 75.0 and cells[("rafdb", "20", "cct", "3+")].n == 2
+    assert cells[("rafdb", "20", "cct: teachers' ensemble", "3+")].mean == 90.0
+
+
+def test_ranks_leave_out_the_models_shown_beside_the_deployed_one(tmp_path):
+    ensemble = {"last": 99.0, "lastk": 99.0, "k": 1, "best": 99.0, "best_epoch": 1, "curve": [99.0]}
+    for dataset in ("rafdb", "ferplus"):
+        _result(tmp_path, "cct", dataset, 0.2, 0, 80.0, 80.0, members={"train/ensemble": ensemble},
+                deployment={"deploys": "a distilled student", "single": "train/model",
+                            "beside": {"teachers' ensemble": "train/ensemble"}})
+        _result(tmp_path, "standard", dataset, 0.2, 0, 70.0, 70.0)
+        _result(tmp_path, "nct", dataset, 0.2, 0, 75.0, 75.0)
+    result = ranks(build_table(tmp_path, "last"))
+    assert result.methods == ["cct", "nct", "standard"] and result.average == [1.0, 2.0, 3.0]
+    assert result.cells == 2 and result.critical_difference == pytest.approx(2.343 * (3 * 4 / 12) ** 0.5, abs=1e-3)
+
+
 def test_other_scores_and_ece_is_lower_is_better(tmp_path):
     _fill(tmp_path)
     f1 = build_table(tmp_path, "last", score="macro_f1")
@@ -189,11 +214,10 @@ def test_layouts_table2_table3_and_table8(tmp_path):
     assert "affectnet7 31.0%" in t2.caption
     t8 = build_table(tmp_path, "last", layout="table8")
     assert t8.columns == ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
-    assert ("rafdb", "40") in t8.rows and ("ferplus", "0") in t8.rows
+    assert t8.rows == [("rafdb", "40", "cct"), ("ferplus", "0", "cct")]  # networks/consistency: columns
     cells = _cells(t8)
-    assert cells[("rafdb", "40", "1-")].mean == 61.0 and ("rafdb", "40", "1+") not in cells
-    assert cells[("rafdb", "40", "3+")].mean == 68.0 and cells[("rafdb", "40", "3-")].mean == 63.0
-    assert all(" [" not in r[0] for r in t8.rows)  # networks/consistency are columns, not variants
+    assert cells[("rafdb", "40", "cct", "1-")].mean == 61.0 and ("rafdb", "40", "cct", "1+") not in cells
+    assert cells[("rafdb", "40", "cct", "3+")].mean == 68.0 and cells[("rafdb", "40", "cct", "3-")].mean == 63.0
     t1 = build_table(tmp_path, "last")
     assert ("real (31.0%)", "standard") in t1.rows
 
@@ -205,8 +229,15 @@ def test_with_paper_shows_the_published_value_and_the_difference(tmp_path):
     text = _markdown(table)
     assert "80.00 (1) | paper 81.74 (Δ -1.74)" in text  # Table 1 prints 81.74 for Standard, RAF-DB, 10%
     assert "Consensual Collaborative Training" in table.caption
-    t8 = build_table(tmp_path, "last", layout="table8", with_paper=True)
-    assert t8.paper[(("rafdb", "40"), "3+")] == pytest.approx(_published("table8", "cct", "rafdb", 0.4, 3, True))
+    _result(tmp_path, "cct", "rafdb", 0.4, 1, 62.0, 63.0, hparams={"lambda_max": 0.5})  # a variant: no paper value
+    pair = tmp_path / "rafdb" / "cct" / "pair"
+    _result(pair, "cct", "rafdb", 0.2, 0, 50.0, 51.0)
+    result = json.loads(next(pair.rglob("result.json")).read_text())
+    result["noise"]["mode"] = "pair"
+    next(pair.rglob("result.json")).write_text(json.dumps(result))
+    t8 = build_table(tmp_path, "last", layout="table8", with_paper=True)  # pair noise must not crash it
+    assert t8.paper[(("rafdb", "40", "cct"), "3+")] == pytest.approx(_published("table8", "cct", "rafdb", 0.4, 3, True))
+    assert not any(row[2] != "cct" for row, _ in t8.paper)
 
 
 def _published(*key):

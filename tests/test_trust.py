@@ -155,3 +155,18 @@ def test_ensemble_probabilities_are_not_softmaxed_twice():
     assert torch.equal(as_probabilities(probs), probs)
     logits = torch.tensor([[2.0, 0.0, -1.0]])
     assert torch.allclose(as_probabilities(logits), torch.softmax(logits, 1))
+
+
+def test_real_noise_without_a_known_rate_needs_an_explicit_forget_rate(tmp_path):
+    make_rafdb(tmp_path)
+    labels = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 0, 10: 2}  # the clean labels: the rate looks like 0
+    (tmp_path / "noisy.txt").write_text("\n".join(f"train_{i:05d}.jpg {c}" for i, c in labels.items()) + "\n")
+    config = Config(datasets={"rafdb": {"options": {"noisy_list": "noisy.txt", "noisy_label_base": 0}}})
+    request = dict(method="jocor", dataset="rafdb", data_root=str(tmp_path), noise_source="dataset")
+    from nlbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="methods.jocor.forget_rate"):
+        resolve_spec(RunRequest(**request), config, get_registry())
+    spec = resolve_spec(RunRequest(**request, sets=["methods.jocor.forget_rate=0.3"]), config, get_registry())
+    assert spec.hparams["forget_rate"] == 0.3
+    assert resolve_spec(RunRequest(**{**request, "method": "standard"}), config, get_registry()).noise.rate == 0

@@ -23,7 +23,7 @@ def table(
     member: str = typer.Option(
         "model", "--member",
         help="model (what each method deploys; CCT's student, shown beside its teachers' ensemble), single "
-             "(each method's best single network) or a stored member such as train/ensemble."),
+             "(one network per method: net1 of co-training methods, CCT's student) or a stored member such as train/ensemble."),
     compare: Optional[str] = typer.Option(None, "--compare",
                                           help="Baseline method: each method's paired difference to it, with a 95% "
                                                "bootstrap interval and a paired t-test, and average ranks."),
