@@ -59,13 +59,22 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
         return
     best = _best(table)
     header = [*table.row_names, *table.columns]
+    rank_of: dict[tuple[str, ...], float] = {}
+    if rank_result is not None:
+        from nlbench.tables import row_ranks
+
+        rank_of = row_ranks(table)
+        header.append("avg rank")
     body = []
     previous: tuple[str, ...] | None = None
     for row in table.rows:
         shown = [part if previous is None or i >= len(row) - 1 or part != previous[i] else ""
                  for i, part in enumerate(row)]
         previous = row
-        body.append((row, shown, [(cell_text(table, row, c), (row, c) in best) for c in table.columns]))
+        cells = [(cell_text(table, row, c), (row, c) in best) for c in table.columns]
+        if rank_result is not None:
+            cells.append((f"{rank_of[row]:.2f}" if row in rank_of else MISSING, False))
+        body.append((row, shown, cells))
     if fmt == "csv":
         _csv(table, out, comparison)
         return
@@ -73,7 +82,8 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
         _latex(table, header, body, out)
         return
     if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(table.row_names) + "---:|" * len(table.columns)]
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(table.row_names) + "---:|" * (len(header) - len(table.row_names))]
         for _, shown, cells in body:
             parts = [f"**{t}**" if b else t for t, b in cells]
             lines.append("| " + " | ".join([*shown, *parts]) + " |")
@@ -82,7 +92,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
         rich_table = Table(title=table.title, caption=table.caption)
         for name in table.row_names:
             rich_table.add_column(name)
-        for column in table.columns:
+        for column in header[len(table.row_names):]:
             rich_table.add_column(column, justify="right")
         for index, (row, shown, cells) in enumerate(body):
             if index and len(row) > 1 and shown[0]:
@@ -178,17 +188,14 @@ def _latex(table: ComparisonTable, header: list[str], body: list[Any], out: Any)
     buffer = io.StringIO()
     buffer.write("\\begin{table}[t]\n\\centering\n")
     buffer.write(f"\\caption{{{latex_escape(table.caption)}}}\n")
-    buffer.write("\\begin{tabular}{" + "l" * len(table.row_names) + "r" * len(table.columns) + "}\n\\toprule\n")
+    buffer.write("\\begin{tabular}{" + "l" * len(table.row_names) + "r" * (len(header) - len(table.row_names))
+                 + "}\n\\toprule\n")
     buffer.write(" & ".join(latex_escape(h) for h in header) + " \\\\\n\\midrule\n")
-    first = True
-    for row, shown, _ in body:
-        if not first and len(row) > 1 and shown[0]:
+    for index, (row, shown, cells) in enumerate(body):
+        if index and len(row) > 1 and shown[0]:
             buffer.write("\\midrule\n")
-        first = False
-        parts = []
-        for column in table.columns:
-            text = latex_escape(cell_text(table, row, column).replace(MISSING, "--"))
-            parts.append(f"\\textbf{{{text}}}" if (row, column) in _best(table) else text)
+        parts = [latex_escape(text.replace(MISSING, "--")) for text, _ in cells]
+        parts = [f"\\textbf{{{p}}}" if bold else p for p, (_, bold) in zip(parts, cells)]
         buffer.write(" & ".join([*(latex_escape(s) for s in shown), *parts]) + " \\\\\n")
     buffer.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
     print(buffer.getvalue(), end="", file=out)

@@ -153,7 +153,8 @@ def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids
                 "k": (_summary(metrics, key) or {}).get("k"), "hparams": hparams, "train": result.get("train", {}),
                 # Runs made before results recorded the dataset's version and options have neither.
                 "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
-                "pretrained": (result.get("pretrained") or {}).get("sha256"),
+                "pretrained": (result.get("pretrained") or {}).get("sha256") or "",
+                "pretrained_name": Path((result.get("pretrained") or {}).get("path") or "").name,
                 "deploys": deployment.get("deploys", "the model"), "member_key": key,
                 "cost": result.get("cost", {}),
             })
@@ -296,9 +297,10 @@ def _settings_text(frame: pd.DataFrame) -> str:
         shown = [json.loads(v) for v in values]
         return f"{shown[0]}{unit}" if len(shown) == 1 else f"varies ({', '.join(str(v) for v in shown)})"
 
-    shas = sorted({p for p in frame["pretrained"] if p}, key=str)
+    files = sorted({(p, n) for p, n in zip(frame["pretrained"], frame["pretrained_name"]) if p}, key=str)
     randoms = any(not p for p in frame["pretrained"])
-    init = ", ".join((["random"] if randoms else []) + [f"pretrained file sha256 {s[:12]}" for s in shas])
+    init = ", ".join((["random"] if randoms else []) + [f"pretrained file {n or '?'} (sha256 {p[:12]})"
+                                                        for p, n in files])
     return (f"Initialisation: {init}; epochs {one('train', 'epochs')}; image {one('train', 'image_size', ' px')}; "
             f"batch {one('train', 'batch_size')}.")
 
@@ -463,6 +465,29 @@ def ranks(table: ComparisonTable) -> Any:
             continue
         scores.setdefault(cell.row[-1], {})[(*cell.row[:-1], cell.column)] = cell.mean
     return rank_analysis(scores, higher_is_better=not table.lower_is_better)
+
+
+def row_ranks(table: ComparisonTable) -> dict[tuple[str, ...], float]:
+    """Each method row's average rank within its group (e.g. its noise level) over the columns
+    where every method of the group ran: the table's rank column."""
+    from scipy.stats import rankdata
+
+    groups: dict[tuple[str, ...], dict[str, dict[tuple[str, ...], float]]] = {}
+    for cell in table.cells.itertuples():
+        if ":" not in cell.row[-1]:
+            groups.setdefault(cell.row[:-1], {}).setdefault(cell.column, {})[cell.row] = cell.mean
+    out: dict[tuple[str, ...], list[float]] = {}
+    for group, columns in groups.items():
+        rows = {row for cells in columns.values() for row in cells}
+        for cells in columns.values():
+            if set(cells) != rows or len(rows) < 2:
+                continue  # ranks are compared over complete columns only
+            ordered = sorted(cells)
+            values = [cells[r] for r in ordered]
+            ranked = rankdata([v if table.lower_is_better else -v for v in values])
+            for row, rank in zip(ordered, ranked):
+                out.setdefault(row, []).append(float(rank))
+    return {row: sum(r) / len(r) for row, r in out.items()}
 
 
 def cost_rows(table: ComparisonTable) -> list[dict[str, Any]]:

@@ -309,3 +309,22 @@ def test_show_prints_the_spec_curves_selection_and_confusion_matrix(cli, tmp_pat
     assert cli("show", str(run_dir)).code == 0
     missing = cli("show", "--runs-dir", str(tmp_path), "zzzz")
     assert missing.code == 2 and "no run id starting with 'zzzz'" in missing.err
+
+
+def test_rank_column_and_pretrained_name_in_the_caption(tmp_path):
+    for seed, (a, b, c) in enumerate([(80.0, 70.0, 75.0), (82.0, 71.0, 60.0)]):
+        for dataset in ("rafdb", "ferplus"):
+            _result(tmp_path, "cct", dataset, 0.2, seed, a, a)
+            _result(tmp_path, "standard", dataset, 0.2, seed, b, b)
+            _result(tmp_path, "nct", dataset, 0.2, seed, c, c)
+    table = build_table(tmp_path, "last")
+    text = _markdown(table, rank_result=ranks(table))
+    assert "| noise % | method | rafdb | ferplus | avg rank |" in text
+    assert text.count(" | 1.00 |") == 1 and " | 2.00 |" in text and " | 3.00 |" in text  # cct, nct, standard
+    latex = io.StringIO()
+    render(table, "latex", latex, rank_result=ranks(table))
+    assert "avg rank" in latex.getvalue() and "& 1.00 \\\\" in latex.getvalue()
+    result = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    result["pretrained"] = {"sha256": "ab" * 32, "path": "/somewhere/res18_naive.pth_MSceleb.tar"}
+    next(tmp_path.rglob("result.json")).write_text(json.dumps(result))
+    assert "pretrained file res18_naive.pth_MSceleb.tar (sha256 abababababab)" in build_table(tmp_path).caption
