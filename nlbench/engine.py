@@ -65,6 +65,10 @@ class Engine:
         run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
         self.run.lock()
         try:
+            leftovers = self.run.remove_leftover_temp_files()  # we hold the lock: their writer is dead
+            if leftovers:
+                self.reporter.message(f"removed {len(leftovers)} partial file(s) left by a killed attempt "
+                                      f"in {self.run.path}: {', '.join(p.name for p in leftovers)}")
             if force:
                 self.run.clear()
             self.run.write_spec(self.spec.to_json())
@@ -98,7 +102,7 @@ class Engine:
         phases = method.phases()
 
         history: list[dict[str, Any]] = []
-        start_phase, start_epoch, elapsed = 0, 0, 0.0
+        start_phase, start_epoch, elapsed, attempts = 0, 0, 0.0, 1
         if self.run.has_checkpoint():
             state = self.run.load_checkpoint()
             if state.get("run_id") != spec.run_id:
@@ -107,6 +111,7 @@ class Engine:
             run.labels.load_state_dict(state["labels"])
             history = state["history"]
             start_phase, start_epoch, elapsed = state["phase_index"], state["next_epoch"], state["elapsed"]
+            attempts = int(state.get("attempts", 1)) + 1
             self.run.write_metrics(history)
             if start_phase < len(phases):
                 self.reporter.message(f"resuming {self.run.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
@@ -166,7 +171,7 @@ class Engine:
                 self.run.save_checkpoint({
                     "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
                     "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
-                    "elapsed": elapsed,
+                    "elapsed": elapsed, "attempts": attempts,
                 })
                 self.run.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
                 self.reporter.epoch_end(record)
@@ -176,10 +181,10 @@ class Engine:
         if not final_predictions:  # resumed after the last epoch: predict once more for the report
             final_predictions = predict_split(method, phases[-1], run.test_images, run.augmenter, ctx,
                                               settings.eval_batch_size)
-        return self._result(run, history, final_predictions, elapsed, train_images_total, train_seconds)
+        return self._result(run, history, final_predictions, elapsed, train_images_total, train_seconds, attempts)
 
     def _result(self, run: Assembly, history: list[dict[str, Any]], predictions: dict[str, torch.Tensor],
-                elapsed: float, images: int, train_seconds: float) -> dict[str, Any]:
+                elapsed: float, images: int, train_seconds: float, attempts: int = 1) -> dict[str, Any]:
         spec, dataset = self.spec, run.dataset
         classes = tuple(dataset.class_names)
         matrix = confusion(predictions["model"], run.test_labels, dataset.num_classes)
@@ -221,7 +226,9 @@ class Engine:
                            "labels": "noisy (as trained on)"},
             "cost": {
                 "network_epochs": sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
+                # Every attempt's epochs up to its last checkpoint (work lost after one is not counted).
                 "seconds": elapsed,
+                "attempts": attempts,
                 "train_images_per_s": images / train_seconds if train_seconds > 0 else None,
                 "peak_memory_mb": peak_memory_mb(run.device),
             },

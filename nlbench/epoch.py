@@ -42,6 +42,17 @@ def epoch_order(
     return order, steps
 
 
+def describe_method(method: Method) -> str:
+    """``method 'name' (its plugin file)``, for errors raised inside a method plugin."""
+    import inspect
+
+    try:
+        source = inspect.getsourcefile(type(method)) or type(method).__module__
+    except TypeError:
+        source = type(method).__module__
+    return f"method {getattr(method, 'name', type(method).__name__)!r} ({source})"
+
+
 def relabel_counts(labels: LabelStore, clean: torch.Tensor) -> dict[str, int]:
     """How many training labels differ from the injected ones now, and how many of those are right.
 
@@ -195,8 +206,20 @@ class EpochRunner:
         index = self.order[step * batch : (step + 1) * batch]
         x = self.augmenter.train(self.source.get(step, index), self.augment_gen)
         y = self.labels.current[index]
-        with self.ctx.autocast():
-            out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
+        where = f"in phase {self.phase.name}, epoch {self.epoch + 1}, batch {step + 1}"
+        try:
+            with self.ctx.autocast():
+                out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
+        except (RunFailed, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            raise RunFailed(f"{describe_method(self.method)}: train_step raised {type(err).__name__}: {err} "
+                            f"({where})") from err
+        if not isinstance(out, dict) or not isinstance(out.get("loss"), torch.Tensor) or out["loss"].numel() != 1:
+            got = type(out).__name__ if not isinstance(out, dict) else f"loss = {type(out.get('loss')).__name__}" + (
+                f" of shape {tuple(out['loss'].shape)}" if isinstance(out.get("loss"), torch.Tensor) else "")
+            raise RunFailed(f"{describe_method(self.method)}: train_step must return a dict whose 'loss' is a "
+                            f"scalar tensor, got {got} ({where})")
         self.meter.add(out, y, self.is_noisy[index])  # type: ignore[union-attr]
         self.step_index += 1
         return int(index.numel())

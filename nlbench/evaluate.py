@@ -9,6 +9,8 @@ import torch
 
 from nlbench.augment import Augmenter
 from nlbench.context import Context
+from nlbench.epoch import describe_method
+from nlbench.errors import RunFailed
 from nlbench.method import Method, Phase
 
 
@@ -36,13 +38,35 @@ def predict_with_confidence(
         chunk = images[start : start + batch_size].to(ctx.device, non_blocking=True)
         x = augmenter.test(chunk)
         with ctx.autocast():
-            members = method.predict_members(x, phase)
+            try:
+                members = method.predict_members(x, phase)
+            except (KeyboardInterrupt, RunFailed):
+                raise
+            except Exception as err:
+                raise RunFailed(f"{describe_method(method)}: predict_members raised {type(err).__name__}: {err} "
+                                f"(evaluating phase {phase.name})") from err
+        check_members(method, members, x.shape[0], ctx.num_classes, phase)
         for name, value in members.items():
             top, cls = as_probabilities(value).max(dim=1)
             predictions.setdefault(name, []).append(cls)
             confidences.setdefault(name, []).append(top)
     return ({name: torch.cat(parts) for name, parts in predictions.items()},
             {name: torch.cat(parts) for name, parts in confidences.items()})
+
+
+def check_members(method: Method, members: Any, batch: int, num_classes: int, phase: Phase) -> None:
+    """``predict_members`` must give {name: B x C tensor} with a ``model`` entry; say which rule it broke."""
+    problem = None
+    if not isinstance(members, dict) or "model" not in members:
+        problem = f"must return a dict with a 'model' entry, got {type(members).__name__}"
+    else:
+        for name, value in members.items():
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch, num_classes):
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                problem = f"member {name!r} must be a {batch} x {num_classes} tensor of scores, got {shape}"
+                break
+    if problem:
+        raise RunFailed(f"{describe_method(method)}: predict_members {problem} (evaluating phase {phase.name})")
 
 
 def as_probabilities(scores: torch.Tensor) -> torch.Tensor:

@@ -289,12 +289,30 @@ class RunDir:
             if self.is_locked():
                 return RunState("running", status)
             # "running" but nobody holds the lock: the process died (kill -9, a lost node).
-            return RunState("interrupted", status, "its process is gone")
+            leftovers = self.leftover_temp_files()
+            extra = f"; {len(leftovers)} partial file(s) it was writing, removed when it resumes" if leftovers else ""
+            return RunState("interrupted", status, "its process is gone" + extra)
         if state == "interrupted":
             return RunState("interrupted", status, first_line)
         if self.file(CHECKPOINT).is_file() or self.file(SPEC).is_file():
             return RunState("interrupted", status, "started, never finished")
         return RunState("todo", status)
+
+    def leftover_temp_files(self) -> list[Path]:
+        """Partial files of an atomic write that never finished (``.checkpoint.pt.XXXX``: the
+        writer was killed between creating and renaming them)."""
+        if not self.path.is_dir():
+            return []
+        names = (CHECKPOINT, MODEL, RESULT, STATUS, SPEC, METRICS, NOISY_LABELS)
+        return sorted(p for p in self.path.iterdir()
+                      if p.is_file() and any(p.name.startswith(f".{name}.") for name in names))
+
+    def remove_leftover_temp_files(self) -> list[Path]:
+        """Delete :meth:`leftover_temp_files` (call with the lock held: no writer is alive)."""
+        found = self.leftover_temp_files()
+        for path in found:
+            path.unlink(missing_ok=True)
+        return found
 
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock`."""

@@ -187,3 +187,45 @@ def test_methods_name_lists_every_option_with_default_type_and_doc(cli):
     shown = cli("datasets", "synthfer")
     assert shown.code == 0 and "nuisance" in shown.out and "int [16, 256]" in " ".join(shown.out.split())
     assert cli("methods", "nosuch").code == 2
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("raise ValueError('boom in the plugin')",
+     "train_step raised ValueError: boom in the plugin (in phase train, epoch 1, batch 2)"),
+    ("return {'loss': torch.ones(3)}", "'loss' is a scalar tensor, got loss = Tensor of shape (3,) (in phase train, "
+                                       "epoch 1, batch 2)"),
+])
+def test_a_failing_method_plugin_names_itself_the_phase_epoch_and_batch(cli, tmp_path, fault, expected):
+    # the second training step of the first epoch fails
+    text = "import torch\n" + GOOD.format(name="faulty").replace(
+        "    def train_step(self, batch, phase, epoch):\n",
+        "    def train_step(self, batch, phase, epoch):\n"
+        "        self.steps = getattr(self, 'steps', 0) + 1\n"
+        f"        if self.steps == 2:\n            {fault}\n")
+    folder = _folder(tmp_path, {"faulty.py": text})
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder}"]\n')
+    ran = cli("run", "--config", str(config), "--method", "faulty", "--epochs", "1", "--runs-dir", str(tmp_path / "r"),
+              *TINY)
+    assert ran.code == 1, ran.err
+    assert "method 'faulty'" in ran.err and "faulty.py" in ran.err and expected in ran.err
+    assert "internal error" not in ran.err and "Traceback" not in ran.err
+
+
+def test_a_method_whose_predict_returns_the_wrong_shape_is_named(cli, tmp_path):
+    text = GOOD.format(name="badshape").replace("        return self.net(x)", "        return self.net(x)[:, :2]")
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{_folder(tmp_path, {"badshape.py": text})}"]\n')
+    ran = cli("run", "--config", str(config), "--method", "badshape", "--epochs", "1", "--runs-dir", str(tmp_path / "r"),
+              *TINY)
+    assert ran.code == 1
+    assert "method 'badshape'" in ran.err and "member 'model' must be a" in ran.err and "x 7 tensor" in ran.err
+
+
+def test_run_reports_a_missing_or_broken_plugin_folder_once(cli, tmp_path):
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{tmp_path / "nowhere"}"]\n')
+    ran = cli("run", "--config", str(config), "--method", "standard", "--epochs", "1",
+              "--runs-dir", str(tmp_path / "r"), *TINY)
+    assert ran.code == 0
+    assert ran.err.count("does not exist") == 1 and "warning: plugin" in ran.err and "nlbench plugins" in ran.err

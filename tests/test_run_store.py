@@ -122,12 +122,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(cli, tmp_path):
         [run] = run_dirs(resumed_root)
         assert not (run / "result.json").exists()  # a killed run never looks done
         assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    # As if the last attempt had been killed -9 while writing its checkpoint: a partial temp file
+    # and a "running" status nobody holds the lock of.
+    [run] = run_dirs(resumed_root)
+    (run / ".checkpoint.pt.k9x2ab").write_bytes(b"half a checkpoint")
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "running"}))
+    from nlbench.store import RunDir
+
+    state = RunDir(run).state()
+    assert state.state == "interrupted" and "1 partial file(s)" in state.detail
     final = cli(*args, "--runs-dir", str(resumed_root))
     assert final.code == 0, final.err
-    assert "resuming" in final.err
+    assert "resuming" in final.err and "removed 1 partial file(s)" in final.err
+    assert not (run / ".checkpoint.pt.k9x2ab").exists()
     a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(resumed_root)[0])
     assert a["metrics"] == b["metrics"]
     assert a["final"] == b["final"]
+    assert (a["cost"]["attempts"], b["cost"]["attempts"]) == (1, 3)  # the cost covers every attempt
     lines = (run_dirs(resumed_root)[0] / "metrics.jsonl").read_text().splitlines()
     assert [(json.loads(x)["phase"], json.loads(x)["epoch"]) for x in lines] == [
         ("train", 0), ("train", 1), ("train", 2), ("distill", 0), ("distill", 1)

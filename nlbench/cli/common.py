@@ -10,13 +10,36 @@ if TYPE_CHECKING:  # pragma: no cover
     from nlbench.plugins import Registry
 
 
-def load(config_path: str | None, sets: list[str] | None = None) -> tuple[Config, Registry]:
-    """Read benchmark.toml (plus --set) and load every plugin."""
+def load(config_path: str | None, sets: list[str] | None = None,
+         report: bool = False) -> tuple[Config, Registry]:
+    """Read benchmark.toml (plus --set) and load every plugin (``report``: warn of failed ones)."""
     from nlbench.config import find_config, load_config
     from nlbench.plugins import get_registry
 
     config = load_config(find_config(config_path), sets)
-    return config, get_registry(config.plugin_paths)
+    registry = get_registry(config.plugin_paths)
+    if report:
+        report_plugin_failures(registry)
+    return config, registry
+
+
+_REPORTED: set[str] = set()
+
+
+def report_plugin_failures(registry: Registry) -> None:
+    """Say on stderr, once per process, which plugins (or plugin folders) failed to load.
+
+    The commands still run with the plugins that loaded; ``nlbench plugins`` lists them all.
+    """
+    import sys
+
+    for plugin in registry.plugins:
+        if plugin.ok or plugin.name in _REPORTED:
+            continue
+        _REPORTED.add(plugin.name)
+        first = (plugin.error or "").strip().splitlines()
+        print(f"warning: plugin {plugin.name} ({plugin.origin or plugin.kind}) failed to load: "
+              f"{first[-1] if first else 'unknown error'}; `nlbench plugins` shows the details.", file=sys.stderr)
 
 
 def runs_dir(option: str | None, config: Config) -> Path:

@@ -44,7 +44,7 @@ def run(
     from nlbench.progress import make_reporter, stdout_console
     from nlbench.spec import RunRequest, resolve_spec
 
-    cfg, registry = load(config)
+    cfg, registry = load(config, report=True)
     request = RunRequest(
         method=method, dataset=dataset, noise=noise, noise_mode=noise_mode, noise_source=noise_source,
         seed=seed, epochs=epochs, data_root=data_root, pretrained=pretrained, device=device, cache_dir=cache_dir,

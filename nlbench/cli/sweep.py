@@ -63,7 +63,7 @@ def sweep(
     from nlbench.progress import make_reporter, stdout_console
     from nlbench.sweep import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
 
-    cfg, registry = load(config)
+    cfg, registry = load(config, report=True)
     request = SweepRequest(
         methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
         noise_modes=_items(noise_modes), seeds=_numbers(seeds, int, "--seeds"), sets=list(set_),
