@@ -216,6 +216,11 @@ class Ferplus(Dataset):
                 f"(found {','.join(map(str, new.columns))}); use Microsoft's fer2013new.csv."
             )
         lines = _data_lines(pixels_path)
+        if lines and not _complete_row(lines[-1]):
+            raise DataError(
+                f"{pixels_path} ends in the middle of line {len(lines) + 1} (fewer than {PIXELS} pixels, or no "
+                f"Usage): the file is truncated. Copy it again from its source."
+            )
         if len(lines) != len(new):
             raise DataError(
                 f"{pixels_path.name} has {len(lines)} rows but {votes_path.name} has {len(new)}: the two files are "
@@ -226,7 +231,7 @@ class Ferplus(Dataset):
         for i, (a, b) in enumerate(zip(usage_pixels, usage_votes, strict=True)):
             if a != b:
                 raise DataError(
-                    f"line {i + 2} is {a!r} in {pixels_path.name} but {b!r} in {votes_path.name}: the files are "
+                    f"line {i + 2} is {a[:20]!r} in {pixels_path.name} but {b[:20]!r} in {votes_path.name}: the files are "
                     f"joined by row position and are not aligned (sorted, filtered or from different copies?)."
                 )
         votes = new[list(VOTE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
@@ -287,6 +292,15 @@ class Ferplus(Dataset):
                     seen.add(name)
                     count += 1
                     listed.append((split, where, folder, name, counts))
+                garbage = [m for _, m in problems if m.startswith(f"{folder_name}/label.csv")
+                           and ("expected 12 fields" in m or "not integers" in m)]
+                malformed = len(garbage)
+                if malformed >= 10 or (malformed and malformed >= count):
+                    raise DataError(
+                        f"{labels}: {malformed} of its {malformed + count} rows are not FERPlus label rows (name, "
+                        f"face box, 10 vote counts), e.g. {garbage[0]}. "
+                        f"This is not Microsoft's label.csv; copy it again from {MICROSOFT_HINT.split(' ships')[0]}."
+                    )
                 if count and not any(n.lower().endswith(".png") for n in present[folder]):
                     raise DataError(
                         f"{labels} lists {count} images but {folder} holds no .png image: generate them from "
@@ -385,6 +399,13 @@ def _fer2013_labels(lines: list[bytes]) -> np.ndarray:
         if head.isdigit() and int(head) < len(mapping):
             out[i] = mapping[int(head)]
     return out
+
+
+def _complete_row(line: bytes) -> bool:
+    """Whether a fer2013.csv row has its three fields and 2,304 pixels (a cut file's last row has not)."""
+    fields = line.split(b",")
+    return len(fields) >= 3 and fields[-1].strip().strip(b'"') in (b"Training", b"PublicTest", b"PrivateTest") \
+        and len(fields[1].split()) == PIXELS
 
 
 def _data_lines(path: Path) -> list[bytes]:

@@ -7,6 +7,7 @@ that store is byte-identical and no new run folder exists.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,17 @@ CASES = [
     ("sweep preset", ["sweep", "--preset", "nope"], "no sweep preset 'nope'"),
     ("sweep noise list", ["sweep", "--noise", "a,b"], "--noise takes a comma-separated list of numbers"),
     ("export format", ["export", "--format", "xls"], "unknown format 'xls'"),
+    ("table layout", ["table", "--layout", "table9"], "unknown layout 'table9'"),
+    ("table score", ["table", "--score", "auc"], "unknown score 'auc'"),
+    ("table compare on table8", ["table", "--layout", "table8", "--compare", "standard"], "has no method rows"),
+    ("table compare unknown", ["table", "--compare", "nosuch"], "--compare nosuch: no runs of that method"),
+    ("show unknown run", ["show", "--runs-dir", "{tmp}", "zzzz"], "no run id starting with 'zzzz'"),
+    ("show damaged folder", ["show", "{tmp}/empty"], "no run id starting with"),
+    ("real noise unknown rate", ["run", "--method", "jocor", "--dataset", "imagefolder", "--data-root",
+                                 "{tmp}/twoclasses", "--noise-source", "dataset"], "ships no noisy training labels"),
+    ("ferplus real noise in folders", ["run", "--dataset", "ferplus", "--data-root", "{tmp}/ferfolders",
+                                       "--noise-source", "dataset", "--set",
+                                       'datasets.ferplus.options.real_noise="fer2013"'], "only fer2013.csv carries"),
     ("describe unknown method", ["methods", "nosuch"], "unknown method 'nosuch'"),
     ("prepare without dataset", ["prepare"], "Missing option '--dataset'"),
 ]
@@ -116,6 +128,16 @@ def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "preset.toml").write_text('[sweeps.x]\nmethod = ["standard"]\n')
     (folder / "garbage.pth").write_bytes(b"not a checkpoint" * 100)
     (folder / "empty").mkdir()
+    import numpy as np
+    from PIL import Image
+
+    for cls in ("happy", "sad"):
+        (folder / "twoclasses" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(folder / "twoclasses" / cls / f"{i}.png")
+    from tests.test_datasets_ferplus import make_folder_layout
+
+    make_folder_layout(folder / "ferfolders")
     return folder
 
 
@@ -149,3 +171,31 @@ def test_an_empty_class_folder_is_an_error_not_an_extra_class(cli, store, tmp_pa
     result = cli("run", "--dataset", "imagefolder", "--data-root", str(tmp_path / "data"), "--runs-dir", str(store))
     assert result.code == 2 and "'angry'" in result.err and "hold no training images" in result.err
     assert _digest(store) == before
+
+
+@pytest.mark.parametrize("command", [["run", "--method", "standard", "--epochs", "1", *TINY], ["table"], ["status"]])
+def test_a_runs_folder_that_is_a_file_is_one_clear_message(cli, tmp_path, command):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    result = cli(*command, "--runs-dir", str(blocker))
+    assert result.code == 2 and "is a file, not a folder" in result.err and "Traceback" not in result.err
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("code,text", [("ENOSPC", "the disk (or quota) is full"), ("EROFS", "read-only file system"),
+                                       ("EACCES", "permission denied")])
+def test_a_full_or_read_only_disk_is_one_clear_message_and_keeps_what_was_stored(cli, store, monkeypatch, code, text):
+    import errno
+
+    import nlbench.store
+
+    before = _digest(store)
+
+    def refuse(path, data):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
+
+    monkeypatch.setattr(nlbench.store, "atomic_write_bytes", refuse)
+    result = cli("run", "--method", "standard", "--epochs", "1", "--seed", "5", "--runs-dir", str(store), *TINY)
+    assert result.code == 2, result.err
+    assert text in result.err and "Nothing stored before is lost" in result.err and "Traceback" not in result.err
+    assert {k: v for k, v in _digest(store).items() if k in before} == before

@@ -229,3 +229,23 @@ def test_real_fer2013_noise_rate(real_csv) -> None:
     train = ferplus(_real(), real_noise="fer2013").table("train")
     assert len(train) == 4835
     assert float(np.mean(train.noisy_labels != train.labels)) == pytest.approx(0.3212, abs=5e-4)
+
+
+def test_a_label_csv_full_of_garbage_is_an_error_not_a_smaller_split(tmp_path: Path) -> None:
+    root = make_folder_layout(tmp_path)
+    with open(root / "FER2013Valid" / "label.csv", "a") as handle:
+        handle.write("".join(f"garbage row {i}\n" for i in range(12)))
+    with pytest.raises(DataError, match=r"FER2013Valid/label.csv: 12 of its 14 rows are not FERPlus label rows"):
+        ferplus(root).table("train")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_truncated_fer2013_csv_says_so_without_dumping_pixels(tmp_path: Path, gz: bool) -> None:
+    root = make_csv_layout(tmp_path, gz=gz)
+    name = "fer2013.csv.gz" if gz else "fer2013.csv"
+    data = (root / name).read_bytes()
+    (root / name).write_bytes(data[: len(data) - 3000] if not gz else data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
+        ferplus(root).check()
+    text = str(err.value)
+    assert ("truncated" in text or "damaged or incomplete" in text) and len(text) < 400

@@ -63,6 +63,24 @@ def _print_error(text: str) -> None:
     stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def storage_advice(err: OSError) -> str | None:
+    """One paragraph for a file-system error of the store or the cache (None: not one of those)."""
+    import errno
+
+    where = err.filename or "a file"
+    stored = ("Nothing stored before is lost (files are replaced atomically) and an interrupted run "
+              "resumes from its last checkpoint.")
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"cannot write {where}: the disk (or quota) is full. Free space, or choose another --runs-dir " \
+               f"or NLBENCH_CACHE. {stored}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where}: {err.strerror.lower()}. Choose a writable --runs-dir (or NLBENCH_CACHE). {stored}"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"cannot create {where}: part of that path is a file, not a folder. Choose another --runs-dir "
+                f"(or NLBENCH_CACHE), or move the file away.")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     debug = bool(os.environ.get("NLBENCH_DEBUG"))
@@ -89,6 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _print_error(RESUME_HINT)
         code = 130
+    except OSError as err:
+        advice = storage_advice(err)
+        if advice is None:
+            raise_internal = err
+            _print_error(f"internal error: {type(raise_internal).__name__}: {raise_internal}\n"
+                         f"(set NLBENCH_DEBUG=1 to see the traceback)")
+            code = 1
+        else:
+            _print_error(f"error: {advice}")
+            code = 2
     except Exception as err:  # a bug: say so, briefly, and how to see more
         if debug:
             from nlbench.progress import stderr_console

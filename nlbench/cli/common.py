@@ -44,4 +44,10 @@ def report_plugin_failures(registry: Registry) -> None:
 
 def runs_dir(option: str | None, config: Config) -> Path:
     """The runs folder: --runs-dir, else [run] runs_dir (relative to the working directory)."""
-    return Path(option or config.run_defaults().runs_dir).expanduser()
+    from nlbench.errors import UsageError
+
+    folder = Path(option or config.run_defaults().runs_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"the runs folder {folder} is a file, not a folder; choose another --runs-dir "
+                         f"(or [run] runs_dir in benchmark.toml).")
+    return folder
