@@ -14,6 +14,12 @@ from rich.table import Table
 from nlbench.tables import LAYOUT_SPECS, MISSING, CompareTable, ComparisonTable
 
 
+def _console(out: Any, wide: int) -> Console:
+    """The terminal's width on a terminal; written to a file or a pipe, wide enough not to wrap cells."""
+    isatty = getattr(out, "isatty", None)
+    return Console(file=out) if isatty is not None and isatty() else Console(file=out, width=max(100, wide))
+
+
 def _best(table: ComparisonTable) -> set[tuple[tuple[str, ...], str]]:
     """The best cell of every group: a column within one noise level (method rows), else a row."""
     method_rows = LAYOUT_SPECS[table.layout].method_rows
@@ -99,7 +105,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
                 rich_table.add_section()  # a new noise level (or dataset)
             parts = [f"[bold]{t}[/bold]" if b else t for t, b in cells]
             rich_table.add_row(*(s.replace("[", "\\[") for s in shown), *parts)
-        Console(file=out, width=max(100, 24 * (len(header)))).print(rich_table)
+        _console(out, 24 * len(header)).print(rich_table)
     if comparison is not None:
         _print_comparison(comparison, fmt, out)
     if rank_result is not None:
@@ -141,7 +147,7 @@ def _print_comparison(comparison: CompareTable, fmt: str, out: Any) -> None:
         cells = [compare_text(comparison.cells[(row, c)]) if (row, c) in comparison.cells else MISSING
                  for c in comparison.columns]
         rich_table.add_row(" / ".join(row).replace("[", "\\["), *cells)
-    Console(file=out, width=max(100, 36 * (len(comparison.columns) + 1))).print(rich_table)
+    _console(out, 36 * (len(comparison.columns) + 1)).print(rich_table)
 
 
 def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
@@ -161,7 +167,7 @@ def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
         rich_table.add_column(name, justify="left" if i == 0 else "right")
     for r in rows:
         rich_table.add_row(r[0].replace("[", "\\["), *r[1:])
-    Console(file=out, width=100).print(rich_table)
+    _console(out, 80).print(rich_table)
 
 
 def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> None:

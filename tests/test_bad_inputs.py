@@ -88,7 +88,7 @@ CASES = [
     ("table compare unknown", ["table", "--compare", "nosuch"], "--compare nosuch: no runs of that method"),
     ("show unknown run", ["show", "--runs-dir", "{tmp}", "zzzz"], "no run id starting with 'zzzz'"),
     ("show damaged folder", ["show", "{tmp}/empty"], "no run id starting with"),
-    ("real noise unknown rate", ["run", "--method", "jocor", "--dataset", "imagefolder", "--data-root",
+    ("dataset without real noisy labels", ["run", "--method", "jocor", "--dataset", "imagefolder", "--data-root",
                                  "{tmp}/twoclasses", "--noise-source", "dataset"], "ships no noisy training labels"),
     ("ferplus real noise in folders", ["run", "--dataset", "ferplus", "--data-root", "{tmp}/ferfolders",
                                        "--noise-source", "dataset", "--set",
