@@ -154,19 +154,19 @@ def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
     def num(value: Any, spec: str) -> str:
         return MISSING if value is None else format(value, spec)
 
-    header = ["method", "runs", "network-epochs", "seconds/run", "train img/s"]
-    rows = [[c["method"], str(c["runs"]), num(c["network_epochs"], ".0f"), num(c["seconds"], ".1f"),
+    header = ["dataset", "method", "runs", "network-epochs", "seconds/run", "train img/s"]
+    rows = [[c["dataset"], c["method"], str(c["runs"]), num(c["network_epochs"], ".0f"), num(c["seconds"], ".1f"),
              num(c["images_per_s"], ".1f")] for c in cost]
     if fmt == "markdown":
-        lines = ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * 4] + ["| " + " | ".join(r) + " |" for r in rows]
+        lines = ["", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 4] + ["| " + " | ".join(r) + " |" for r in rows]
         print("\n".join(lines), file=out)
         return
     rich_table = Table(title="Training cost (mean per run)",
                        caption="network-epochs = networks trained x epochs, summed over phases.")
     for i, name in enumerate(header):
-        rich_table.add_column(name, justify="left" if i == 0 else "right")
+        rich_table.add_column(name, justify="left" if i < 2 else "right")
     for r in rows:
-        rich_table.add_row(r[0].replace("[", "\\["), *r[1:])
+        rich_table.add_row(r[0], r[1].replace("[", "\\["), *r[2:])
     _console(out, 80).print(rich_table)
 
 

@@ -355,8 +355,12 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
     if metric == "lastk":
         k_text = f" (k = {', '.join(str(int(k)) for k in sorted(frame['k'].dropna().unique()))})"
     shown_as = frame["deploys"] if member == "model" else frame["member_key"]
-    deploys = sorted({f"{m}: {d}" for m, d, s in zip(frame["method"], shown_as, frame["suffix"]) if not s},
-                     key=_method_order)
+    per_method: dict[str, list[str]] = {}
+    for m, d, s in zip(frame["method"], shown_as, frame["suffix"]):
+        if not s and d not in per_method.setdefault(m, []):
+            per_method[m].append(d)
+    # a method whose settings change what it deploys (CCT without distillation) lists each
+    deploys = [f"{m}: {' or '.join(sorted(d))}" for m, d in sorted(per_method.items(), key=lambda i: _method_order(i[0]))]
     real = sorted({f"{d} {100 * r:.1f}%" for d, r, s in zip(frame["dataset"], frame["realised_rate"], frame["source"])
                    if s == "dataset" and r is not None})
     caption = (
@@ -491,15 +495,15 @@ def row_ranks(table: ComparisonTable) -> dict[tuple[str, ...], float]:
 
 
 def cost_rows(table: ComparisonTable) -> list[dict[str, Any]]:
-    """Per method row: runs, network-epochs trained, mean seconds and training images/s per run."""
+    """Per dataset and method row: runs, network-epochs trained, mean seconds and training images/s per run."""
     out = []
     frame = table.frame
     if frame.empty:
         return out
-    for variant, group in frame[frame["suffix"] == ""].groupby("variant"):
+    for (dataset, variant), group in frame[frame["suffix"] == ""].groupby(["dataset", "variant"]):
         def mean(key: str) -> float | None:
             values = [c.get(key) for c in group["cost"] if c.get(key) is not None]
             return sum(values) / len(values) if values else None
-        out.append({"method": variant, "runs": len(group), "network_epochs": mean("network_epochs"),
+        out.append({"dataset": dataset, "method": variant, "runs": len(group), "network_epochs": mean("network_epochs"),
                     "seconds": mean("seconds"), "images_per_s": mean("train_images_per_s")})
-    return sorted(out, key=lambda r: _method_order(r["method"]))
+    return sorted(out, key=lambda r: (_dataset_order(r["dataset"]), _method_order(r["method"])))
