@@ -41,10 +41,13 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return its backbone tensors with plain (prefix-free) keys."""
     if not path.is_file():
         raise UsageError(f"pretrained file {str(path)!r} does not exist; give the path of a downloaded checkpoint.")
+    from nlbench.safe_load import UnreadableFile, load_tensors
+
     try:
-        raw: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, wrong format
-        raise UsageError(f"cannot read pretrained file {path}: {err}") from None
+        raw: Any = load_tensors(path)
+    except UnreadableFile as err:
+        raise UsageError(f"cannot read pretrained file {path}: {err}. Give a checkpoint of tensors (a state "
+                         f"dict), e.g. the MS-Celeb-1M ResNet-18 of SCN/CCT or a torchvision/timm file.") from None
     if isinstance(raw, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in raw and isinstance(raw[key], dict):

@@ -212,18 +212,13 @@ class RunDir:
         ``weights_only=True``: a run folder copied from a colleague or a shared filesystem is data,
         and a pickle that asks to call anything (or a damaged file) is refused with what to do.
         """
-        import pickle
-
-        import torch
+        from nlbench.safe_load import UnreadableFile, load_tensors
 
         try:
-            return torch.load(self.file(CHECKPOINT), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if "weights_only" in reason or "Unsupported global" in str(err):
-                reason = "it holds objects other than tensors and plain data, which nlbench never loads"
+            return load_tensors(self.file(CHECKPOINT))
+        except UnreadableFile as err:
             raise UsageError(
-                f"cannot resume {self.path}: its checkpoint.pt cannot be loaded safely ({reason[:200]}). "
+                f"cannot resume {self.path}: its checkpoint.pt cannot be loaded safely ({err}). "
                 f"Delete the run folder, or train it again from scratch with --force."
             ) from None
 

@@ -49,6 +49,7 @@ from nlbench.evaluate import accuracies, predict_split
 from nlbench.method import Batch, Method, Phase
 from nlbench.plugins import Entry, PluginInfo, Registry, get_registry
 from nlbench.progress import Reporter
+from nlbench.safe_load import load_tensors
 from nlbench.settings import TrainSettings
 from nlbench.spec import RunRequest, RunSpec, resolve_spec
 
@@ -148,7 +149,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     path = root / "state.pt"
     torch.save(method.state_dict(), path)
     fresh = _fresh(spec, registry, device).method
-    fresh.load_state_dict(torch.load(path, map_location=device, weights_only=True))  # what resuming loads
+    fresh.load_state_dict(load_tensors(path))  # what resuming loads
     second = _predictions(fresh, x, last, classes, name)
     for member, scores in first.items():
         same = torch.equal(scores, second[member]) if device.type == "cpu" else torch.allclose(

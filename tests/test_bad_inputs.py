@@ -74,6 +74,8 @@ CASES = [
     ("pretrained missing", ["run", "--pretrained", "{tmp}/weights.pth"], "does not exist"),
     ("pretrained is a folder", ["run", "--pretrained", "{tmp}"], "is a folder"),
     ("pretrained garbage", ["run", "--pretrained", "{tmp}/garbage.pth"], "cannot read pretrained file"),
+    ("pretrained malicious pickle", ["run", "--pretrained", "{tmp}/evil.pth"],
+     "holds objects other than tensors and plain data"),
     # other commands
     ("table format", ["table", "--format", "pdf"], "unknown format 'pdf'"),
     ("table metric", ["table", "--metric", "worst"], "unknown metric 'worst'"),
@@ -127,6 +129,13 @@ def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "table.toml").write_text("[methods]\ncct = 3\n")
     (folder / "preset.toml").write_text('[sweeps.x]\nmethod = ["standard"]\n')
     (folder / "garbage.pth").write_bytes(b"not a checkpoint" * 100)
+    import torch
+
+    class Evil:  # unpickling calls os.system: the safe loader must refuse it before it runs
+        def __reduce__(self):
+            return (os.system, (f"touch {folder / 'pwned'}",))
+
+    torch.save({"state_dict": Evil()}, folder / "evil.pth")
     (folder / "empty").mkdir()
     import numpy as np
     from PIL import Image
@@ -139,6 +148,11 @@ def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     make_folder_layout(folder / "ferfolders")
     return folder
+
+
+def test_the_malicious_pretrained_file_never_ran(cli, store, helpers):
+    result = cli("run", "--pretrained", str(helpers / "evil.pth"), "--runs-dir", str(store))
+    assert result.code == 2 and not (helpers / "pwned").exists()
 
 
 def test_the_catalogue_has_at_least_40_inputs():
@@ -155,6 +169,7 @@ def test_bad_input_is_one_clear_message_and_exit_2(cli, store, helpers, name, ar
     assert result.code == 2, (result.code, result.err)
     assert message in result.err, result.err
     assert "Traceback" not in result.err and "internal error" not in result.err
+    assert "weights_only" not in result.err  # never torch's advice to switch off the safe loader
     assert _digest(store) == before  # nothing stored before is changed, and no run folder appeared
 
 
