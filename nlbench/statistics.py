@@ -19,6 +19,8 @@ import numpy as np
 ALPHA = 0.05
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+#: Fewest paired seeds for an interval and a test.
+MIN_PAIRS = 3
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,9 @@ class Comparison:
 
     n: int
     mean: float
-    low: float | None  # 95% bootstrap interval; None with fewer than 2 pairs
+    low: float | None  # 95% bootstrap interval; None with fewer than MIN_PAIRS pairs
     high: float | None
-    p: float | None  # paired t-test; None with fewer than 2 pairs or no variation
+    p: float | None  # paired t-test; None with fewer than MIN_PAIRS pairs or no variation
 
     @property
     def significant(self) -> bool:
@@ -44,7 +46,7 @@ def paired_comparison(method: np.ndarray, baseline: np.ndarray) -> Comparison:
 
     diff = np.asarray(method, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     n = int(diff.size)
-    if n < 2:
+    if n < MIN_PAIRS:  # two pairs give a "significant" t-test and a two-point "interval": neither means much
         return Comparison(n, float(diff.mean()) if n else math.nan, None, None, None)
     if np.allclose(diff, diff[0]):  # no variation: the interval is the point, no test possible
         return Comparison(n, float(diff[0]), float(diff[0]), float(diff[0]), None)

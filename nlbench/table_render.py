@@ -43,14 +43,14 @@ def cell_text(table: ComparisonTable, row: tuple[str, ...], column: str) -> str:
         f"{cell.mean:.2f} ({cell.n})" if cell.n < 2 or math.isnan(cell.std) else f"{cell.mean:.2f} ± {cell.std:.2f} ({cell.n})")
     paper = table.paper.get((row, column))
     if paper is not None:
-        text += f" | paper {paper:.2f}" + (f" (Δ {cell.mean - paper:+.2f})" if cell is not None else "")
+        text += f"; paper {paper:.2f}" + (f" (Δ {cell.mean - paper:+.2f})" if cell is not None else "")
     return text
 
 
 def compare_text(comparison: Any) -> str:
     """``+1.23 [-0.40, 2.90] p=0.21 n.s.`` (or without interval for fewer than two seeds)."""
     if comparison.low is None:
-        return f"{comparison.mean:+.2f} (n={comparison.n}, no interval)"
+        return f"{comparison.mean:+.2f} (n={comparison.n}: too few seeds for a test)"
     p = "" if comparison.p is None else f" p={comparison.p:.3f}"
     mark = "*" if comparison.significant else "n.s."
     return f"{comparison.mean:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}]{p} {mark}"

@@ -68,19 +68,23 @@ def configured_settings(config: Any, registry: Any) -> Usual:
     from nlbench.options import build_options
     from nlbench.spec import resolve_train_settings
 
+    from nlbench.errors import NlbenchError
+
     usual = Usual()
-    for name, cls in registry.methods.items():
+    for name in registry.methods:
         try:
+            cls = registry.method(name)
             usual.hparams[name] = dataclasses.asdict(cls.canonical(build_options(cls.HParams, config.method_hparams(name),
                                                                                  f"methods.{name}")))
-        except Exception:  # a broken table is reported by the commands that use it
+        except NlbenchError:  # a broken table or plugin is reported by the commands that use it
             continue
-    for name, cls in registry.datasets.items():
+    for name in registry.datasets:
         try:
+            cls = registry.dataset(name)
             usual.train[name] = dataclasses.asdict(resolve_train_settings(config, cls, name, {}))
             options = build_options(cls.Options, config.dataset_options(name), f"datasets.{name}.options")
             usual.data[name] = {"version": str(cls.version), **dataclasses.asdict(options)}
-        except Exception:
+        except NlbenchError:
             continue
     return usual
 
@@ -184,7 +188,7 @@ def _label_variants(frame: pd.DataFrame, usual: Usual | Callable[[], Usual] | No
                 seen = [json.dumps(v.get(key), sort_keys=True) for v in values]
                 if len(set(seen)) < 2:
                     continue  # the same in every run shown: not a difference
-                settings = getattr(configured(), usual_of).get(name)
+                settings = getattr(configured(), usual_of).get(str(name).split("|", 1)[0])
                 if settings is not None and key in settings:
                     plain = json.dumps(settings[key], sort_keys=True)
                 else:  # a setting the configuration does not know: the most common value is plain
@@ -196,7 +200,10 @@ def _label_variants(frame: pd.DataFrame, usual: Usual | Callable[[], Usual] | No
 
     hp = differing("hparams", "method", "hparams")
     train = differing("train", "dataset", "train")
-    data = differing("data", "dataset", "data")
+    # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
+    # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
+    frame["data_group"] = [f"{d}|{s}" for d, s in zip(frame["dataset"], frame["source"])]
+    data = differing("data", "data_group", "data")
     initialisations = {p or "" for p in frame["pretrained"]}
     labels = []
     for row in frame.itertuples():
@@ -267,9 +274,13 @@ class ComparisonTable:
         return {(r.row, r.column): r for r in self.cells.itertuples()}
 
 
-def _method_order(name: str) -> tuple[int, str]:
-    base = name.split(" [", 1)[0].split(":", 1)[0]
-    return (PAPER_METHODS.index(base) if base in PAPER_METHODS else len(PAPER_METHODS), name)
+def _method_order(name: str) -> tuple[int, str, bool, str, str]:
+    """Paper order; within a method the plain row, then its variants, each followed by the models
+    shown beside it (``cct``, ``cct: teachers' ensemble``, ``cct [x=1]``, ``cct [x=1]: ...``)."""
+    variant, _, beside = name.partition(": ")
+    base = variant.split(" [", 1)[0]
+    index = PAPER_METHODS.index(base) if base in PAPER_METHODS else len(PAPER_METHODS)
+    return (index, base, variant != base, variant, beside)
 
 
 def _noise_order(label: str) -> tuple[int, float, str]:
@@ -454,7 +465,7 @@ def compare(table: ComparisonTable, baseline: str) -> CompareTable:
             cells[(row, column)] = paired_comparison([mine.by_seed[s] for s in seeds], [base.by_seed[s] for s in seeds])
     caption = (f"Difference to {baseline} (points), paired by seed (same noisy labels and initialisation): "
                f"mean [95% bootstrap interval, 10 000 resamples] p of a paired t-test; * = significant "
-               f"(interval excludes 0 and p < 0.05), n.s. = not; fewer than 2 common seeds: no interval. "
+               f"(interval excludes 0 and p < 0.05), n.s. = not; fewer than 3 common seeds: no interval and no test. "
                + ("Lower is better for ECE." if table.lower_is_better else ""))
     return CompareTable(baseline, rows, table.columns, cells, caption.strip())
 

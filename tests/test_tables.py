@@ -227,7 +227,7 @@ def test_with_paper_shows_the_published_value_and_the_difference(tmp_path):
     _result(tmp_path, "cct", "rafdb", 0.4, 0, 60.0, 61.0, hparams={"networks": 3, "consistency": True})
     table = build_table(tmp_path, "last", with_paper=True)
     text = _markdown(table)
-    assert "80.00 (1) | paper 81.74 (Δ -1.74)" in text  # Table 1 prints 81.74 for Standard, RAF-DB, 10%
+    assert "80.00 (1); paper 81.74 (Δ -1.74)" in text  # Table 1 prints 81.74 for Standard, RAF-DB, 10%
     assert "Consensual Collaborative Training" in table.caption
     _result(tmp_path, "cct", "rafdb", 0.4, 1, 62.0, 63.0, hparams={"lambda_max": 0.5})  # a variant: no paper value
     pair = tmp_path / "rafdb" / "cct" / "pair"
@@ -328,3 +328,21 @@ def test_rank_column_and_pretrained_name_in_the_caption(tmp_path):
     result["pretrained"] = {"sha256": "ab" * 32, "path": "/somewhere/res18_naive.pth_MSceleb.tar"}
     next(tmp_path.rglob("result.json")).write_text(json.dumps(result))
     assert "pretrained file res18_naive.pth_MSceleb.tar (sha256 abababababab)" in build_table(tmp_path).caption
+
+
+def test_configured_settings_come_from_the_configuration_and_the_plugins():
+    from nlbench.config import Config
+    from nlbench.plugins import get_registry
+    from nlbench.tables import configured_settings
+
+    usual = configured_settings(Config(methods={"cct": {"lambda_max": 0.8}}), get_registry())
+    assert usual.hparams["cct"]["lambda_max"] == 0.8 and usual.hparams["cct"]["networks"] == 3
+    assert usual.data["ferplus"]["real_noise"] == "none" and usual.train["synthfer"]["val_fraction"] == 0.1
+
+
+def test_two_seeds_give_no_interval_and_no_test():
+    from nlbench.statistics import paired_comparison
+
+    two = paired_comparison([80.0, 84.0], [70.0, 75.0])
+    assert two.n == 2 and two.mean == pytest.approx(9.5) and two.low is None and two.p is None
+    assert not two.significant
