@@ -18,6 +18,7 @@ group is bold.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -269,7 +270,7 @@ class ComparisonTable:
         """The aggregated cell, or None where nothing ran."""
         return self._lookup.get((row, column))
 
-    @property
+    @functools.cached_property
     def _lookup(self) -> dict[tuple[tuple[str, ...], str], Any]:
         return {(r.row, r.column): r for r in self.cells.itertuples()}
 
