@@ -55,6 +55,7 @@ PIXELS = SIDE * SIDE
 USAGES = {"train": ("Training", "PublicTest"), "test": ("PrivateTest",)}
 FOLDERS = {"train": ("FER2013Train", "FER2013Valid"), "test": ("FER2013Test",)}
 LAYOUTS = ("auto", "csv", "folders")
+REAL_NOISE = ("none", "fer2013", "vote", "worst")
 BLOCK_ROWS = 2048  # fer2013.csv rows parsed per numpy call (about 40 MB of int64)
 #: FER2013's emotion ids (0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral) as
 #: FERPlus classes. FER2013 has no contempt: a contempt face keeps its FER2013 label, always wrong.
@@ -77,9 +78,11 @@ class FerplusOptions:
 
     #: "auto" (csv when fer2013.csv[.gz] and fer2013new.csv are present, else folders), "csv" or "folders".
     layout: Literal[LAYOUTS] = "auto"
-    #: Real noisy training labels for --noise-source dataset: "none", or "fer2013" (FER2013's own
-    #: single-annotator labels mapped to the FERPlus classes; csv layout, which carries them).
-    real_noise: Literal["none", "fer2013"] = "none"
+    #: Real noisy training labels for --noise-source dataset: "none"; "fer2013" (FER2013's own
+    #: single-annotator labels mapped to the FERPlus classes; csv layout, which carries them);
+    #: "vote" (one of the face's own ten annotators' votes, drawn with the run's seed); "worst"
+    #: (a wrong vote whenever the face has one). Both layouts carry the votes.
+    real_noise: Literal[REAL_NOISE] = "none"
 
 
 @dataclass
@@ -189,16 +192,27 @@ class Ferplus(Dataset):
             labels = majority_labels(np.where(rows.votes < 0, 0, rows.votes))
             chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0))
             problems = [message for where, message in rows.problems if where == split]
-            noisy = None
-            if split == "train" and self.options.real_noise == "fer2013":
+            noisy, votes, rule, note = None, None, "given", ""
+            real = self.options.real_noise if split == "train" else "none"
+            if real == "fer2013":
                 if rows.fer2013 is None:
                     raise DataError(
                         f"real_noise = fer2013 needs FER2013's own labels, which only fer2013.csv carries: "
                         f"use the csv layout (fer2013.csv with fer2013new.csv under {self.root}).")
                 chosen = chosen[rows.fer2013[chosen] >= 0]
                 noisy = rows.fer2013[chosen]
+                contempt = int(np.sum(labels[chosen] == CLASS_NAMES.index("contempt")))
+                note = (f"FER2013's single-annotator labels mapped to the FERPlus classes; FER2013 has no contempt, "
+                        f"so the {contempt} contempt faces keep their FER2013 label (always wrong)")
+            elif real in ("vote", "worst"):
+                # The eight emotions' votes (unknown and not-a-face votes are no expression label).
+                votes, rule = rows.votes[chosen, : len(CLASS_NAMES)], real
+                note = ("one of each face's own FERPlus annotators' votes (unknown and not-a-face votes left out), "
+                        "drawn with the run's seed" if real == "vote" else
+                        "a wrong FERPlus annotator vote whenever the face has one, drawn with the run's seed")
             self._tables[split] = SampleTable(
-                refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems, noisy_labels=noisy
+                refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems, noisy_labels=noisy,
+                votes=votes, noise_rule=rule, noise_note=note,
             )
         return self._tables[split]
 

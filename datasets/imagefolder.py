@@ -36,18 +36,11 @@ from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
-from nlbench.dataset import AFFECTNET_ORDER, HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping
 from nlbench.options import Range
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
-#: Folder names recognised as AffectNet expressions (lower case) -> index in AFFECTNET_ORDER.
-SYNONYMS = {name: i for i, name in enumerate(AFFECTNET_ORDER)} | {
-    "neutrality": 0, "happy": 1, "joy": 1, "sad": 2, "surprised": 3, "surprise": 3, "fearful": 4, "afraid": 4,
-    "scared": 4, "disgusted": 5, "angry": 6, "contemptuous": 7,
-}
-
-
 @dataclass
 class ImagefolderOptions:
     """How to split, store and normalise a folder-per-class dataset."""
@@ -185,14 +178,6 @@ class ImageFolder(Dataset):
         """One image as an HxWx3 uint8 array."""
         with Image.open(ref) as image:
             return np.asarray(image.convert("RGB"))
-
-
-def affectnet_mapping(class_names: tuple[str, ...]) -> tuple[int, ...] | None:
-    """Index in AFFECTNET_ORDER of each class name, or None unless every name maps, each to its own class."""
-    mapped = [SYNONYMS.get(name.strip().lower()) for name in class_names]
-    if any(m is None for m in mapped) or len(set(mapped)) != len(mapped):
-        return None
-    return tuple(int(m) for m in mapped if m is not None)
 
 
 @nlbench.hookimpl

@@ -67,6 +67,7 @@ class Rafdb(Dataset):
     summary = "RAF-DB basic, 7 classes; EmoLabel/list_patition_label.txt + Image/aligned"
     paper = "Li, Deng and Du, CVPR 2017 (RAF-DB)"
     class_names = CLASS_NAMES
+    list_label_base = 1  # list_patition_label.txt and CCT's noise lists count from 1
     storage_size = IMAGE_KINDS["aligned"]
     mean = IMAGENET_MEAN
     std = IMAGENET_STD

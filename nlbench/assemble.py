@@ -30,7 +30,7 @@ from nlbench.context import Context, LabelStore
 from nlbench.epoch import ImageCache
 from nlbench.errors import UsageError
 from nlbench.method import Method
-from nlbench.noise import inject_noise
+from nlbench.noise import NoiseResult, dataset_noise, inject_noise
 from nlbench.seeding import derive_seed
 from nlbench.validation import validation_split
 
@@ -81,20 +81,42 @@ def load_splits(dataset: Dataset, spec: RunSpec) -> tuple[SplitData, SplitData]:
     return load_split(dataset, "train", cache), load_split(dataset, "test", cache)
 
 
-def training_labels(dataset: Dataset, train: SplitData, spec: RunSpec) -> tuple[np.ndarray, float]:
-    """The noisy label vector of the run and its realised noise rate."""
+def training_labels(dataset: Dataset, train: SplitData, spec: RunSpec) -> NoiseResult:
+    """The noisy label vector of the run, its realised rate and how it came about."""
     clean = train.table.labels
     if spec.noise.source == "dataset":
-        if train.table.noisy_labels is None:
-            raise UsageError(f"dataset {dataset.name!r} ships no noisy training labels; use --noise-source injected.")
-        noisy = train.table.noisy_labels
-        return noisy, float(np.mean(noisy != clean))
+        return dataset_noise(train.table, dataset=spec.data.name, seed=spec.seed)
+    if spec.noise.source == "file":
+        from nlbench.noise_file import labels_from_file
+
+        return labels_from_file(spec.noise.file, dataset, train.table, expected_sha256=spec.noise.file_sha256,
+                                label_base=spec.noise.file_label_base)
     pair_order = None
     if dataset.to_affectnet is not None:
         pair_order = tuple(int(i) for i in np.argsort(dataset.to_affectnet))
-    result = inject_noise(clean, dataset.num_classes, spec.noise.rate, spec.noise.mode, dataset=spec.data.name,
-                          seed=spec.seed, pair_order=pair_order)
-    return result.labels, result.realised_rate
+    return inject_noise(clean, dataset.num_classes, spec.noise.rate, spec.noise.mode, dataset=spec.data.name,
+                        seed=spec.seed, pair_order=pair_order, class_names=tuple(dataset.class_names),
+                        features=lambda: instance_features(train.images, dataset.mean, dataset.std))
+
+
+#: Side of the images whose pixels are the features of ``instance`` noise (Xia et al. used 32 x 32).
+INSTANCE_FEATURE_SIDE = 32
+
+
+def instance_features(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(N, 3 * 32 * 32) features of uint8 images for instance-dependent noise: resized, normalised per channel."""
+    import torch.nn.functional as F
+
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    rows = []
+    for start in range(0, images.shape[0], 1024):
+        chunk = images[start:start + 1024].to(torch.float32).div_(255.0)
+        chunk = F.interpolate(chunk, size=(INSTANCE_FEATURE_SIDE, INSTANCE_FEATURE_SIDE), mode="area")
+        rows.append(((chunk - mean_t) / std_t).flatten(1))
+    if not rows:
+        return np.zeros((0, 3 * INSTANCE_FEATURE_SIDE ** 2), dtype=np.float32)
+    return torch.cat(rows).numpy()
 
 
 def build_context(spec: RunSpec, dataset: Dataset, labels: LabelStore, device: torch.device) -> Context:
@@ -145,6 +167,8 @@ class Assembly:
     #: The noisy training labels given to the method, and their realised noise rate.
     noisy: np.ndarray
     realised_rate: float
+    #: The noise draw itself (labels, rate, generator seed, note), for the result.
+    noise: NoiseResult
     labels: LabelStore
     #: Clean training labels on the device: diagnostics only, never given to ``train_step``.
     clean: torch.Tensor
@@ -182,7 +206,8 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
             f"{skipped} rows of {spec.data.name} were skipped or look odd; "
             f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
         )
-    noisy, realised = training_labels(dataset, train, spec)
+    noise = training_labels(dataset, train, spec)
+    noisy, realised = noise.labels, noise.realised_rate
     # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.
     fit, held = validation_split(noisy, spec.train.val_fraction, spec.seed, spec.data.name)
     select = torch.as_tensor(fit)
@@ -198,7 +223,7 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     method = build_method(spec, registry, ctx)
     held_index = torch.as_tensor(held)
     return Assembly(
-        spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised,
+        spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised, noise=noise,
         labels=labels, clean=torch.as_tensor(train.table.labels[fit], device=device),
         test_labels=torch.as_tensor(test.table.labels, device=device), ctx=ctx, method=method,
         augmenter=build_augmenter(spec, dataset, device),

@@ -31,6 +31,19 @@ HALF_STD = (0.5, 0.5, 0.5)
 AFFECTNET_ORDER = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
 
 SPLITS = ("train", "test")
+#: Class names recognised as AffectNet expressions (lower case) -> index in AFFECTNET_ORDER.
+AFFECTNET_SYNONYMS = {name: i for i, name in enumerate(AFFECTNET_ORDER)} | {
+    "neutrality": 0, "happy": 1, "joy": 1, "sad": 2, "surprised": 3, "surprise": 3, "fearful": 4, "afraid": 4,
+    "scared": 4, "disgusted": 5, "angry": 6, "contemptuous": 7,
+}
+
+
+def affectnet_mapping(class_names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Index in AFFECTNET_ORDER of each class name, or None unless every name maps, each to its own class."""
+    mapped = [AFFECTNET_SYNONYMS.get(name.strip().lower()) for name in class_names]
+    if any(m is None for m in mapped) or len(set(mapped)) != len(mapped):
+        return None
+    return tuple(int(m) for m in mapped if m is not None)
 
 
 @dataclass
@@ -39,14 +52,21 @@ class SampleTable:
 
     ``refs[i]`` is whatever :meth:`Dataset.read_image` understands (a path, a path plus a face
     box, a row number). ``labels`` are the dataset's own (clean, as far as it knows) labels.
-    ``noisy_labels`` are set by datasets that ship real noisy labels for training (noise source
-    ``dataset``). ``problems`` lists rows skipped or suspicious, reported by ``nlbench prepare``.
+    Datasets with real noisy training labels (noise source ``dataset``) either set
+    ``noisy_labels``, or set ``votes`` (N x K annotator vote counts) and ``noise_rule`` ``vote`` or
+    ``worst``, and the core draws one vote per sample with the run's seed
+    (:func:`nlbench.noise.draw_from_votes`). ``noise_note`` says in a line how the noisy labels came
+    about (stored with every run). ``problems`` lists rows skipped or suspicious, reported by
+    ``nlbench prepare``.
     """
 
     refs: Sequence[Any]
     labels: np.ndarray
     noisy_labels: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
+    votes: np.ndarray | None = None
+    noise_rule: str = "given"
+    noise_note: str = ""
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -56,6 +76,19 @@ class SampleTable:
             self.noisy_labels = np.asarray(self.noisy_labels, dtype=np.int64)
             if len(self.noisy_labels) != len(self.labels):
                 raise ValueError("noisy_labels and labels differ in length")
+        if self.votes is not None:
+            self.votes = np.asarray(self.votes, dtype=np.int64)
+            if self.votes.ndim != 2 or len(self.votes) != len(self.labels):
+                raise ValueError("votes must be (N, K) counts, one row per sample")
+        if self.noise_rule not in ("given", "vote", "worst"):
+            raise ValueError(f"noise_rule must be given, vote or worst, got {self.noise_rule!r}")
+        if self.noise_rule != "given" and self.votes is None:
+            raise ValueError(f"noise_rule {self.noise_rule!r} needs the votes")
+
+    @property
+    def has_real_noise(self) -> bool:
+        """Whether the split carries real noisy labels (given, or drawn from its votes)."""
+        return self.noisy_labels is not None or self.noise_rule != "given"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -91,6 +124,9 @@ class Dataset:
     #: Index in :data:`AFFECTNET_ORDER` of each of this dataset's classes, for cross-dataset reports.
     to_affectnet: ClassVar[tuple[int, ...] | None] = None
     Options: ClassVar[type] = NoOptions
+    #: First class number of the ``name label`` noise lists published for this dataset
+    #: (RAF-DB's count from 1), read by ``--noise-file``.
+    list_label_base: ClassVar[int] = 0
     #: Version of what the plugin produces for given files and options. Bump it when that changes
     #: (a new renderer, a fixed parser): it is part of the cache key and of the run id, so images
     #: and results of the old version are never mistaken for the new one.

@@ -201,8 +201,7 @@ class Engine:
             "dataset_version": spec.data.version,
             "dataset_options": dict(spec.data.options),
             "data_fingerprint": spec.data.fingerprint,
-            "noise": {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
-                      "realised_rate": run.realised_rate},
+            "noise": noise_record(spec, run, dataset.num_classes),
             "seed": spec.seed,
             **{f"hp_{k}": v for k, v in spec.hparams.items()},
             "hparams": dict(spec.hparams),
@@ -236,6 +235,23 @@ class Engine:
             "test_size": int(run.test_labels.numel()),
             "finished": time.time(),
         }
+
+
+def noise_record(spec: RunSpec, run: Assembly, num_classes: int) -> dict[str, Any]:
+    """What the result says about the run's label noise: settings, realised rate, transitions (counts)."""
+    clean = run.train.table.labels
+    record: dict[str, Any] = {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
+                              "realised_rate": run.realised_rate,
+                              # Rows: clean class, columns: the label trained on; every training
+                              # sample (the held-out validation ones too) counted once.
+                              "transitions": run.noise.transitions(clean, num_classes).tolist()}
+    if run.noise.note:
+        record["note"] = run.noise.note
+    if run.noise.seed is not None:
+        record["generator_seed"] = run.noise.seed
+    if spec.noise.source == "file":
+        record["file"] = {"path": spec.noise.file, "sha256": spec.noise.file_sha256}
+    return record
 
 
 def _forget_rate_source(spec: RunSpec) -> str:

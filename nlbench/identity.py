@@ -79,6 +79,9 @@ def data_fingerprint(root: Path | None, tables: Iterable[tuple[str, Any]]) -> st
         if table.noisy_labels is not None:
             digest.update(b"noisy")
             digest.update(table.noisy_labels.astype("<i8").tobytes())
+        if getattr(table, "votes", None) is not None:
+            digest.update(f"votes {getattr(table, 'noise_rule', 'given')}".encode())
+            digest.update(table.votes.astype("<i8").tobytes())
     if resolved is not None and resolved.is_dir():
         for entry in sorted(os.scandir(resolved), key=lambda e: e.name):
             if entry.is_file():

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nlbench.noise import dataset_noise
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -62,6 +64,42 @@ def describe(ref: Any) -> str:
     if isinstance(ref, tuple) and ref and isinstance(ref[0], str):
         return f"{ref[0]} (face box {ref[1:] if len(ref) > 2 else ref[1]})"
     return str(ref)
+
+
+def real_noise_options(cls: type, data_root: str | None, options: dict[str, Any]) -> list[str]:
+    """One line per choice of a dataset's ``real_noise`` option: the realised rate of its noisy training labels."""
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)} if dataclasses.is_dataclass(cls.Options) else {}
+    if "real_noise" not in fields:
+        return []
+    hints = typing.get_type_hints(cls.Options)
+    choices = [c for c in _literal_choices(hints["real_noise"]) if c != "none"]
+    lines = []
+    for choice in choices:
+        try:
+            instance = cls(Path(data_root) if data_root else None, {**dict(options), "real_noise": choice})
+            table = instance.table("train")
+            noise = dataset_noise(table, dataset=cls.name, seed=1)
+        except DataError as err:
+            lines.append(f"real_noise = {choice}: not available here ({str(err)[:120]})")
+            continue
+        drawn = " (drawn with seed 1; other seeds differ slightly)" if table.noise_rule != "given" else ""
+        lines.append(f"real_noise = {choice}: {100 * noise.realised_rate:.1f}% of {len(table):,} training labels "
+                     f"wrong{drawn}")
+    if lines:
+        lines.insert(0, f"real noisy training labels (--noise-source dataset --set datasets.{cls.name}.options.real_noise=...):")
+    return lines
+
+
+def _literal_choices(hint: Any) -> list[Any]:
+    import typing
+
+    out: list[Any] = []
+    for arg in typing.get_args(hint):
+        out.extend(arg) if isinstance(arg, tuple) else out.append(arg)
+    return out
 
 
 def prepare_dataset(dataset: str, data_root: str | None, sets: list[str], config: str | None,
@@ -111,11 +149,15 @@ def prepare_dataset(dataset: str, data_root: str | None, sets: list[str], config
         tables[split] = data.table  # generated datasets list their samples only when rendered
     out.print(counts_table(instance, tables, problems))
     for split in SPLITS:
-        if split in loaded and loaded[split].table.noisy_labels is not None:
+        if split in loaded and loaded[split].table.has_real_noise:
             table = loaded[split].table
-            differ = int(np.sum(table.noisy_labels != table.labels))
+            noise = dataset_noise(table, dataset=dataset, seed=1)
+            differ = int(np.sum(noise.labels != table.labels))
             out.print(f"{split}: the dataset ships noisy labels (--noise-source dataset); {differ} of {len(table)} "
-                      f"differ from its labels", markup=False)
+                      f"differ from its labels" + (" (votes drawn with seed 1)" if table.noise_rule != "given" else ""),
+                      markup=False)
+    for line in real_noise_options(cls, data_root, cfg.dataset_options(dataset)):
+        out.print(line, markup=False)
     found = pixel_problems(loaded)
     report(out, problems, found, show)
     generated = type(instance).render is not Dataset.render

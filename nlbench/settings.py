@@ -14,7 +14,7 @@ from nlbench.options import Range, runtime
 #: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
 AUGMENTATIONS = ("", "cct", "affectnet", "scn", "none")
 #: Label-noise modes (:mod:`nlbench.noise`).
-NOISE_MODES = ("flip", "exact", "uniform", "pair")
+NOISE_MODES = ("flip", "exact", "uniform", "pair", "fer-confusion", "instance")
 POSITIVE = Range(0, None, low_open=True)
 
 

@@ -25,12 +25,16 @@ from nlbench.config import Config, parse_set
 from nlbench.errors import ConfigError, UsageError
 from nlbench.identity import file_sha256, short_hash
 from nlbench.noise import check_rate
-from nlbench.options import build_options, check_value, is_runtime, option_infos, runtime
+from nlbench.options import RUNTIME, build_options, check_value, is_runtime, option_infos, runtime
 from nlbench.settings import NOISE_MODES, RunDefaults, TrainSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.dataset import Dataset
     from nlbench.plugins import Registry
+
+
+#: Field metadata: leave the field out of the spec's JSON while it is None.
+OMIT_NONE = "nlbench_omit_none"
 
 
 class FrozenMap(dict):
@@ -54,8 +58,15 @@ class NoiseSpec:
 
     rate: float
     mode: str = "flip"
-    #: "injected" (drawn by the engine) or "dataset" (the dataset's own noisy training labels).
+    #: "injected" (drawn by the engine), "dataset" (the dataset's own noisy training labels) or
+    #: "file" (the labels of a noise file, :mod:`nlbench.noise_file`).
     source: str = "injected"
+    #: SHA-256 of the noise file's bytes (source "file"): the labels enter the run id by content.
+    file_sha256: str | None = field(default=None, metadata={OMIT_NONE: True})
+    #: First class number of a ``name label`` list noise file (None: the dataset's ``list_label_base``).
+    file_label_base: int | None = field(default=None, metadata={OMIT_NONE: True})
+    #: Where the noise file is on this machine.
+    file: str | None = field(default=None, metadata={OMIT_NONE: True, RUNTIME: True})
 
 
 @dataclass(frozen=True)
@@ -130,16 +141,19 @@ class RunSpec:
 
     def describe(self) -> str:
         """One line saying what the run is."""
-        noise = (f"noise {self.noise.rate:.2f} ({self.noise.mode})" if self.noise.source == "injected"
-                 else "the dataset's own noisy labels")
+        noise = {"injected": f"noise {self.noise.rate:.2f} ({self.noise.mode})",
+                 "dataset": "the dataset's own noisy labels",
+                 "file": f"the labels of noise file {Path(self.noise.file or '?').name}"}[self.noise.source]
         return (f"{self.method} on {self.data.name}, {noise}, seed {self.seed}, {self.train.epochs} epochs, "
                 f"{self.train.image_size} px, batch {self.train.batch_size}")
 
 
 def _to_json(obj: Any, identity_only: bool) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # Fields added after runs were stored are left out while unset, so old run ids still hold.
         return {f.name: _to_json(getattr(obj, f.name), identity_only) for f in dataclasses.fields(obj)
-                if not (identity_only and is_runtime(f))}
+                if not (identity_only and is_runtime(f))
+                and not (f.metadata.get(OMIT_NONE) and getattr(obj, f.name) is None)}
     if isinstance(obj, dict):
         return {k: _to_json(v, identity_only) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -162,6 +176,10 @@ class RunRequest:
     pretrained: str | None = None
     device: str | None = None
     cache_dir: str | None = None
+    #: A noise file (``nlbench noise export`` or a ``name label`` list) to train on.
+    noise_file: str | None = None
+    #: First class number of a list noise file (None: the dataset's convention).
+    noise_file_base: int | None = None
     #: Raw ``--set key=value`` items: ``train.*`` ones rank with the flags, the others change
     #: their table of benchmark.toml.
     sets: list[str] = field(default_factory=list)
@@ -247,14 +265,31 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     root_path = str(Path(root).expanduser().resolve()) if root else None
     options_json = FrozenMap(dataclasses.asdict(options))
     dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
-    if source == "dataset":
+    file_path = file_sha = None
+    if request.noise_file is not None:
+        if request.noise_source is not None:
+            raise UsageError("--noise-file gives the training labels: leave out --noise-source.")
+        from nlbench.noise_file import labels_from_file
+
+        file_path = Path(request.noise_file).expanduser()
+        if file_path.is_dir():
+            raise UsageError(f"noise file {str(file_path)!r} is a folder; give the path of the file.")
+        if not file_path.is_file():
+            raise UsageError(f"noise file {str(file_path)!r} does not exist.")
+        file_path = file_path.resolve()
+        file_sha = file_sha256(file_path)
+        # Read and checked now (every training sample covered), so a wrong file fails before any run folder.
+        rate = labels_from_file(str(file_path), dataset, dataset.table("train"), expected_sha256=file_sha,
+                                label_base=request.noise_file_base).realised_rate
+        source, mode = "file", "file"
+    elif source == "dataset":
         # Real noise: the rate is the one the dataset's noisy labels realise, never the [run]
         # default, so a method that sets its forget rate from the noise rate uses the true one.
-        rate = dataset_noise_rate(dataset)
+        rate = dataset_noise_rate(dataset, int(seed))
 
     hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
                        batch_size=settings.batch_size)
-    if (source == "dataset" and rate == 0 and getattr(method_cls, "uses_noise_rate", False)
+    if (source in ("dataset", "file") and rate == 0 and getattr(method_cls, "uses_noise_rate", False)
             and getattr(hp, "forget_rate", 0.0) == -1.0):
         raise UsageError(
             f"dataset {dataset_name!r} does not reveal the noise rate of its own noisy labels (they agree with its "
@@ -266,19 +301,18 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
         data=DataSpec(name=dataset_name, version=str(dataset_cls.version), options=options_json,
                       fingerprint=dataset.fingerprint(), root=root_path),
-        noise=NoiseSpec(rate=float(rate), mode=mode, source=source), seed=int(seed), train=settings,
+        noise=NoiseSpec(rate=float(rate), mode=mode, source=source, file_sha256=file_sha,
+                        file_label_base=request.noise_file_base if file_path else None,
+                        file=str(file_path) if file_path else None), seed=int(seed), train=settings,
         pretrained_sha256=pretrained_sha, device=device, cache_dir=str(cache_dir or ""),
     )
 
 
-def dataset_noise_rate(dataset: Any) -> float:
-    """The share of the dataset's own noisy training labels that differ from its clean ones."""
-    import numpy as np
+def dataset_noise_rate(dataset: Any, seed: int = 1) -> float:
+    """The share of the dataset's own noisy training labels that differ from its clean ones (votes drawn with ``seed``)."""
+    from nlbench.noise import dataset_noise
 
-    table = dataset.table("train")
-    if table.noisy_labels is None:
-        raise UsageError(f"dataset {dataset.name!r} ships no noisy training labels; use --noise-source injected.")
-    return round(float(np.mean(np.asarray(table.noisy_labels) != np.asarray(table.labels))), 6)
+    return round(dataset_noise(dataset.table("train"), dataset=dataset.name, seed=seed).realised_rate, 6)
 
 
 def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,

@@ -120,7 +120,7 @@ def _json_default(value: Any) -> Any:
 def run_dir_name(spec: RunSpec) -> Path:
     """Relative folder of a run: grouped by dataset, method and noise, so people can browse it."""
     noise = spec.noise
-    label = f"noise{noise.rate:.2f}-{noise.mode if noise.source == 'injected' else 'dataset'}"
+    label = f"noise{noise.rate:.2f}-{noise.mode if noise.source == 'injected' else noise.source}"
     return Path(spec.data.name) / spec.method / label / f"seed{spec.seed}-{spec.run_id}"
 
 

@@ -91,6 +91,9 @@ def configured_settings(config: Any, registry: Any) -> Usual:
 
 
 def _noise_label(noise: dict[str, Any]) -> str:
+    if noise.get("source") == "file":  # runs on one noise file are compared with each other only
+        sha = (noise.get("file") or {}).get("sha256") or "?"
+        return f"file {sha[:8]} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
     if noise.get("source") == "dataset":
         realised = noise.get("realised_rate")
         return "real" if realised is None else f"real ({100 * realised:.1f}%)"
@@ -242,7 +245,7 @@ LAYOUT_SPECS = {
                      lambda r: r.dataset),
     "table2": Layout("table2", ("method",), lambda r: r.source == "dataset", lambda r: (r.variant,),
                      lambda r: r.dataset),
-    "table3": Layout("table3", ("method",), lambda r: r.source != "dataset" and r.noise_rate == 0,
+    "table3": Layout("table3", ("method",), lambda r: r.source == "injected" and r.noise_rate == 0,
                      lambda r: (r.variant,), lambda r: r.dataset),
     "table8": Layout("table8", ("dataset", "noise %", "model"), lambda r: r.method == "cct",
                      lambda r: (r.dataset, r.noise, r.variant), _table8_column, method_rows=False),

@@ -95,7 +95,7 @@ class Bench:
     def noisy_labels(self) -> np.ndarray:
         """The noisy training labels every nlbench row of the JPEG data trains on (for the reference loop)."""
         spec = self.spec(self.args.lever_method, self.settings())
-        return training_labels(self.data.dataset, self.data.train, spec)[0]
+        return training_labels(self.data.dataset, self.data.train, spec).labels
 
     def phase_names(self, method: str) -> list[str]:
         """The phases of ``method`` as its assembled instance declares them."""

@@ -15,10 +15,15 @@ def run(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Method to train (see `nlbench methods`); default cct."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset (see `nlbench datasets`); default synthfer."),
     noise: Optional[float] = typer.Option(None, "--noise", "-n", help="Label-noise rate in [0, 1); default 0.2."),
-    noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="flip (default), exact, uniform or pair."),
+    noise_mode: Optional[str] = typer.Option(
+        None, "--noise-mode", help="flip (default), exact, uniform, pair, fer-confusion or instance."),
     noise_source: Optional[str] = typer.Option(
         None, "--noise-source", help="injected (default) or dataset (train on the dataset's own noisy labels)."
     ),
+    noise_file: Optional[str] = typer.Option(
+        None, "--noise-file", help="Train on the labels of a noise file (`nlbench noise export`, or 'name label' lines)."),
+    noise_file_base: Optional[int] = typer.Option(
+        None, "--noise-file-base", help="First class number in a 'name label' list (default: the dataset's, 1 for RAF-DB)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (also picks the noisy labels)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Training epochs (default: per dataset)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default: CUDA if present), cpu or cuda."),
@@ -48,7 +53,7 @@ def run(
     request = RunRequest(
         method=method, dataset=dataset, noise=noise, noise_mode=noise_mode, noise_source=noise_source,
         seed=seed, epochs=epochs, data_root=data_root, pretrained=pretrained, device=device, cache_dir=cache_dir,
-        sets=list(set_),
+        noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_),
     )
     spec = resolve_spec(request, cfg, registry)
     from nlbench.assemble import resolve_device
@@ -75,8 +80,10 @@ def print_result(console: Console, result: dict, path: Path) -> None:
     from rich.table import Table
 
     noise = result["noise"]
+    how = {"dataset": "the dataset's own noisy labels", "file": "noise file"}.get(
+        noise.get("source"), f"noise {noise['rate']:.2f} {noise['mode']}")
     title = (
-        f"{result['method']} on {result['dataset']}, noise {noise['rate']:.2f} {noise['mode']} "
+        f"{result['method']} on {result['dataset']}, {how} "
         f"(realised {100 * noise['realised_rate']:.1f}%), seed {result['seed']}"
     )
     table = Table(title=title, title_justify="left")

@@ -1,0 +1,103 @@
+"""``nlbench noise preview|export``: a run's noisy training labels without training, shown or written to a file."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(help="Preview or export the noisy training labels of a dataset, noise rate, mode and seed.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+
+
+def _draw(dataset: Optional[str], noise: Optional[float], noise_mode: Optional[str], noise_source: Optional[str],
+          seed: Optional[int], data_root: Optional[str], set_: list[str], config: Optional[str],
+          cache_dir: Optional[str], noise_file: Optional[str] = None, noise_file_base: Optional[int] = None):
+    """The spec (of a Standard run: the method never changes the labels), the dataset and the noise draw."""
+    from nlbench.assemble import load_splits, make_dataset, training_labels
+    from nlbench.cli.common import load
+    from nlbench.spec import RunRequest, resolve_spec
+
+    cfg, registry = load(config)
+    request = RunRequest(method="standard", dataset=dataset, noise=noise, noise_mode=noise_mode,
+                         noise_source=noise_source, seed=seed, data_root=data_root, cache_dir=cache_dir,
+                         noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_))
+    spec = resolve_spec(request, cfg, registry)
+    data = make_dataset(registry, spec)
+    if spec.noise.source == "injected" and spec.noise.mode == "instance":
+        train = load_splits(data, spec)[0]  # instance noise depends on the images
+    else:
+        train = types.SimpleNamespace(table=data.table("train"), images=None)
+    return spec, data, train.table, training_labels(data, train, spec)
+
+
+def _options():
+    return dict(
+        dataset=typer.Option(None, "--dataset", "-d", help="Dataset (default: [run] of benchmark.toml)."),
+        noise=typer.Option(None, "--noise", "-n", help="Label-noise rate in [0, 1)."),
+        noise_mode=typer.Option(None, "--noise-mode", help="flip, exact, uniform, pair, fer-confusion or instance."),
+        noise_source=typer.Option(None, "--noise-source", help="injected (default) or dataset (its own noisy labels)."),
+        seed=typer.Option(None, "--seed", "-s", help="Run seed (picks the noisy labels)."),
+        data_root=typer.Option(None, "--data-root", help="Folder holding the dataset's files."),
+        set_=typer.Option([], "--set", help="Override a setting, e.g. datasets.ferplus.options.real_noise=vote."),
+        config=typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
+        cache_dir=typer.Option(None, "--cache-dir", help="Decoded-image cache (instance noise reads the images)."),
+    )
+
+
+_O = _options()
+
+
+@app.command("preview")
+def preview(
+    dataset: Optional[str] = _O["dataset"], noise: Optional[float] = _O["noise"],
+    noise_mode: Optional[str] = _O["noise_mode"], noise_source: Optional[str] = _O["noise_source"],
+    seed: Optional[int] = _O["seed"], data_root: Optional[str] = _O["data_root"], set_: list[str] = _O["set_"],
+    config: Optional[str] = _O["config"], cache_dir: Optional[str] = _O["cache_dir"],
+    noise_file: Optional[str] = typer.Option(None, "--noise-file", help="Preview the labels of a noise file instead."),
+    noise_file_base: Optional[int] = typer.Option(None, "--noise-file-base", help="First class number of a list file."),
+) -> None:
+    """Print the realised noise rate and the transition matrix (counts) of a noise draw, without training."""
+    from nlbench.cli.show import transition_blocks
+    from nlbench.progress import stdout_console
+
+    spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
+                                      cache_dir, noise_file, noise_file_base)
+    record = {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
+              "realised_rate": result.realised_rate, "note": result.note,
+              "transitions": result.transitions(table.labels, data.num_classes).tolist()}
+    out = stdout_console()
+    out.print(f"{spec.data.name}: {len(table):,} training samples, seed {spec.seed}", markup=False)
+    for block in transition_blocks(record, tuple(data.class_names)):
+        out.print(block)
+
+
+@app.command("export")
+def export(
+    out: str = typer.Option(..., "--out", "-o", help="File to write (nlbench's noise-file format)."),
+    dataset: Optional[str] = _O["dataset"], noise: Optional[float] = _O["noise"],
+    noise_mode: Optional[str] = _O["noise_mode"], noise_source: Optional[str] = _O["noise_source"],
+    seed: Optional[int] = _O["seed"], data_root: Optional[str] = _O["data_root"], set_: list[str] = _O["set_"],
+    config: Optional[str] = _O["config"], cache_dir: Optional[str] = _O["cache_dir"],
+) -> None:
+    """Write the noisy training labels by sample name, with a sha256 and the settings that made them."""
+    import nlbench
+    from nlbench.noise_file import sample_names, write_noise_file
+    from nlbench.progress import stdout_console
+
+    spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
+                                      cache_dir)
+    settings: dict[str, Any] = {
+        "dataset": spec.data.name, "dataset_options": dict(spec.data.options), "dataset_version": spec.data.version,
+        "data_fingerprint": spec.data.fingerprint, "rate": spec.noise.rate, "mode": spec.noise.mode,
+        "source": spec.noise.source, "seed": spec.seed, "realised_rate": round(result.realised_rate, 6),
+        "nlbench": nlbench.__version__,
+    }
+    path = Path(out).expanduser()
+    sha = write_noise_file(path, sample_names(table.refs, data.root), result.labels, tuple(data.class_names), settings)
+    console = stdout_console()
+    console.print(f"wrote {len(table):,} labels of {spec.data.name} ({100 * result.realised_rate:.1f}% noisy) to {path}",
+                  markup=False, soft_wrap=True)
+    console.print(f"sha256 {sha}; train on them with --noise-file {path}", markup=False, soft_wrap=True)
