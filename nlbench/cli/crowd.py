@@ -18,13 +18,14 @@ def infer(
     method: str = typer.Option("pm", "--method", help="pm (the CCT paper's), majority or dawid-skene."),
     out: str = typer.Option(..., "--out", "-o", help="Labels CSV to write (item, label, confidence)."),
     truth: Optional[str] = typer.Option(None, "--truth", help="CSV of true labels (item, label): print the accuracy."),
+    pm_normaliser: str = typer.Option("max", "--pm-normaliser", help="PM's errors / max (the paper's) or / sum."),
 ) -> None:
     """Infer each item's label and each annotator's expertise; items inferred "none of the above" are dropped."""
     from nlbench import crowd
     from nlbench.progress import stdout_console
 
     table = crowd.read_votes(Path(votes))
-    result = crowd.infer(table, method)
+    result = crowd.infer(table, method, pm_normaliser)
     path = Path(out).expanduser()
     kept = crowd.write_labels(path, table, result)
     items, annotators, labels = table.shape
@@ -73,10 +74,11 @@ def compare(
     view = Table(title=f"Truth inference on {Path(votes).name}: accuracy against {Path(truth).name}")
     for name in ("method", "accuracy %", "items", "iterations"):
         view.add_column(name, justify="left" if name == "method" else "right")
-    for method in crowd.METHODS:
-        result = crowd.infer(table, method)
+    for method, normaliser in (("majority", "max"), ("pm", "max"), ("pm", "sum"), ("dawid-skene", "max")):
+        result = crowd.infer(table, method, normaliser)
         score, scored = crowd.accuracy(table, result, known)
-        view.add_row(method, f"{score:.2f}", f"{scored:,}", str(result.iterations))
+        name = {"pm": f"pm (errors / {normaliser}{', the paper' if normaliser == 'max' else ''})"}.get(method, method)
+        view.add_row(name, f"{score:.2f}", f"{scored:,}", str(result.iterations))
     stdout_console().print(view)
 
 

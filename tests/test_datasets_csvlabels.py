@@ -1,0 +1,83 @@
+"""csvlabels: images listed in a CSV, with optional noisy-label and split columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import read_result, run_dirs
+from nlbench.errors import DataError
+from nlbench.plugins import get_registry
+
+CLASSES = ["happy", "sad", "neutral"]
+
+
+def make(root: Path, rows: int = 60, header: str = "image,label,annotator1,split", label=None) -> Path:
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = [header]
+    for i in range(rows):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        name = label(i) if label else CLASSES[i % 3]
+        lines.append(f"img/{i}.png,{name},{CLASSES[(i // 2) % 3]},{'train' if i < 45 else 'test'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def dataset(root: Path, **options):
+    return get_registry().dataset("csvlabels")(root, options)
+
+
+def test_columns_classes_split_and_noisy_labels(tmp_path):
+    root = make(tmp_path / "d")
+    ds = dataset(root, split_column="split", noisy_label_column="annotator1")
+    ds.check()
+    assert ds.class_names == ("happy", "neutral", "sad")  # sorted names
+    assert ds.to_affectnet == (1, 0, 2)
+    train, test = ds.table("train"), ds.table("test")
+    assert len(train) == 45 and len(test) == 15
+    assert train.refs[0] == str(root / "img" / "0.png") and ds.class_names[train.labels[0]] == "happy"
+    assert [ds.class_names[i] for i in train.noisy_labels[:4]] == ["happy", "happy", "sad", "sad"]
+    assert test.noisy_labels is None
+    assert ds.read_image(train.refs[0]).shape == (24, 24, 3)
+
+
+def test_without_a_split_column_each_class_is_drawn(tmp_path):
+    ds = dataset(make(tmp_path / "d"))
+    train, test = ds.table("train"), ds.table("test")
+    assert len(train) + len(test) == 60 and np.bincount(test.labels).tolist() == [4, 4, 4]
+
+
+def test_numeric_labels_need_the_class_list(tmp_path):
+    root = make(tmp_path / "d", label=lambda i: str(i % 3))
+    with pytest.raises(DataError, match="give the class names in label order"):
+        dataset(root).check()
+    ds = dataset(root, classes=["happy", "sad", "neutral"], split_column="split")
+    train = ds.table("train")
+    assert [ds.class_names[y] for y in train.labels[:3]] == ["happy", "sad", "neutral"]
+
+
+def test_wrong_columns_and_bad_rows(tmp_path):
+    root = make(tmp_path / "d", header="path,emotion,annotator1,split")
+    with pytest.raises(DataError, match="has no column 'image', 'label' .*its columns: path, emotion"):
+        dataset(root).check()
+    ds = dataset(root, image_column="path", label_column="emotion", classes=["happy", "sad"])
+    (root / "img" / "0.png").unlink()
+    problems = ds.table("train").problems
+    assert any("label 'neutral' is not one of the classes" in p for p in problems)
+    assert any("0.png does not exist" in p for p in problems)
+
+
+def test_real_noise_run_from_the_cli(cli, tmp_path):
+    root = make(tmp_path / "d")
+    sets = ["--set", "datasets.csvlabels.options.noisy_label_column=annotator1",
+            "--set", "datasets.csvlabels.options.split_column=split", "--set", "train.image_size=16",
+            "--set", "train.batch_size=8", "--set", "train.val_fraction=0"]
+    out = cli("run", "-m", "standard", "-d", "csvlabels", "--data-root", str(root), "--noise-source", "dataset",
+              "-e", "1", "--runs-dir", str(tmp_path / "runs"), "-q", *sets)
+    assert out.code == 0, out.err
+    noise = read_result(run_dirs(tmp_path / "runs")[0])["noise"]
+    assert noise["realised_rate"] == pytest.approx(30 / 45) and "annotator1" in noise["note"]
