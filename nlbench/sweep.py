@@ -50,6 +50,9 @@ class SweepRequest:
     pretrained: str | None = None
     device: str | None = None
     cache_dir: str | None = None
+    #: A noise file every run of the grid trains on (the noise axes are then unused).
+    noise_file: str | None = None
+    noise_file_base: int | None = None
 
 
 @dataclass
@@ -127,7 +130,8 @@ def expand(request: SweepRequest, config: Config, registry: Registry) -> list[Ru
         spec = resolve_spec(RunRequest(
             method=method, dataset=dataset, noise=rate, noise_mode=mode, noise_source=request.noise_source,
             seed=seed, epochs=request.epochs, data_root=root, pretrained=request.pretrained,
-            device=request.device, cache_dir=request.cache_dir, sets=sets,
+            device=request.device, cache_dir=request.cache_dir, noise_file=request.noise_file,
+            noise_file_base=request.noise_file_base, sets=sets,
         ), config, registry, datasets)
         specs.setdefault(spec.run_id, spec)
     return list(specs.values())

@@ -288,8 +288,8 @@ def _method_order(name: str) -> tuple[int, str, bool, str, str]:
 
 
 def _noise_order(label: str) -> tuple[int, float, str]:
-    if label.startswith("real"):
-        return (1, 0.0, label)
+    if label.startswith(("real", "file")):  # after the injected rates: real noise, then noise files
+        return (1 if label.startswith("real") else 2, 0.0, label)
     return (0, float(label.split(" ", 1)[0]), label)
 
 

@@ -45,6 +45,10 @@ def test_a_run_on_an_exported_file_trains_on_exactly_the_injected_labels(cli, tm
     assert len(run_dirs(tmp_path / "file")) == 1
     assert train(cli, tmp_path / "file", "--noise-file", str(other)).code == 0
     assert len(run_dirs(tmp_path / "file")) == 2
+    table = cli("table", "--runs-dir", str(tmp_path / "file"), "--format", "markdown")
+    assert table.code == 0, table.err
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()[:8]
+    assert f"file {sha} ({100 * result['noise']['realised_rate']:.1f}%)" in table.out
 
 
 def test_a_damaged_or_incomplete_file_is_refused_and_nothing_is_trained(cli, tmp_path):
@@ -109,3 +113,16 @@ def test_list_rows_are_checked(tmp_path):
     bad.write_bytes(b"\xff\xfe a 1\n")
     with pytest.raises(DataError, match="not UTF-8"):
         read_rows(bad, ("x", "y"), 0)
+
+
+def test_a_sweep_trains_every_method_on_the_same_file(cli, tmp_path):
+    file = tmp_path / "noise.csv"
+    export(cli, file)
+    out = cli("sweep", "--methods", "standard,coteaching", "--datasets", "synthfer", "--noise-file", str(file),
+              "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--jobs", "1", "-q", "--no-table", *TINY)
+    assert out.code == 0, out.err
+    runs = run_dirs(tmp_path / "runs")
+    assert len(runs) == 2
+    first, second = (np.load(r / "noisy_labels.npy") for r in runs)
+    assert np.array_equal(first, second)
+    assert {read_result(r)["noise"]["file"]["sha256"] for r in runs} == {read_result(runs[0])["noise"]["file"]["sha256"]}

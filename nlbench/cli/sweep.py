@@ -32,6 +32,8 @@ def sweep(
     ),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Training epochs of every run."),
     noise_source: Optional[str] = typer.Option(None, "--noise-source", help="injected (default) or dataset."),
+    noise_file: Optional[str] = typer.Option(None, "--noise-file", help="Every run trains on this noise file's labels."),
+    noise_file_base: Optional[int] = typer.Option(None, "--noise-file-base", help="First class number of a list file."),
     data_root: list[str] = typer.Option(
         [], "--data-root", help="Data folder: PATH for every dataset, or NAME=PATH for one (repeatable)."
     ),
@@ -68,7 +70,7 @@ def sweep(
         methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
         noise_modes=_items(noise_modes), seeds=_numbers(seeds, int, "--seeds"), sets=list(set_),
         data_roots=parse_data_roots(data_root), epochs=epochs, noise_source=noise_source, pretrained=pretrained,
-        device=device, cache_dir=cache_dir,
+        device=device, cache_dir=cache_dir, noise_file=noise_file, noise_file_base=noise_file_base,
     )
     if preset:
         request = apply_preset(request, cfg, preset)
