@@ -265,6 +265,10 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     root_path = str(Path(root).expanduser().resolve()) if root else None
     options_json = FrozenMap(dataclasses.asdict(options))
     dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
+    if source == "injected" and mode == "fer-confusion" and request.noise_file is None:
+        from nlbench.fer_confusion import flip_targets
+
+        flip_targets(tuple(dataset.class_names))  # classes it cannot map are a usage error now, not mid-run
     file_path = file_sha = None
     if request.noise_file is not None:
         if request.noise_source is not None:

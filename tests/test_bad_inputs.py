@@ -95,6 +95,17 @@ CASES = [
     ("ferplus real noise in folders", ["run", "--dataset", "ferplus", "--data-root", "{tmp}/ferfolders",
                                        "--noise-source", "dataset", "--set",
                                        'datasets.ferplus.options.real_noise="fer2013"'], "only fer2013.csv carries"),
+    ("noise file missing", ["run", "--noise-file", "{tmp}/nope.csv"], "nope.csv' does not exist"),
+    ("noise file is a folder", ["run", "--noise-file", "{tmp}"], "is a folder"),
+    ("noise file not utf-8", ["run", "--noise-file", "{tmp}/latin1.toml"], "is not UTF-8 text"),
+    ("noise file garbage", ["run", "--noise-file", "{tmp}/broken.toml"], "expected '<name> <label>'"),
+    ("noise file with noise source", ["run", "--noise-file", "{tmp}/broken.toml", "--noise-source", "dataset"],
+     "leave out --noise-source"),
+    ("fer-confusion on unknown classes", ["run", "--dataset", "imagefolder", "--data-root", "{tmp}/pets",
+                                          "--noise-mode", "fer-confusion"], "fer-confusion knows the eight"),
+    ("votes file missing", ["crowd", "infer", "{tmp}/nope.csv", "--out", "{tmp}/x.csv"], "does not exist"),
+    ("crowd method unknown", ["crowd", "infer", "{tmp}/broken.toml", "--method", "em", "--out", "{tmp}/x.csv"],
+     "needs a header with the columns item, annotator and label"),
     ("describe unknown method", ["methods", "nosuch"], "unknown method 'nosuch'"),
     ("prepare without dataset", ["prepare"], "Missing option '--dataset'"),
 ]
@@ -140,10 +151,10 @@ def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
     from PIL import Image
 
-    for cls in ("happy", "sad"):
-        (folder / "twoclasses" / cls).mkdir(parents=True)
+    for where, cls in (("twoclasses", "happy"), ("twoclasses", "sad"), ("pets", "cat"), ("pets", "dog")):
+        (folder / where / cls).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(folder / "twoclasses" / cls / f"{i}.png")
+            Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(folder / where / cls / f"{i}.png")
     from tests.test_datasets_ferplus import make_folder_layout
 
     make_folder_layout(folder / "ferfolders")
