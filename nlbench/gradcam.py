@@ -1,0 +1,110 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) of a finished run's deployable model, for ``nlbench plot gradcam``.
+
+The run is rebuilt from its stored spec (:func:`nlbench.assemble.assemble`: same dataset, same
+test images, same method), its deployable weights are loaded from ``model.pt`` (tensors only,
+through the safe loader), and the maps are taken at the last convolutional block (``layer4``)
+of every network the deployable model's prediction goes through: the gradient of the predicted
+class's score, averaged over space, weighs that block's channels; the weighted sum, through a
+ReLU, is upsampled to the image and scaled to [0, 1]. A deployable ensemble averages its
+networks' maps. Written here in a few dozen lines rather than taken from a Grad-CAM library,
+because the model is whatever a method's ``predict`` combines, not one module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nlbench.errors import DataError, UsageError
+
+LAYER = "layer4"
+
+
+def load_deployable(method: Any, weights: dict[str, Any]) -> None:
+    """Load ``model.pt``'s weights (attribute -> state dict, or list of them) into a built method."""
+    for key, saved in weights.items():
+        value = getattr(method, key, None)
+        if value is None:
+            raise DataError(f"model.pt holds weights for {key!r}, which method {method.name!r} does not have.")
+        if isinstance(value, (list, tuple)):
+            for module, state in zip(value, saved, strict=True):
+                module.load_state_dict(state)
+        else:
+            value.load_state_dict(saved)
+
+
+def rebuild(run_dir: Path, registry: Any) -> Any:
+    """The assembly of a finished run with its deployable weights loaded (CPU)."""
+    from nlbench.assemble import assemble
+    from nlbench.safe_load import load_tensors
+    from nlbench.spec import RunSpec
+    from nlbench.store import MODEL, SPEC, read_json_or_none
+
+    spec_json = read_json_or_none(run_dir / SPEC)
+    if not isinstance(spec_json, dict):
+        raise DataError(f"{run_dir / SPEC} is missing or damaged.")
+    if not (run_dir / MODEL).is_file():
+        raise UsageError(f"{run_dir} has no {MODEL} (the deployable weights): Grad-CAM needs a finished run's model.")
+    spec = RunSpec.from_json(spec_json)
+    run = assemble(spec, registry, device=torch.device("cpu"))
+    stored = load_tensors(run_dir / MODEL)
+    load_deployable(run.method, stored["weights"])
+    for module in run.method.modules():
+        module.eval()
+    return run
+
+
+def grad_cam(run: Any, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Maps (N, H, W) in [0, 1], the images (N, H, W, 3) uint8, predicted and true classes, for test images ``indices``."""
+    images = run.test_images[indices]
+    x = run.augmenter.test(images.to(run.device)).float().requires_grad_(False)
+    activations: list[torch.Tensor] = []
+    hooks = []
+    for module in run.method.modules():
+        # The last block named layer4, wherever the method keeps its backbone (SCN wraps it).
+        block = next((m for name, m in reversed(list(module.named_modules()))
+                      if name == LAYER or name.endswith("." + LAYER)), None)
+        if block is not None:
+            hooks.append(block.register_forward_hook(lambda _m, _i, output: activations.append(output)))
+    if not hooks:
+        raise UsageError(f"Grad-CAM looks for a block named {LAYER!r} (ResNet); this run's networks have none.")
+    try:
+        with torch.enable_grad():
+            logits = run.method.predict(x).float()
+            predicted = logits.argmax(dim=1)
+            score = logits.gather(1, predicted[:, None]).sum()
+            used = [a for a in activations if a.requires_grad]
+            if not used:
+                raise UsageError("the deployable model's prediction does not go through a layer4 with gradients.")
+            grads = torch.autograd.grad(score, used)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps = torch.zeros(x.shape[0], x.shape[2], x.shape[3])
+    for activation, grad in zip(used, grads):
+        weight = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weight * activation).sum(dim=1, keepdim=True))
+        maps += F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].detach()
+    maps /= len(used)
+    flat = maps.flatten(1)
+    low, high = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
+    maps = (maps - low) / torch.where(high > low, high - low, torch.ones_like(high))
+    resized = F.interpolate(images.float(), size=x.shape[2:], mode="bilinear", align_corners=False)
+    pictures = resized.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return maps.numpy(), pictures, predicted.numpy(), run.test_labels[indices].cpu().numpy()
+
+
+def sample_indices(labels: np.ndarray, count: int, seed: int = 0) -> list[int]:
+    """``count`` test images, spread over the classes (round robin), drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < count and any(pools):
+        for pool in pools:
+            if pool and len(chosen) < count:
+                chosen.append(int(pool.pop()))
+    return chosen
