@@ -421,15 +421,17 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
     return figure
 
 
-def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = "last") -> Figure:
+def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = "last",
+               run_ids: set[str] | None = None) -> Figure:
     """A critical-difference diagram of the methods' average ranks over the grid's cells (Demsar 2006)."""
     from nlbench.tables import build_table, ranks
 
-    table = build_table(Path(runs_dir), metric, "model", layout=layout)
+    table = build_table(Path(runs_dir), metric, "model", run_ids=run_ids, layout=layout)
     result = ranks(table)
     if result.cells < 2 or len(result.methods) < 2:
         raise UsageError(f"plot ranks needs two or more methods run on two or more cells (dataset x noise) of "
-                         f"layout {layout}; found {len(result.methods)} method(s) on {result.cells} cell(s).")
+                         f"layout {layout}, every method on every cell; found {len(result.methods)} method(s) on "
+                         f"{result.cells} common cell(s) (--methods, --noise narrow the runs).")
     plt = require()
     order = np.argsort(result.average)
     names = [result.methods[i] for i in order]
@@ -437,7 +439,7 @@ def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = 
     k = len(names)
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.28 * k))
     ax.set_xlim(k + 0.3, 0.7)  # rank 1 (best) on the right, as in Demsar's diagrams
-    ax.set_ylim(-(k + 1), 1.6)
+    ax.set_ylim(-(k + 1), 2.4)
     ax.axhline(0, color="black", linewidth=1)
     ax.set_xticks(range(1, k + 1))
     ax.xaxis.set_ticks_position("top")
@@ -452,8 +454,9 @@ def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = 
         ax.plot(value, 0, "o", color=colour(name), markersize=4)
     cd = result.critical_difference
     if cd is not None:
-        ax.plot([1, 1 + cd], [1.1, 1.1], color="black", linewidth=2)
-        ax.text(1 + cd / 2, 1.3, f"CD = {cd:.2f}", ha="center", fontsize=8)
+        ax.plot([1, min(1 + cd, k + 0.3)], [1.2, 1.2], color="black", linewidth=2)
+        ax.text(1 + min(cd, k - 0.7) / 2, 1.5, f"critical difference (Nemenyi, α = 0.05) = {cd:.2f}", ha="center",
+                fontsize=8)
         # Methods whose ranks lie within the CD of each other: not significantly different.
         for start in range(k):
             end = max(j for j in range(k) if values[j] - values[start] <= cd)

@@ -31,7 +31,7 @@ RESUME_HINT = "interrupted: run the same command again to resume from the last c
 
 
 def _register_commands() -> None:
-    from nlbench.cli import crowd, export, listing, noise, plot, prepare, run, show, status, sweep, table
+    from nlbench.cli import crowd, export, listing, noise, plot, prepare, report, run, show, status, sweep, table
 
     app.command("run")(run.run)
     app.command("sweep")(sweep.sweep)
@@ -44,6 +44,7 @@ def _register_commands() -> None:
     app.command("plugins")(listing.plugins)
     app.command("prepare")(prepare.prepare)
     app.command("plot")(plot.plot)
+    app.command("report")(report.report)
     app.add_typer(noise.app, name="noise")
     app.add_typer(crowd.app, name="crowd")
 

@@ -87,7 +87,9 @@ def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, 
             raise UsageError(f"--epochs must be at least 2, got {epochs}.")
         return figures.plot_lambda(out, values, epochs)
     if kind == "ranks":
-        return figures.plot_ranks(folder, out, layout, metric)
+        narrowed = any(getattr(filters, f) for f in ("methods", "datasets", "noise", "seeds", "run_ids"))
+        ids = {str(r.result.get("run_id")) for r in figures.load_runs(folder, filters)} if narrowed else None
+        return figures.plot_ranks(folder, out, layout, metric, ids)
     runs = figures.load_runs(folder, filters)
     if not runs:
         raise UsageError(f"no finished runs in {folder} match the filters; `nlbench status --runs-dir {folder}` lists them.")

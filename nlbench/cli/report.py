@@ -1,0 +1,38 @@
+"""``nlbench report``: a self-contained Markdown + HTML report of a set of runs (tables, figures, protocol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nlbench.cli.plot import _F, make_filters
+
+
+def report(
+    out: str = typer.Option("report", "--out", "-o", help="Folder to write report.md, report.html and figures/ to."),
+    methods: Optional[str] = _F["methods"], datasets: Optional[str] = _F["datasets"],
+    noise: Optional[str] = _F["noise"], seeds: Optional[str] = _F["seeds"], run: Optional[str] = _F["run"],
+    title: str = typer.Option("nlbench report", "--title", help="Title of the report."),
+    gradcam: int = typer.Option(2, "--gradcam", help="Runs to draw Grad-CAM maps for (0: none; each rebuilds a run)."),
+    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+) -> None:
+    """Write one report of the stored runs: every table layout with data, the figures, the protocol."""
+    from nlbench import report as builder
+    from nlbench.cli.common import runs_dir
+    from nlbench.config import find_config, load_config
+    from nlbench.progress import stderr_console, stdout_console
+
+    folder = runs_dir(runs, load_config(find_config(config)))
+    target = Path(out).expanduser()
+    err = stderr_console()
+    sections = builder.build(folder, target, make_filters(methods, datasets, noise, seeds, run), gradcam_runs=gradcam,
+                             progress=lambda text: err.print(text, markup=False))
+    md, html = builder.write(sections, target, title)
+    console = stdout_console()
+    console.print(f"wrote {md} and {html} ({sum(len(s.figures) for s in sections)} figures)", markup=False,
+                  soft_wrap=True)
+    for number, section in enumerate(sections, start=1):
+        console.print(f"  {number}. {section.title}", markup=False)
