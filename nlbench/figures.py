@@ -408,6 +408,8 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
     for i, ((dataset, noise), group) in enumerate(_groups(runs, lambda r: (r.dataset, r.noise)).items()):
         by_u = _groups(group, lambda r: float(r.result["hparams"]["temperature_kd"]))
         us = sorted(by_u)
+        if len(us) < 2:  # one temperature in this cell: nothing to compare
+            continue
         values = [[r.result["metrics"]["model"][metric] for r in by_u[u]] for u in us]
         mean = [float(np.mean(v)) for v in values]
         std = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
