@@ -155,7 +155,8 @@ class CsvLabels(Dataset):
         o = self.options
         name = self._csv_path().name
         problems: list[str] = []
-        kept: list[tuple[str, str, int, int]] = []  # split ("" = to draw), path, label, noisy label
+        where_noisy: dict[str, str] = {}
+        kept: list[tuple[str, str, int, int]] = []  # split ("" = to draw), path, label, noisy label (-1: none)
         for number, row in enumerate(self._read(), start=2):
             where = f"{name} line {number}"
             label = self._label(row.get(o.label_column, ""))
@@ -163,12 +164,11 @@ class CsvLabels(Dataset):
                 problems.append(f"{where}: label {row.get(o.label_column)!r} is not one of the classes; row skipped")
                 continue
             noisy = label
-            if o.noisy_label_column:
-                value = self._label(row.get(o.noisy_label_column, ""))
-                if value is None:
-                    problems.append(f"{where}: noisy label {row.get(o.noisy_label_column)!r} is not a class; row skipped")
-                    continue
-                noisy = value
+            if o.noisy_label_column:  # needed for training rows only: checked after the split
+                noisy = self._label(row.get(o.noisy_label_column, ""))
+                if noisy is None:
+                    noisy = -1
+                    where_noisy[str(number)] = f"{where}: noisy label {row.get(o.noisy_label_column)!r} is not a class"
             split = ""
             if o.split_column:
                 split = SPLIT_VALUES.get(row.get(o.split_column, "").lower(), "?")
@@ -181,11 +181,16 @@ class CsvLabels(Dataset):
                 problems.append(f"{where}: image {path} does not exist; row skipped")
                 continue
             kept.append((split, str(path), label, noisy))
+            if noisy == -1:
+                where_noisy[str(path)] = where_noisy.pop(str(number))
         if not kept:
             raise DataError(f"no usable row in {self._csv_path()} ({len(problems)} skipped; first: "
                             f"{problems[0] if problems else 'the file has no data rows'}).")
         if not o.split_column:
             kept = self._draw_split(kept)
+        unlabelled = [r for r in kept if r[0] == "train" and r[3] == -1]
+        problems += [f"{where_noisy[r[1]]}; training row skipped" for r in unlabelled]
+        kept = [r for r in kept if not (r[0] == "train" and r[3] == -1)]
         tables = {}
         for split in ("train", "test"):
             rows = [r for r in kept if r[0] == split]

@@ -242,16 +242,24 @@ def write_labels(path: Path, votes: Votes, result: Inference) -> int:
     from nlbench.store import atomic_write_bytes
 
     keep = kept_items(votes, result)
-    lines = ["item,label,confidence"] + [
-        f"{_cell(votes.item_names[i])},{_cell(votes.label_names[result.labels[i]])},{result.confidence[i]:.4f}"
-        for i in keep]
-    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+    rows = [(votes.item_names[i], votes.label_names[result.labels[i]], f"{result.confidence[i]:.4f}") for i in keep]
+    atomic_write_bytes(Path(path), _csv_bytes(("item", "label", "confidence"), rows))
     per_annotator = np.bincount(votes.annotator, minlength=votes.shape[1])
-    rows = ["annotator,expertise,errors,votes"] + [
-        f"{_cell(name)},{result.expertise[a]:.4f},{int(result.errors[a])},{int(per_annotator[a])}"
-        for a, name in enumerate(votes.annotator_names)]
-    atomic_write_bytes(annotators_path(Path(path)), ("\n".join(rows) + "\n").encode("utf-8"))
+    experts = [(name, f"{result.expertise[a] + 0.0:.4f}", int(result.errors[a]), int(per_annotator[a]))
+               for a, name in enumerate(votes.annotator_names)]
+    atomic_write_bytes(annotators_path(Path(path)), _csv_bytes(("annotator", "expertise", "errors", "votes"), experts))
     return len(keep)
+
+
+def _csv_bytes(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
+    """CSV text (quoted where needed) of a header and rows."""
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
 
 
 def annotators_path(labels_path: Path) -> Path:
@@ -259,20 +267,28 @@ def annotators_path(labels_path: Path) -> Path:
     return labels_path.with_name(labels_path.stem + ".annotators.csv")
 
 
-def _cell(text: str) -> str:
-    return f'"{text}"' if any(c in text for c in ',"\n') and not text.count('"') else text
-
-
 def read_truth(path: Path) -> dict[str, str]:
     """item -> true label from a CSV with item and label columns."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.reader(handle)
+            header = [h.strip().lower() for h in next(reader, [])]
+            rows = list(reader)
     except FileNotFoundError:
         raise UsageError(f"truth file {str(path)!r} does not exist.") from None
-    if not rows or not {"item", "label"} <= set(rows[0]):
-        raise DataError(f"truth file {path} needs the columns item and label.")
-    return {r["item"].strip(): r["label"].strip() for r in rows}
+    except UnicodeDecodeError as err:
+        raise DataError(f"truth file {path} is not UTF-8 text ({err.reason}).") from None
+    if "item" not in header or "label" not in header:
+        raise DataError(f"truth file {path} needs the columns item and label (found {', '.join(header) or 'nothing'}).")
+    item, label = header.index("item"), header.index("label")
+    truth = {}
+    for number, row in enumerate(rows, start=2):
+        if not any(field.strip() for field in row):
+            continue
+        if len(row) <= max(item, label):
+            raise DataError(f"truth file {path} line {number}: {len(row)} fields, the header has {len(header)}.")
+        truth[row[item].strip()] = row[label].strip()
+    return truth
 
 
 def accuracy(votes: Votes, result: Inference, truth: dict[str, str]) -> tuple[float, int]:

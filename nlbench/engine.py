@@ -247,6 +247,9 @@ def noise_record(spec: RunSpec, run: Assembly, num_classes: int) -> dict[str, An
                               "transitions": run.noise.transitions(clean, num_classes).tolist()}
     if run.noise.note:
         record["note"] = run.noise.note
+    rule = getattr(run.train.table, "noise_rule", "given")
+    if spec.noise.source == "dataset" and rule != "given":
+        record["rule"] = rule  # drawn from votes: the rate differs a little per seed, the rule does not
     if run.noise.seed is not None:
         record["generator_seed"] = run.noise.seed
     if spec.noise.source == "file":

@@ -410,12 +410,19 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
         us = sorted(by_u)
         if len(us) < 2:  # one temperature in this cell: nothing to compare
             continue
-        values = [[r.result["metrics"]["model"][metric] for r in by_u[u]] for u in us]
+        values = [[r.result["metrics"]["model"][metric] for r in by_u[u] if metric in r.result["metrics"]["model"]]
+                  for u in us]
+        if any(not v for v in values):
+            continue  # runs without this selection (e.g. val without a validation split)
         mean = [float(np.mean(v)) for v in values]
         std = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
         ax.errorbar(us, mean, yerr=std, color=PALETTE[i % len(PALETTE)], marker="os^D"[i % 4], capsize=3,
                     label=f"{dataset}, noise {noise}")
         figure.data[f"{dataset}|{noise}"] = dict(zip(us, mean))
+    if not figure.data:
+        plt.close(fig)
+        raise UsageError("plot temperature needs, in one dataset x noise cell, CCT students at two or more "
+                         f"temperatures with a {metric!r} result.")
     ax.set(xlabel="distillation temperature U", ylabel=f"student test accuracy (%, {metric} epoch)",
            title="CCT: student accuracy against temperature (mean ± std over seeds)")
     ax.legend(frameon=False)

@@ -48,7 +48,7 @@ def sample_names(refs: Sequence[Any], root: Path | None) -> list[str]:
         names.append(str(portable_ref(first, root.resolve() if root is not None else None)))
     if len(set(names)) != len(names) and any(isinstance(r, (tuple, list)) for r in refs):
         # Several faces of one image (AffectNet boxes): the box makes the name unique.
-        names = [f"{n}#{','.join(map(str, r[1]))}" if isinstance(r, (tuple, list)) and len(r) > 1 else n
+        names = [f"{n}#{'x'.join(map(str, r[1]))}" if isinstance(r, (tuple, list)) and len(r) > 1 else n
                  for n, r in zip(names, refs)]
     return names
 
@@ -58,7 +58,7 @@ def _aliases(name: str) -> list[str]:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, ext = base.rpartition(".")
     stripped = (stem.removesuffix("_aligned") + dot + ext) if dot else base
-    return list(dict.fromkeys([name, base, stripped]))
+    return [name, base, stripped]  # one key per matching level, even when two coincide
 
 
 def body_sha256(lines: Sequence[str]) -> str:
@@ -164,8 +164,7 @@ def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str]) 
         keys: dict[str, int] = {}
         clashes: set[str] = set()
         for i, name in enumerate(names):
-            aliases = _aliases(name)
-            key = aliases[min(depth, len(aliases) - 1)]
+            key = _aliases(name)[depth]
             if key in keys:
                 clashes.add(key)
             keys[key] = i
@@ -173,8 +172,7 @@ def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str]) 
     labels = np.full(len(names), -1, dtype=np.int64)
     unmatched = 0
     for name, label in rows:
-        index = next((level[key] for level, key in zip(levels, _aliases(name) + [_aliases(name)[-1]] * 2)
-                      if key in level), None)
+        index = next((level[key] for level, key in zip(levels, _aliases(name)) if key in level), None)
         if index is None:
             unmatched += 1
             continue
@@ -203,14 +201,24 @@ def labels_from_file(path: str | None, dataset: Any, table: Any, *, expected_sha
                         f"start the run again to train on the new labels.")
     base = getattr(dataset, "list_label_base", 0) if label_base is None else label_base
     rows, settings = read_rows(Path(path), tuple(dataset.class_names), base)
-    _check_same_data(Path(path), settings, dataset)
+    _check_same_data(Path(path), settings, dataset, table)
     labels, unmatched = match_labels(Path(path), rows, sample_names(table.refs, dataset.root))
     realised = float(np.mean(labels != table.labels)) if len(labels) else 0.0
     extra = f"; {unmatched} of its rows name no training sample and were ignored" if unmatched else ""
     return NoiseResult(labels, realised, None, f"labels of noise file {Path(path).name}{extra}")
 
 
-def _check_same_data(path: Path, settings: dict[str, Any], dataset: Any) -> None:
+def samples_sha256(table: Any, root: Path | None) -> str:
+    """SHA-256 of the training samples' names and file sizes: other files at the same names give another digest."""
+    from nlbench.identity import _file_size
+
+    digest = hashlib.sha256()
+    for name, ref in zip(sample_names(table.refs, root), table.refs):
+        digest.update(f"{name}\t{_file_size(ref)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _check_same_data(path: Path, settings: dict[str, Any], dataset: Any, table: Any) -> None:
     """An exported file is used only on the data it was exported from (names alone can match other data)."""
     if not settings:
         return
@@ -218,6 +226,11 @@ def _check_same_data(path: Path, settings: dict[str, Any], dataset: Any) -> None
         raise DataError(f"noise file {path} was exported for dataset {settings['dataset']!r}, not {dataset.name!r}.")
     import dataclasses
 
+    expected = settings.get("samples_sha256")
+    if expected and expected != samples_sha256(table, dataset.root):
+        raise DataError(
+            f"noise file {path} was exported from other training samples (other files at these names, or options "
+            f"that select other rows), so its labels may name other faces; export it again from this data.")
     if settings.get("data_fingerprint") is None and "dataset_options" in settings:
         # Generated data has no files to fingerprint: its options say what the samples are.
         ours = dataclasses.asdict(dataset.options)

@@ -94,6 +94,8 @@ def _noise_label(noise: dict[str, Any]) -> str:
     if noise.get("source") == "file":  # runs on one noise file are compared with each other only
         sha = (noise.get("file") or {}).get("sha256") or "?"
         return f"file {sha[:8]} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
+    if noise.get("source") == "dataset" and noise.get("rule"):
+        return f"real ({noise['rule']})"  # seeds of one rule belong in one cell
     if noise.get("source") == "dataset":
         realised = noise.get("realised_rate")
         return "real" if realised is None else f"real ({100 * realised:.1f}%)"

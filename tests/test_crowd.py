@@ -105,3 +105,25 @@ def test_bad_votes_files_get_one_clear_message(cli, tmp_path):
     assert out.code == 2
     out = cli("crowd", "simulate", "--out", str(tmp_path / "v.csv"), "--votes-per-item", "20")
     assert out.code == 2 and "cannot exceed --annotators" in out.err
+
+
+def test_awkward_names_and_truth_files(tmp_path):
+    import csv
+
+    from nlbench.crowd import read_truth, write_labels
+    from nlbench.errors import DataError
+
+    votes = from_triples([('a,"b"', "x", "happy"), ('a,"b"', "y", "happy"), ("c", "x", "sad")])
+    write_labels(tmp_path / "l.csv", votes, majority(votes))
+    with open(tmp_path / "l.csv", newline="") as handle:
+        assert [row[0] for row in csv.reader(handle)] == ["item", 'a,"b"', "c"]
+    (tmp_path / "t.csv").write_text("Item, Label\nc,sad\n")
+    assert read_truth(tmp_path / "t.csv") == {"c": "sad"}
+    (tmp_path / "t.csv").write_text("item,label\nc\n")
+    with pytest.raises(DataError, match="line 2: 1 fields"):
+        read_truth(tmp_path / "t.csv")
+
+
+def test_simulate_refuses_a_degenerate_difficulty(cli, tmp_path):
+    out = cli("crowd", "simulate", "--out", str(tmp_path / "v.csv"), "--difficulty", "0")
+    assert out.code == 2 and "--difficulty must be in (0, 1)" in out.err

@@ -81,3 +81,15 @@ def test_real_noise_run_from_the_cli(cli, tmp_path):
     assert out.code == 0, out.err
     noise = read_result(run_dirs(tmp_path / "runs")[0])["noise"]
     assert noise["realised_rate"] == pytest.approx(30 / 45) and "annotator1" in noise["note"]
+
+
+def test_test_rows_need_no_noisy_label(tmp_path):
+    root = make(tmp_path / "d")
+    lines = (root / "labels.csv").read_text().splitlines()
+    # The annotator labelled the training rows only; one training row lacks its label too.
+    lines = [lines[0]] + [",".join(l.split(",")[:2] + ["" if i >= 44 else l.split(",")[2]] + l.split(",")[3:])
+                          for i, l in enumerate(lines[1:])]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    ds = dataset(root, split_column="split", noisy_label_column="annotator1")
+    assert len(ds.table("test")) == 15 and len(ds.table("train")) == 44
+    assert any("noisy label '' is not a class; training row skipped" in p for p in ds.table("train").problems)

@@ -126,3 +126,29 @@ def test_a_sweep_trains_every_method_on_the_same_file(cli, tmp_path):
     first, second = (np.load(r / "noisy_labels.npy") for r in runs)
     assert np.array_equal(first, second)
     assert {read_result(r)["noise"]["file"]["sha256"] for r in runs} == {read_result(runs[0])["noise"]["file"]["sha256"]}
+
+
+def test_a_row_is_matched_at_its_own_level_only():
+    samples = ["a/x.jpg", "b/x_aligned.jpg"]
+    labels, _ = match_labels(Path("f"), [("x_aligned.jpg", 2), ("a/x.jpg", 1)], samples)
+    assert labels.tolist() == [1, 2]
+
+
+def test_a_file_exported_from_other_files_at_the_same_names_is_refused(cli, tmp_path):
+    from PIL import Image
+
+    for root, side in ((tmp_path / "a", 20), (tmp_path / "b", 24)):
+        for cls in ("happy", "sad"):
+            (root / cls).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((side, side, 3), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
+    file = tmp_path / "a.csv"
+    out = cli("noise", "export", "--dataset", "imagefolder", "--data-root", str(tmp_path / "a"), "--noise", "0.3",
+              "--out", str(file))
+    assert out.code == 0, out.err
+    same = cli("noise", "preview", "--dataset", "imagefolder", "--data-root", str(tmp_path / "a"), "--noise-file",
+               str(file))
+    assert same.code == 0, same.err
+    other = cli("noise", "preview", "--dataset", "imagefolder", "--data-root", str(tmp_path / "b"), "--noise-file",
+                str(file))
+    assert other.code == 2 and "exported from other training samples" in other.err

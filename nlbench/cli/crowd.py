@@ -105,8 +105,9 @@ def simulate(
     from nlbench.progress import stdout_console
     from nlbench.store import atomic_write_bytes
 
-    for name, value in (("--difficulty", difficulty), ("--expert-accuracy", expert_accuracy),
-                        ("--ordinary-accuracy", ordinary_accuracy)):
+    if not 0.0 < difficulty < 1.0:
+        raise UsageError(f"--difficulty must be in (0, 1) (the mean of a Beta distribution), got {difficulty}.")
+    for name, value in (("--expert-accuracy", expert_accuracy), ("--ordinary-accuracy", ordinary_accuracy)):
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{name} must be in [0, 1], got {value}.")
     design = crowd.CrowdDesign(items, classes, annotators, votes_per_item, experts, ordinary, spammers, adversarial,

@@ -84,7 +84,7 @@ def export(
 ) -> None:
     """Write the noisy training labels by sample name, with a sha256 and the settings that made them."""
     import nlbench
-    from nlbench.noise_file import sample_names, write_noise_file
+    from nlbench.noise_file import sample_names, samples_sha256, write_noise_file
     from nlbench.progress import stdout_console
 
     spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
@@ -93,7 +93,7 @@ def export(
         "dataset": spec.data.name, "dataset_options": dict(spec.data.options), "dataset_version": spec.data.version,
         "data_fingerprint": spec.data.fingerprint, "rate": spec.noise.rate, "mode": spec.noise.mode,
         "source": spec.noise.source, "seed": spec.seed, "realised_rate": round(result.realised_rate, 6),
-        "nlbench": nlbench.__version__,
+        "nlbench": nlbench.__version__, "samples_sha256": samples_sha256(table, data.root),
     }
     path = Path(out).expanduser()
     sha = write_noise_file(path, sample_names(table.refs, data.root), result.labels, tuple(data.class_names), settings)
