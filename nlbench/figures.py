@@ -278,7 +278,8 @@ def plot_curves(runs: list[Run], out: Path) -> Figure:
             if boundary:
                 ax.axvline(boundary + 0.5, color="0.6", linewidth=0.8, linestyle=":")
         seeds = sorted({r.seed for r in members})
-        ax.set(title=f"{dataset}, noise {noise} (seeds {', '.join(map(str, seeds))})", xlabel="epoch",
+        ax.set(title=f"{dataset}, noise {noise} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})",
+               xlabel="epoch",
                ylabel="test accuracy (%)")
     _legend_below(fig, axes)
     fig.suptitle("Test accuracy per epoch of the deployed model (line: mean over seeds; band: min-max;\n"
