@@ -487,7 +487,7 @@ def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = 
 def plot_gradcam(runs: list[Run], out: Path, registry: Any, images: int = 8, progress: Callable[[str], None] | None = None
                  ) -> Figure:
     """Grad-CAM maps of each run's deployable model on sample test images, predicted and true class under each."""
-    from nlbench.gradcam import grad_cam, rebuild, sample_indices
+    from nlbench.gradcam import block_size, grad_cam, rebuild, sample_indices
     from nlbench.store import MODEL
 
     runs = [r for r in runs if (r.path / MODEL).is_file()]
@@ -501,6 +501,9 @@ def plot_gradcam(runs: list[Run], out: Path, registry: Any, images: int = 8, pro
         names = list(assembly.dataset.class_names)
         indices = sample_indices(assembly.test_labels.cpu().numpy(), images)
         maps, pictures, predicted, true = grad_cam(assembly, indices)
+        size = block_size(assembly)
+        coarse = (f"\nlayer4 is {size[0]} x {size[1]} at {assembly.spec.train.image_size} px: no spatial detail "
+                  f"(train at 64 px or more for maps)" if min(size) < 2 else "")
         cols = min(len(indices), 4)
         rows = (len(indices) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows), squeeze=False)
@@ -508,12 +511,13 @@ def plot_gradcam(runs: list[Run], out: Path, registry: Any, images: int = 8, pro
             ax.axis("off")
         for ax, cam, picture, p, t in zip(axes.flat, maps, pictures, predicted, true):
             ax.imshow(picture, interpolation="bilinear")
-            ax.imshow(cam, cmap="magma", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+            if not coarse:  # a 1 x 1 block has no map to draw
+                ax.imshow(cam, cmap="magma", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
             mark = "✓" if p == t else "✗"
             ax.set_title(f"{mark} predicted {names[p]}\ntrue {names[t]}", fontsize=7,
                          color="black" if p == t else PALETTE[3])
         fig.suptitle(f"Grad-CAM ({run.result.get('deployment', {}).get('deploys', 'deployed model')}, layer4): "
-                     f"{run.method} on {run.dataset}, noise {run.noise}, seed {run.seed}", fontsize=8)
+                     f"{run.method} on {run.dataset}, noise {run.noise}, seed {run.seed}{coarse}", fontsize=8)
         name = _safe(f"gradcam-{run.dataset}-{run.noise}-{run.method}-seed{run.seed}")
         figure.data[name] = {"indices": indices, "predicted": predicted.tolist(), "true": true.tolist(),
                              "maps": maps}

@@ -58,6 +58,12 @@ def rebuild(run_dir: Path, registry: Any) -> Any:
     return run
 
 
+def block_size(run: Any) -> tuple[int, int]:
+    """Spatial size of the last block's output at the run's image size (1 x 1 below 64 px for ResNet-18)."""
+    side = int(run.spec.train.image_size)
+    return (max(1, -(-side // 32)),) * 2
+
+
 def grad_cam(run: Any, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maps (N, H, W) in [0, 1], the images (N, H, W, 3) uint8, predicted and true classes, for test images ``indices``."""
     images = run.test_images[indices]
@@ -92,7 +98,13 @@ def grad_cam(run: Any, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.n
     maps /= len(used)
     flat = maps.flatten(1)
     low, high = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
-    maps = (maps - low) / torch.where(high > low, high - low, torch.ones_like(high))
+    # A block of 1 x 1 (small inputs) or a flat map has no spatial information: show none, rather
+    # than stretching interpolation round-off to [0, 1].
+    flat_map = (high - low) <= 1e-4 * high.abs().clamp(min=1e-12)
+    if min(used[0].shape[2:]) < 2:
+        flat_map = torch.ones_like(flat_map)
+    maps = torch.where(flat_map, torch.zeros_like(maps), (maps - low) / torch.where(flat_map, torch.ones_like(high),
+                                                                                   high - low))
     resized = F.interpolate(images.float(), size=x.shape[2:], mode="bilinear", align_corners=False)
     pictures = resized.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return maps.numpy(), pictures, predicted.numpy(), run.test_labels[indices].cpu().numpy()

@@ -32,7 +32,7 @@ FIGURES = {
     "lambda": "CCT's dynamic balancing weight for several beta (the schedule code itself).",
     "gradcam": "Grad-CAM maps of the deployed models on sample test images.",
 }
-LAYOUT_TITLES = {"table1": "Synthetic label noise (Table 1 layout)", "table2": "Real label noise (Table 2 layout)",
+LAYOUT_TITLES = {"table1": "Label noise (Table 1 layout)", "table2": "Real label noise (Table 2 layout)",
                  "table3": "Clean labels (Table 3 layout)", "table8": "CCT ablation (Table 8 layout)"}
 
 
@@ -157,6 +157,8 @@ def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
         table = build_table(runs_dir, "last", "model", run_ids=ids, layout=layout)
         if not table.rows:
             continue
+        if layout == "table1" and "source" in table.frame and (table.frame["source"] == "dataset").all():
+            continue  # only real noise: the Table 2 layout shows it
         text = io.StringIO()
         baseline = "standard" if any(row[-1] == "standard" for row in table.rows) else None
         can_compare = baseline is not None and LAYOUT_SPECS[layout].method_rows
