@@ -24,7 +24,6 @@ CSV without the named columns, or with no usable row, is an error naming the col
 from __future__ import annotations
 
 import csv
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +33,7 @@ from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
-from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping
+from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping, stratified_test_draw
 from nlbench.options import Range
 
 NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
@@ -212,10 +211,7 @@ class CsvLabels(Dataset):
         out = []
         for label, class_name in enumerate(self.class_names):
             rows = sorted((r for r in kept if r[2] == label), key=lambda r: r[1])
-            n = len(rows)
-            n_test = min(max(int(round(n * self.options.test_fraction)), 1), n - 1) if n >= 2 else 0
-            rng = np.random.default_rng([self.options.split_seed, zlib.crc32(class_name.encode())])
-            chosen = set(rng.permutation(n)[:n_test].tolist())
+            chosen = stratified_test_draw(len(rows), class_name, self.options.test_fraction, self.options.split_seed)
             out += [("test" if i in chosen else "train", *r[1:]) for i, r in enumerate(rows)]
         return out
 

@@ -26,7 +26,6 @@ train.augmentation=...`` changes it), no other training defaults.
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,7 +35,7 @@ from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
-from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping
+from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping, stratified_test_draw
 from nlbench.options import Range
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -159,11 +158,7 @@ class ImageFolder(Dataset):
         parts: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
         for label, name in enumerate(self.class_names):
             paths = found[name]
-            n = len(paths)
-            n_test = min(max(int(round(n * self.options.test_fraction)), 1), n - 1) if n >= 2 else 0
-            # One generator per class, keyed by its name: adding a class leaves the others' draws unchanged.
-            rng = np.random.default_rng([self.options.split_seed, zlib.crc32(name.encode())])
-            chosen = set(rng.permutation(n)[:n_test].tolist())
+            chosen = stratified_test_draw(len(paths), name, self.options.test_fraction, self.options.split_seed)
             for i, path in enumerate(paths):
                 refs, labels = parts["test" if i in chosen else "train"]
                 refs.append(path)

@@ -38,6 +38,20 @@ AFFECTNET_SYNONYMS = {name: i for i, name in enumerate(AFFECTNET_ORDER)} | {
 }
 
 
+def stratified_test_draw(count: int, class_name: str, test_fraction: float, seed: int) -> set[int]:
+    """Which of a class's ``count`` samples (in a fixed order) go to the test set, by a seeded draw.
+
+    ``round(count * test_fraction)`` of them, at least 1 and at most count - 1 when the class has 2
+    or more; the draw depends only on the class name, the count and the seed, so adding a class
+    leaves the others' draws unchanged.
+    """
+    import zlib
+
+    n_test = min(max(int(round(count * test_fraction)), 1), count - 1) if count >= 2 else 0
+    rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
+    return set(rng.permutation(count)[:n_test].tolist())
+
+
 def affectnet_mapping(class_names: tuple[str, ...]) -> tuple[int, ...] | None:
     """Index in AFFECTNET_ORDER of each class name, or None unless every name maps, each to its own class."""
     mapped = [AFFECTNET_SYNONYMS.get(name.strip().lower()) for name in class_names]
