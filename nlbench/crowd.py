@@ -104,19 +104,24 @@ def from_triples(rows: Sequence[tuple[str, str, str]], label_order: Sequence[str
     return Votes(array[:, 0], array[:, 1], array[:, 2], list(items), list(annotators), list(labels))
 
 
-def read_votes(path: Path) -> Votes:
-    """Votes from a long-form CSV: a header with item, annotator and label columns, one vote per row."""
+def _read_csv(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
+    """The header (stripped, lower case) and rows of a CSV, or one clear error naming the ``what`` file."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = [h.strip().lower() for h in next(reader, [])]
-            rows = list(reader)
+            return header, list(reader)
     except FileNotFoundError:
-        raise UsageError(f"votes file {str(path)!r} does not exist.") from None
+        raise UsageError(f"{what} file {str(path)!r} does not exist.") from None
     except UnicodeDecodeError as err:
-        raise DataError(f"votes file {path} is not UTF-8 text ({err.reason}).") from None
+        raise DataError(f"{what} file {path} is not UTF-8 text ({err.reason}).") from None
     except OSError as err:
-        raise DataError(f"cannot read votes file {path}: {err.strerror or err}.") from None
+        raise DataError(f"cannot read {what} file {path}: {err.strerror or err}.") from None
+
+
+def read_votes(path: Path) -> Votes:
+    """Votes from a long-form CSV: a header with item, annotator and label columns, one vote per row."""
+    header, rows = _read_csv(path, "votes")
     missing = [c for c in ("item", "annotator", "label") if c not in header]
     if missing:
         raise DataError(f"votes file {path} needs a header with the columns item, annotator and label "
@@ -269,15 +274,7 @@ def annotators_path(labels_path: Path) -> Path:
 
 def read_truth(path: Path) -> dict[str, str]:
     """item -> true label from a CSV with item and label columns."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = [h.strip().lower() for h in next(reader, [])]
-            rows = list(reader)
-    except FileNotFoundError:
-        raise UsageError(f"truth file {str(path)!r} does not exist.") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"truth file {path} is not UTF-8 text ({err.reason}).") from None
+    header, rows = _read_csv(path, "truth")
     if "item" not in header or "label" not in header:
         raise DataError(f"truth file {path} needs the columns item and label (found {', '.join(header) or 'nothing'}).")
     item, label = header.index("item"), header.index("label")
