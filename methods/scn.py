@@ -29,7 +29,7 @@ import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.options import Range
 from nlbench.seeding import derive_seed
-from nlbench.selection import scn_margin
+from nlbench.selection import Relabeller, relabel_mask, scn_margin
 
 RELABEL_SETS = ("low", "all", "none")
 RELABEL_TIMINGS = ("epoch_end", "immediate")
@@ -129,13 +129,8 @@ class SCN(Method):
         gap = ordered[:high].mean() - ordered[high:].mean()
         return F.relu(margin - gap)
 
-    @staticmethod
-    def relabel_mask(logits: Tensor, labels: Tensor, threshold: float, candidates: Tensor | None = None) -> Tensor:
-        """Samples to relabel: max prob - prob of the given label > delta_2 (within ``candidates``)."""
-        probs = F.softmax(logits.detach().float(), dim=1)
-        gap = probs.max(dim=1).values - probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-        mask = gap > threshold
-        return mask if candidates is None else mask & candidates
+    #: SCN's relabelling rule (shared with every relabelling method: :func:`nlbench.selection.relabel_mask`).
+    relabel_mask = staticmethod(relabel_mask)
 
     def build(self, ctx) -> None:
         super().build(ctx)
@@ -149,14 +144,10 @@ class SCN(Method):
         self.relabel_set = "all" if self.hp.fidelity == "code" else self.hp.relabel
         self.margin = self.hp.margin if self.hp.margin >= 0 else scn_margin(ctx.batch_size)
         self.first_relabel_epoch = self.hp.relabel_epoch or self.auto_relabel_epoch(ctx.epochs)
-        self.relabelling = False
-        self._pending: list[tuple[Tensor, Tensor, Tensor]] = []
-        self._changes_at_start = torch.zeros((), dtype=torch.long, device=ctx.device)
+        self.relabeller = Relabeller(ctx.labels, self.hp.relabel_threshold, self.hp.relabel_timing)
 
     def on_epoch_start(self, phase: Phase, epoch: int) -> None:
-        self.relabelling = self.relabel_set != "none" and epoch + 1 >= self.first_relabel_epoch
-        self._pending = []
-        self._changes_at_start = self.ctx.labels.changes.clone()
+        self.relabeller.start_epoch(self.relabel_set != "none" and epoch + 1 >= self.first_relabel_epoch)
 
     def losses(self, logits: Tensor, importance: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Weighted CE, rank regularisation and their combination for one batch."""
@@ -175,38 +166,16 @@ class SCN(Method):
         low = self.low_group(importance, self.hp.beta)
         out["importance_high"] = torch.where(~low, importance.detach(), 0.0).sum() / (~low).sum().clamp(min=1)
         out["importance_low"] = torch.where(low, importance.detach(), 0.0).sum() / low.sum().clamp(min=1)
-        if self.relabelling:
+        if self.relabeller.active:
             # Probabilities of the same (pre-step, train-mode) forward pass, as in the code.
             candidates = low if self.relabel_set == "low" else None
-            flagged = self.relabel_mask(logits, batch.y, self.hp.relabel_threshold, candidates)
-            self._pending.append((batch.index, logits.detach().argmax(dim=1), flagged))
-            if self.hp.relabel_timing == "immediate":
-                self.apply_relabels()
+            flagged = self.relabeller.observe(logits, batch.y, batch.index, candidates)
             out["relabel_share"] = flagged.float().mean()
         out["logits"] = logits.detach()
         return out
 
-    def apply_relabels(self) -> None:
-        """Write the collected relabels into the label store (the last flagged one wins per sample)."""
-        if not self._pending:
-            return
-        index = torch.cat([p[0] for p in self._pending])
-        labels = torch.cat([p[1] for p in self._pending])
-        flagged = torch.cat([p[2] for p in self._pending])
-        self._pending = []
-        # Per dataset sample, the position of its last flagged occurrence (-1: none); computed on
-        # the device so repeated samples (oversampling) resolve deterministically without a sync.
-        positions = torch.where(flagged, torch.arange(index.numel(), device=index.device), -1)
-        store = self.ctx.labels
-        last = torch.full_like(store.current, -1).scatter_reduce(0, index, positions, reduce="amax")
-        new = torch.where(last >= 0, labels[last.clamp(min=0)], store.current)
-        store.relabel(torch.arange(new.numel(), device=new.device), new)
-
     def on_epoch_end(self, phase: Phase, epoch: int) -> dict[str, float]:
-        self.apply_relabels()
-        if not self.relabelling:
-            return {}
-        return {"relabelled_epoch": float((self.ctx.labels.changes - self._changes_at_start).item())}
+        return self.relabeller.finish_epoch()
 
     def predict(self, x: Tensor) -> Tensor:
         return self.net(x)[0]

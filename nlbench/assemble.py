@@ -122,12 +122,15 @@ def instance_features(images: torch.Tensor, mean: tuple[float, ...], std: tuple[
 def build_context(spec: RunSpec, dataset: Dataset, labels: LabelStore, device: torch.device) -> Context:
     """The context a method of this spec is built with."""
     settings = spec.train
+    pipeline = settings.augmentation or dataset.augmentation
+    channels_last = device.type == "cuda" and settings.channels_last
     return Context(
         device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
         epochs=settings.epochs, batch_size=settings.batch_size, train_size=int(labels.given.numel()),
         noise_rate=spec.noise.rate, seed=spec.seed, settings=settings,
         backbones=BackboneFactory(settings.backbone, dataset.num_classes, spec.seed, spec.pretrained_path),
-        labels=labels,
+        labels=labels, augmentation=pipeline,
+        augmenters=lambda name: Augmenter(name, settings.image_size, dataset.mean, dataset.std, device, channels_last),
     )
 
 

@@ -9,6 +9,10 @@ no per-sample Python:
   normalise; random erasing (p=0.5, area 2-25%, aspect 0.3-3.3, value 0).
 - ``affectnet``: flip p=0.5, colour jitter and affine always, resize, normalise, no erasing.
 - ``scn``: the flip-or-noise step, resize, normalise, random erasing.
+- ``eac``: with p=0.5 Gaussian pixel noise (never a flip: the official EAC code's first view),
+  resize, normalise, random erasing.
+- ``erase``: resize, normalise, random erasing (EAC's code-form second view, made from the
+  flipped raw image).
 - ``none``: resize and normalise only (also the test transform of every pipeline).
 
 Flip, affine and resize are fused into one ``grid_sample``: the image is resampled once, straight
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PIPELINES = ("cct", "affectnet", "scn", "none")
+PIPELINES = ("cct", "affectnet", "scn", "eac", "erase", "none")
 NOISE_STD = math.sqrt(30.0) / 255.0
 JITTER = 0.25
 TRANSLATE = 0.1
@@ -34,6 +38,8 @@ SCALE = (1.0, 1.25)
 ERASE_AREA = (0.02, 0.25)
 ERASE_RATIO = (0.3, 3.3)
 ERASE_TRIES = 10
+#: The pipelines that end with random erasing.
+ERASING = ("cct", "scn", "eac", "erase")
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> Tensor:
@@ -177,6 +183,10 @@ class Augmenter:
             noisy = (basic & ~pick_flip).view(n, 1, 1, 1)
             noise = torch.randn(x.shape, generator=gen, device=device) * NOISE_STD
             x = torch.where(noisy, (x + noise).clamp_(0, 1), x)
+        elif self.pipeline == "eac":
+            noisy = (torch.rand(n, generator=gen, device=device) < 0.5).view(n, 1, 1, 1)
+            noise = torch.randn(x.shape, generator=gen, device=device) * NOISE_STD
+            x = torch.where(noisy, (x + noise).clamp_(0, 1), x)
         if self.pipeline in ("cct", "affectnet"):
             flip = flip ^ (torch.rand(n, generator=gen, device=device) < 0.5)
             if self.pipeline == "cct":
@@ -205,6 +215,6 @@ class Augmenter:
         inside = (grid.abs() <= 1.0).all(dim=-1).unsqueeze(1)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
         x = (x - self.mean) / self.std
-        if self.pipeline in ("cct", "scn"):
+        if self.pipeline in ERASING:
             x = random_erasing(x, gen)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -75,6 +75,12 @@ class Context:
     phase: str = "train"
     epoch: int = 0
     optimizers: list[RegisteredOptimizer] = field(default_factory=list)
+    #: The run's resolved training augmentation pipeline (the setting, else the dataset's).
+    augmentation: str = "none"
+    #: Builds the run's augmenter for a named pipeline (size, normalisation, layout of the run);
+    #: set by the assembly, used by :meth:`augment`.
+    augmenters: Callable[[str], Any] | None = None
+    _augmenter_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def use_amp(self) -> bool:
@@ -89,6 +95,25 @@ class Context:
         if self.settings.compile:
             model.compile()  # in place: state_dict keys stay the plain ones
         return model
+
+    def compile(self, module: nn.Module) -> nn.Module:
+        """``module`` compiled in place when the run sets ``compile`` (for a method's own wrapper,
+        whose ``forward`` is what runs: ``ctx.backbone()`` compiles only the timm ``forward``)."""
+        if self.settings.compile:
+            module.compile()
+        return module
+
+    def augment(self, images: torch.Tensor, pipeline: str, gen: torch.Generator) -> torch.Tensor:
+        """Augment a uint8 batch (``batch.raw``) with a named pipeline at the run's size and normalisation.
+
+        Make ``gen`` once per epoch (``ctx.generator(purpose)`` in ``on_epoch_start``): a fresh
+        generator per step would repeat the same draws every step.
+        """
+        if self.augmenters is None:
+            raise RuntimeError("this context has no augmenter (it was not built by the assembly)")
+        if pipeline not in self._augmenter_cache:
+            self._augmenter_cache[pipeline] = self.augmenters(pipeline)
+        return self._augmenter_cache[pipeline].train(images, gen)
 
     def optimizer(
         self, networks: Sequence[nn.Module], phase: str = "train", classifier_lr: float | None = None,

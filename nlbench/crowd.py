@@ -187,7 +187,7 @@ def pm(votes: Votes, max_iterations: int = 100, normaliser: str = "max") -> Infe
     plain = votes.counts()
     expertise = np.ones(votes.shape[1])
     labels = np.full(votes.shape[0], -1)
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported after the loop)
         new = _decide(votes.counts(expertise), plain)
         errors = _errors(votes, new)
         new_expertise = pm_expertise(errors, normaliser)
@@ -208,7 +208,7 @@ def dawid_skene(votes: Votes, max_iterations: int = 200, tolerance: float = 1e-7
     one_hot = np.zeros((len(votes.item), k))
     one_hot[np.arange(len(votes.item)), votes.label] = 1.0
     previous = -np.inf
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported after the loop)
         prior = (posterior.sum(axis=0) + smoothing) / (items + k * smoothing)
         confusion = np.full((annotators, k, k), smoothing)
         # confusion[a, true, given] += posterior[i, true] for every vote (i, a, given)

@@ -225,6 +225,9 @@ class Engine:
                            "labels": "noisy (as trained on)"},
             "cost": {
                 "network_epochs": sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
+                # Forward-backward passes over the training set: EAC passes each image and its flip.
+                "pass_epochs": float(run.method.passes_per_step)
+                * sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
                 # Every attempt's epochs up to its last checkpoint (work lost after one is not counted).
                 "seconds": elapsed,
                 "attempts": attempts,

@@ -75,8 +75,10 @@ class StepMeter:
         self.host_sums: dict[str, float] = {}
         self.losses: list[torch.Tensor] = []
         self.counts = torch.zeros(6, device=device)  # clean n/correct, noisy n/correct, selected, selected clean
+        self.scores = torch.zeros(4, device=device)  # sample_score: clean n/sum, noisy n/sum
         self.has_logits = False
         self.has_selected = False
+        self.has_score = False
 
     def add(self, out: dict[str, torch.Tensor], y: torch.Tensor, is_noisy: torch.Tensor) -> None:
         """Add one step's outputs; ``is_noisy`` marks samples whose given label is wrong."""
@@ -84,7 +86,7 @@ class StepMeter:
             raise RunFailed("train_step must return a dict with a 'loss' entry.")
         self.losses.append(out["loss"].detach().float().reshape(()))
         for key, value in out.items():
-            if key in ("loss", "logits", "selected"):
+            if key in ("loss", "logits", "selected", "sample_score"):
                 continue
             if isinstance(value, torch.Tensor) and value.device == self.device:
                 value = value.detach().float().reshape(())
@@ -106,6 +108,11 @@ class StepMeter:
             update[4] = selected.sum()
             update[5] = (selected * (~is_noisy).float()).sum()
         self.counts += update
+        if "sample_score" in out:
+            self.has_score = True
+            score = out["sample_score"].detach().float().reshape(-1)
+            noisy = is_noisy.float()
+            self.scores += torch.stack([(1 - noisy).sum(), (score * (1 - noisy)).sum(), noisy.sum(), (score * noisy).sum()])
 
     def summary(self, steps: int, phase: str, epoch: int) -> dict[str, float | None]:
         """Per-epoch averages (None where a subset is empty: JSON has no NaN); a non-finite loss
@@ -113,7 +120,8 @@ class StepMeter:
         losses = torch.stack(self.losses) if self.losses else torch.zeros(1, device=self.device)
         finite = torch.isfinite(losses)
         values = {k: v for k, v in self.sums.items()}
-        packed = torch.cat([losses.mean().reshape(1), finite.all().float().reshape(1), self.counts]).cpu().tolist()
+        packed = torch.cat([losses.mean().reshape(1), finite.all().float().reshape(1), self.counts,
+                            self.scores]).cpu().tolist()
         if packed[1] < 1:
             bad = int((~finite).nonzero()[0, 0].item())
             raise RunFailed(
@@ -126,7 +134,10 @@ class StepMeter:
             names = list(values)
             averaged = (torch.stack([values[n] for n in names]) / max(1, steps)).cpu().tolist()
             summary.update(zip(names, averaged))
-        counts = packed[2:]
+        counts, scores = packed[2:8], packed[8:]
+        if self.has_score:
+            summary["score_clean"] = scores[1] / scores[0] if scores[0] else None
+            summary["score_noisy"] = scores[3] / scores[2] if scores[2] else None
         if self.has_logits:
             summary["acc_clean"] = 100.0 * counts[1] / counts[0] if counts[0] else None
             summary["acc_noisy"] = 100.0 * counts[3] / counts[2] if counts[2] else None
@@ -189,6 +200,10 @@ class EpochRunner:
         self.epoch = epoch
         ctx.phase, ctx.epoch = phase.name, epoch
         ctx.apply_lr_schedule(phase.name, epoch)
+        # The global generators (dropout and anything else a method draws without a generator)
+        # are reseeded every epoch, so a run resumed at an epoch boundary draws what an
+        # uninterrupted one would.
+        torch.manual_seed(derive_seed(ctx.seed, phase.name, epoch, "global"))
         method.on_epoch_start(phase, epoch)
         method.train_mode(phase)
         sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
@@ -204,12 +219,14 @@ class EpochRunner:
         """Train one batch of the current epoch; returns its size."""
         batch, step = self.settings.batch_size, self.step_index
         index = self.order[step * batch : (step + 1) * batch]
-        x = self.augmenter.train(self.source.get(step, index), self.augment_gen)
+        raw = self.source.get(step, index)
+        x = self.augmenter.train(raw, self.augment_gen)
         y = self.labels.current[index]
         where = f"in phase {self.phase.name}, epoch {self.epoch + 1}, batch {step + 1}"
         try:
             with self.ctx.autocast():
-                out = self.method.train_step(Batch(x, y, index), self.phase, self.epoch)
+                out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None),
+                                             self.phase, self.epoch)
         except (RunFailed, KeyboardInterrupt):
             raise
         except Exception as err:

@@ -13,7 +13,6 @@ from nlbench.epoch import describe_method
 from nlbench.errors import RunFailed
 from nlbench.method import Method, Phase
 
-
 ECE_BINS = 15
 
 
@@ -112,7 +111,6 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
     """ECE (percent): sum over equal-width confidence bins of |accuracy - mean confidence| x bin share."""
     confidence = confidence.float().clamp(0, 1)
     index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)  # bins (k/B, (k+1)/B]
-    counts = torch.bincount(index, minlength=bins).float()
     conf_sum = torch.bincount(index, weights=confidence, minlength=bins)
     correct_sum = torch.bincount(index, weights=correct.float(), minlength=bins)
     gap = (correct_sum - conf_sum).abs().sum() / max(1, confidence.numel())

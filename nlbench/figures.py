@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from nlbench.errors import UsageError
+from nlbench.tables import METHOD_ORDER
 
 #: Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-METHOD_ORDER = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
 KINDS = ("lambda", "curves", "memorisation", "selection", "confusion", "temperature", "gradcam", "ranks")
 
 
@@ -45,7 +45,9 @@ def require() -> Any:
 
 #: One Okabe-Ito colour per built-in method (yellow, faint on white, is left for others).
 METHOD_COLOURS = {"standard": "#000000", "coteaching": "#E69F00", "coteaching_plus": "#56B4E9", "jocor": "#009E73",
-                  "nct": "#CC79A7", "scn": "#0072B2", "cct": "#D55E00"}
+                  "nct": "#CC79A7", "scn": "#0072B2", "cct": "#D55E00",
+                  # Beyond Okabe-Ito's eight: two of Paul Tol's colour-blind-safe muted colours.
+                  "eac": "#882255", "rul": "#999933"}
 #: Line styles that tell variants of one method apart.
 STYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 

@@ -55,11 +55,15 @@ class Batch:
     ``x`` is the augmented, normalised image batch; ``y`` the labels the method may train on
     (the injected noisy labels, as changed by relabelling methods); ``index`` the dataset index of
     each sample (for methods that keep per-sample state). Clean labels are never part of a batch.
+    ``raw`` holds the gathered uint8 images (B x 3 x H x W, on the device, before augmentation)
+    for methods that set :attr:`Method.needs_raw` to make views of their own (``ctx.augment``);
+    it is None otherwise.
     """
 
     x: Tensor
     y: Tensor
     index: Tensor
+    raw: Tensor | None = None
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Method:
     - ``logits``: B x C training logits of the deployable network, for memorisation curves
       (training accuracy on the clean and the noisy samples against their given labels).
     - ``selected``: B boolean mask of the samples the method trained on, for label precision.
+    - ``sample_score``: B floats, one per sample (an uncertainty, a weight, a per-sample loss),
+      averaged by the engine separately over the samples whose given label is right and wrong
+      (``score_clean``, ``score_noisy``), without the method ever seeing which are which.
     - any other scalar: averaged per epoch and stored in metrics.jsonl.
     """
 
@@ -91,6 +98,12 @@ class Method:
     #: The member (of the last phase) that is the method's single deployable network: what
     #: ``nlbench table --member single`` reports, so that every method deploys one network.
     single_member: ClassVar[str] = "model"
+    #: Whether ``train_step`` needs the un-augmented uint8 batch as ``batch.raw`` (to make its own
+    #: views with ``ctx.augment``); off by default, so no method pays for it unasked.
+    needs_raw: ClassVar[bool] = False
+    #: Forward-backward passes of each trained network per step (EAC: 2, the image and its flip),
+    #: so the stored cost counts work rather than networks.
+    passes_per_step: ClassVar[float] = 1.0
 
     def __init__(self, hp: Any | None = None) -> None:
         self.hp = hp if hp is not None else self.HParams()
@@ -101,7 +114,9 @@ class Method:
     def validate(cls, hp: Any, settings: dict[str, Any]) -> None:
         """Reject hyperparameter combinations that cannot run, raising ``ValueError`` with the reason.
 
-        ``settings`` holds the resolved run settings (epochs, noise rate, batch size, ...).
+        ``settings`` holds the resolved run settings: ``epochs``, ``noise_rate``, ``batch_size``,
+        ``image_size``, ``augmentation`` (the resolved pipeline, never ""), ``drop_last``,
+        ``backbone`` and ``dataset`` (its name).
         """
 
     @classmethod

@@ -214,7 +214,7 @@ def samples_sha256(table: Any, root: Path | None) -> str:
 
     digest = hashlib.sha256()
     for name, ref in zip(sample_names(table.refs, root), table.refs):
-        digest.update(f"{name}\t{_file_size(ref)}\n".encode("utf-8"))
+        digest.update(f"{name}\t{_file_size(ref)}\n".encode())
     return digest.hexdigest()
 
 

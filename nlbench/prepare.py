@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from nlbench.noise import dataset_noise
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -34,6 +32,7 @@ from nlbench.cache import SplitData, default_cache_dir, load_split
 from nlbench.cli.common import load
 from nlbench.dataset import SPLITS, Dataset
 from nlbench.errors import DataError
+from nlbench.noise import dataset_noise
 from nlbench.progress import stderr_console
 
 CHUNK = 4096  # images per block when scanning decoded pixels (bounded memory on large caches)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -209,3 +210,66 @@ def peer_members(logits1: Tensor, logits2: Tensor) -> dict[str, Tensor]:
     softmax outputs, as their code prints it.
     """
     return {"net1": logits1, "net2": logits2, "ensemble": mean_softmax([logits1, logits2]), "model": logits1}
+
+
+def relabel_mask(logits: Tensor, labels: Tensor, threshold: float, candidates: Tensor | None = None) -> Tensor:
+    """SCN's relabelling rule: max prob - prob of the given label > ``threshold`` (within ``candidates``)."""
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    gap = probs.max(dim=1).values - probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+    mask = gap > threshold
+    return mask if candidates is None else mask & candidates
+
+
+class Relabeller:
+    """SCN-style relabelling through the label store, shared by every method that relabels.
+
+    Each step :meth:`observe` flags the samples whose prediction beats their current label by more
+    than the threshold; the flags are written to ``ctx.labels`` at the end of the epoch (default:
+    when the official SCN code's relabels take effect) or after each step (``timing =
+    "immediate"``). A sample seen twice in an epoch (oversampling) takes its last flagged
+    prediction, resolved on the device without a synchronisation.
+    """
+
+    def __init__(self, labels: Any, threshold: float, timing: str = "epoch_end") -> None:
+        self.labels, self.threshold, self.timing = labels, threshold, timing
+        self.active = False
+        self._pending: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._changes_at_start = labels.changes.clone()
+
+    def start_epoch(self, active: bool) -> None:
+        """Begin an epoch; ``active`` says whether it relabels at all."""
+        self.active = active
+        self._pending = []
+        self._changes_at_start = self.labels.changes.clone()
+
+    def observe(self, logits: Tensor, labels: Tensor, index: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """Flag this step's samples to relabel (returns the mask; nothing is flagged while inactive)."""
+        if not self.active:
+            return torch.zeros_like(labels, dtype=torch.bool)
+        flagged = relabel_mask(logits, labels, self.threshold, candidates)
+        self._pending.append((index, logits.detach().argmax(dim=1), flagged))
+        if self.timing == "immediate":
+            self.apply()
+        return flagged
+
+    def apply(self) -> None:
+        """Write the collected relabels into the label store (the last flagged one wins per sample)."""
+        if not self._pending:
+            return
+        index = torch.cat([p[0] for p in self._pending])
+        labels = torch.cat([p[1] for p in self._pending])
+        flagged = torch.cat([p[2] for p in self._pending])
+        self._pending = []
+        # Per dataset sample, the position of its last flagged occurrence (-1: none).
+        positions = torch.where(flagged, torch.arange(index.numel(), device=index.device), -1)
+        store = self.labels
+        last = torch.full_like(store.current, -1).scatter_reduce(0, index, positions, reduce="amax")
+        new = torch.where(last >= 0, labels[last.clamp(min=0)], store.current)
+        store.relabel(torch.arange(new.numel(), device=new.device), new)
+
+    def finish_epoch(self) -> dict[str, float]:
+        """Apply what is pending; the epoch's number of label changes (``relabelled_epoch``) when active."""
+        self.apply()
+        if not self.active:
+            return {}
+        return {"relabelled_epoch": float((self.labels.changes - self._changes_at_start).item())}

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from nlbench.options import Range, runtime
 
 #: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
-AUGMENTATIONS = ("", "cct", "affectnet", "scn", "none")
+AUGMENTATIONS = ("", "cct", "affectnet", "scn", "eac", "erase", "none")
 #: Label-noise modes (:mod:`nlbench.noise`).
 NOISE_MODES = ("flip", "exact", "uniform", "pair", "fer-confusion", "instance")
 POSITIVE = Range(0, None, low_open=True)
@@ -38,7 +38,7 @@ class TrainSettings:
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.95
     #: Adam weight decay (L2) of every parameter group.
     weight_decay: Annotated[float, Range(0, None)] = 0.0
-    #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | none.
+    #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | eac | erase | none.
     augmentation: Literal[AUGMENTATIONS] = ""
     #: Class-balanced oversampling by the observed (noisy) labels (docs/methods.md §1.4).
     balanced_sampling: bool = False

@@ -292,7 +292,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         rate = dataset_noise_rate(dataset, int(seed))
 
     hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
-                       batch_size=settings.batch_size)
+                       batch_size=settings.batch_size, run_settings=method_settings(settings, dataset))
     if (source in ("dataset", "file") and rate == 0 and getattr(method_cls, "uses_noise_rate", False)
             and getattr(hp, "forget_rate", 0.0) == -1.0):
         raise UsageError(
@@ -319,14 +319,25 @@ def dataset_noise_rate(dataset: Any, seed: int = 1) -> float:
     return round(dataset_noise(dataset.table("train"), dataset=dataset.name, seed=seed).realised_rate, 6)
 
 
+def method_settings(settings: TrainSettings, dataset: Any) -> dict[str, Any]:
+    """The run settings a method's ``validate`` sees besides epochs, noise rate and batch size."""
+    return {"image_size": settings.image_size, "augmentation": settings.augmentation or dataset.augmentation,
+            "drop_last": settings.drop_last, "backbone": settings.backbone, "dataset": dataset.name}
+
+
 def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,
-                  batch_size: int) -> Any:
+                  batch_size: int, run_settings: dict[str, Any] | None = None) -> Any:
     """A method's hyperparameters from a dict: typed, range-checked, the method's own ``validate``,
-    then its ``canonical`` form (settings without effect reset, so equivalent runs share an id)."""
+    then its ``canonical`` form (settings without effect reset, so equivalent runs share an id).
+
+    ``run_settings`` completes what ``validate`` sees (:func:`method_settings`); unit tests may
+    leave it out and get the shared pipeline's defaults."""
     where = f"methods.{method_cls.name}"
     hp = build_options(method_cls.HParams, values, where)
+    seen = {"image_size": 224, "augmentation": "cct", "drop_last": True, "backbone": "resnet18", "dataset": "",
+            **(run_settings or {})}
     try:
-        method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size})
+        method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size, **seen})
     except ValueError as err:
         raise ConfigError(f"method {method_cls.name!r}: {err}") from None
     return method_cls.canonical(hp)

@@ -32,6 +32,31 @@ PRESET_KEYS = {
 }
 
 
+#: Names that stand for a group of methods in ``--methods`` (joined with "+": ``all+modern``).
+METHOD_GROUPS = {"all": "the paper's seven methods", "paper": "the paper's seven methods",
+                 "modern": "EAC and RUL, the post-paper methods"}
+
+
+def expand_methods(names: list[str]) -> list[str]:
+    """``names`` with the groups of :data:`METHOD_GROUPS` written out, in table order, each method once.
+
+    ``all`` (or ``paper``) is the paper's seven, ``modern`` is EAC and RUL; items may be joined with
+    "+", e.g. ``all+modern`` or ``standard+modern``.
+    """
+    from nlbench.tables import MODERN_METHODS, PAPER_METHODS
+
+    groups = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_METHODS}
+    out: list[str] = []
+    for item in names:
+        for part in (p.strip() for p in item.split("+")):
+            if not part:
+                raise UsageError(f"--methods item {item!r} has an empty part; write e.g. all+modern.")
+            for name in groups.get(part, (part,)):
+                if name not in out:
+                    out.append(name)
+    return out
+
+
 @dataclass
 class SweepRequest:
     """The axes of a grid (empty lists: the configured default of ``nlbench run``)."""
@@ -123,7 +148,8 @@ def expand(request: SweepRequest, config: Config, registry: Registry) -> list[Ru
     """The specs of every cell of the grid, in grid order, each run once."""
     datasets: dict[tuple, Dataset] = {}  # open each dataset once for the whole grid
     specs: dict[str, RunSpec] = {}
-    axes = itertools.product(request.datasets or [None], request.methods or [None], request.noise_modes or [None],
+    axes = itertools.product(request.datasets or [None], expand_methods(request.methods) or [None],
+                             request.noise_modes or [None],
                              request.noise or [None], set_axes(request.sets), request.seeds or [None])
     for dataset, method, mode, rate, sets, seed in axes:
         root = request.data_roots.get(dataset or "", request.data_roots.get(""))

@@ -154,15 +154,16 @@ def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
     def num(value: Any, spec: str) -> str:
         return MISSING if value is None else format(value, spec)
 
-    header = ["dataset", "method", "runs", "network-epochs", "seconds/run", "train img/s"]
-    rows = [[c["dataset"], c["method"], str(c["runs"]), num(c["network_epochs"], ".0f"), num(c["seconds"], ".1f"),
-             num(c["images_per_s"], ".1f")] for c in cost]
+    header = ["dataset", "method", "runs", "network-epochs", "passes", "seconds/run", "train img/s"]
+    rows = [[c["dataset"], c["method"], str(c["runs"]), num(c["network_epochs"], ".0f"),
+             num(c.get("pass_epochs"), ".0f"), num(c["seconds"], ".1f"), num(c["images_per_s"], ".1f")] for c in cost]
     if fmt == "markdown":
-        lines = ["", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 4] + ["| " + " | ".join(r) + " |" for r in rows]
+        lines = ["", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 5] + ["| " + " | ".join(r) + " |" for r in rows]
         print("\n".join(lines), file=out)
         return
     rich_table = Table(title="Training cost (mean per run)",
-                       caption="network-epochs = networks trained x epochs, summed over phases.")
+                       caption="network-epochs = networks trained x epochs, summed over phases; passes = "
+                               "forward-backward passes over the training set (EAC: 2 per network-epoch).")
     for i, name in enumerate(header):
         rich_table.add_column(name, justify="left" if i < 2 else "right")
     for r in rows:

@@ -22,9 +22,10 @@ import functools
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -36,6 +37,10 @@ METRICS = SELECTIONS
 LAYOUTS = ("table1", "table2", "table3", "table8")
 ALL_SCORES = ("accuracy", *SCORES)
 PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
+#: Methods after the paper that noisy-label FER papers compare with (EAC, ECCV 2022; RUL, NeurIPS 2021).
+MODERN_METHODS = ("eac", "rul")
+#: Row order of every table: the paper's methods, then the modern ones, then any other by name.
+METHOD_ORDER = PAPER_METHODS + MODERN_METHODS
 PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
 MISSING = "–"
 METRIC_TEXT = {
@@ -45,7 +50,8 @@ METRIC_TEXT = {
     "best": "the best epoch selected on the test set: an ORACLE, optimistic, as the paper reports",
 }
 SCORE_TEXT = {"accuracy": "Test accuracy (%)", "balanced_accuracy": "Balanced (mean-class) test accuracy (%)",
-              "macro_f1": "Macro-F1 on the test set (%)", "ece": "Expected calibration error on the test set (%, lower is better)"}
+              "macro_f1": "Macro-F1 on the test set (%)",
+              "ece": "Expected calibration error on the test set (%, lower is better)"}
 TITLES = {"table1": "Table 1: label noise", "table2": "Table 2: real noisy labels",
           "table3": "Table 3: clean labels", "table8": "Table 8: CCT networks x consistency"}
 #: Hyperparameters that are a layout's columns, hence never a row variant.
@@ -66,10 +72,9 @@ def configured_settings(config: Any, registry: Any) -> Usual:
     """The settings a run gets without --set, for every registered method and dataset."""
     import dataclasses
 
+    from nlbench.errors import NlbenchError
     from nlbench.options import build_options
     from nlbench.spec import resolve_train_settings
-
-    from nlbench.errors import NlbenchError
 
     usual = Usual()
     for name in registry.methods:
@@ -285,7 +290,7 @@ def _method_order(name: str) -> tuple[int, str, bool, str, str]:
     shown beside it (``cct``, ``cct: teachers' ensemble``, ``cct [x=1]``, ``cct [x=1]: ...``)."""
     variant, _, beside = name.partition(": ")
     base = variant.split(" [", 1)[0]
-    index = PAPER_METHODS.index(base) if base in PAPER_METHODS else len(PAPER_METHODS)
+    index = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
     return (index, base, variant != base, variant, beside)
 
 
@@ -498,7 +503,7 @@ def row_ranks(table: ComparisonTable) -> dict[tuple[str, ...], float]:
         if ":" not in cell.row[-1]:
             groups.setdefault(cell.row[:-1], {}).setdefault(cell.column, {})[cell.row] = cell.mean
     out: dict[tuple[str, ...], list[float]] = {}
-    for group, columns in groups.items():
+    for columns in groups.values():
         rows = {row for cells in columns.values() for row in cells}
         for cells in columns.values():
             if set(cells) != rows or len(rows) < 2:
@@ -517,10 +522,16 @@ def cost_rows(table: ComparisonTable) -> list[dict[str, Any]]:
     frame = table.frame
     if frame.empty:
         return out
+    def mean(costs: list[dict[str, Any]], key: str) -> float | None:
+        values = [c.get(key) for c in costs if c.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
     for (dataset, variant), group in frame[frame["suffix"] == ""].groupby(["dataset", "variant"]):
-        def mean(key: str) -> float | None:
-            values = [c.get(key) for c in group["cost"] if c.get(key) is not None]
-            return sum(values) / len(values) if values else None
-        out.append({"dataset": dataset, "method": variant, "runs": len(group), "network_epochs": mean("network_epochs"),
-                    "seconds": mean("seconds"), "images_per_s": mean("train_images_per_s")})
+        costs = list(group["cost"])
+        # Results written before pass_epochs existed trained one pass per network-epoch.
+        passes = [c.get("pass_epochs", c.get("network_epochs")) for c in costs]
+        out.append({"dataset": dataset, "method": variant, "runs": len(group),
+                    "network_epochs": mean(costs, "network_epochs"),
+                    "pass_epochs": mean([{"p": p} for p in passes], "p"),
+                    "seconds": mean(costs, "seconds"), "images_per_s": mean(costs, "train_images_per_s")})
     return sorted(out, key=lambda r: (_dataset_order(r["dataset"]), _method_order(r["method"])))

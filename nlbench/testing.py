@@ -17,8 +17,8 @@ through the same assembly (:func:`nlbench.assemble.assemble`) and checks that
   (and only B x num_classes finite scores);
 - ``state_dict`` survives ``torch.save``/``torch.load`` into a freshly built instance with
   identical predictions;
-- ``train_step`` returns a finite 0-dim ``loss``, B x C ``logits`` and a B boolean ``selected``
-  when it returns them, and 0-dim tensors for every other key.
+- ``train_step`` returns a finite 0-dim ``loss``, B x C ``logits``, a B boolean ``selected`` and
+  B finite floats ``sample_score`` when it returns them, and 0-dim tensors for every other key.
 
 A failed check raises :class:`ConformanceError` (an ``AssertionError``) saying what is wrong.
 
@@ -211,10 +211,11 @@ def _check_train_step(method: Method, phase: Phase, images: Tensor, augmenter: A
         method.start_phase(phase)
         method.on_epoch_start(phase, 0)
         method.train_mode(phase)
-        x = augmenter.train(images.index_select(0, index.cpu()).to(device), ctx.generator("augment"))
+        raw = images.index_select(0, index.cpu()).to(device)
+        x = augmenter.train(raw, ctx.generator("augment"))
         y = ctx.labels.current[index]
         with ctx.autocast():
-            out = method.train_step(Batch(x, y, index), phase, 0)
+            out = method.train_step(Batch(x, y, index, raw if method.needs_raw else None), phase, 0)
         method.on_epoch_end(phase, 0)
     n = int(index.numel())
     _expect(isinstance(out, dict) and "loss" in out, f"{name}: train_step must return a dict with 'loss'")
@@ -225,6 +226,10 @@ def _check_train_step(method: Method, phase: Phase, images: Tensor, augmenter: A
             _expect(tuple(value.shape) == (n, classes), f"{name}: 'logits' must be {n} x {classes}")
         elif key == "selected":
             _expect(value.dtype == torch.bool and tuple(value.shape) == (n,), f"{name}: 'selected' must be a bool mask of {n}")
+        elif key == "sample_score":
+            _expect(tuple(value.shape) == (n,) and value.is_floating_point(),
+                    f"{name}: 'sample_score' must be {n} floats, one per sample")
+            _expect(bool(torch.isfinite(value).all()), f"{name}: 'sample_score' holds non-finite values")
         else:
             _expect(value.numel() == 1, f"{name}: train_step output {key!r} must be a scalar tensor")
     _expect(bool(torch.isfinite(out["loss"].float()).all()), f"{name}: train_step returned a non-finite loss")

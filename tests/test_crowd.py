@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from nlbench.crowd import (
-    CrowdDesign, accuracy, dawid_skene, from_triples, infer, kept_items, majority, pm, pm_expertise, simulate,
+    CrowdDesign,
+    accuracy,
+    dawid_skene,
+    from_triples,
+    infer,
+    kept_items,
+    majority,
+    pm,
+    pm_expertise,
+    simulate,
 )
 
 

@@ -87,8 +87,8 @@ def test_test_rows_need_no_noisy_label(tmp_path):
     root = make(tmp_path / "d")
     lines = (root / "labels.csv").read_text().splitlines()
     # The annotator labelled the training rows only; one training row lacks its label too.
-    lines = [lines[0]] + [",".join(l.split(",")[:2] + ["" if i >= 44 else l.split(",")[2]] + l.split(",")[3:])
-                          for i, l in enumerate(lines[1:])]
+    lines = [lines[0]] + [",".join(row.split(",")[:2] + ["" if i >= 44 else row.split(",")[2]] + row.split(",")[3:])
+                          for i, row in enumerate(lines[1:])]
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     ds = dataset(root, split_column="split", noisy_label_column="annotator1")
     assert len(ds.table("test")) == 15 and len(ds.table("train")) == 44

@@ -61,9 +61,9 @@ def test_fer_confusion_is_reproducible_and_refuses_unknown_classes():
 
 def test_shipped_vote_counts_are_recomputed_from_the_ferplus_votes():
     needs_ferplus()
-    import pandas as pd
-
     import sys
+
+    import pandas as pd
 
     from nlbench.plugins import get_registry
 

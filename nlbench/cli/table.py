@@ -36,8 +36,18 @@ def table(
     from nlbench.cli.common import runs_dir
     from nlbench.config import find_config, load_config
     from nlbench.table_render import render
-    from nlbench.tables import ALL_SCORES, FORMATS, LAYOUT_SPECS, LAYOUTS, METRICS, build_table, compare as compare_to
-    from nlbench.tables import configured_settings, cost_rows, ranks
+    from nlbench.tables import (
+        ALL_SCORES,
+        FORMATS,
+        LAYOUT_SPECS,
+        LAYOUTS,
+        METRICS,
+        build_table,
+        configured_settings,
+        cost_rows,
+        ranks,
+    )
+    from nlbench.tables import compare as compare_to
 
     for value, allowed, what in ((layout, LAYOUTS, "layout"), (fmt, FORMATS, "format"), (metric, METRICS, "metric"),
                                  (score, ALL_SCORES, "score")):
