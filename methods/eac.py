@@ -68,6 +68,19 @@ def consistency_loss(cam: Tensor, cam_flipped: Tensor) -> Tensor:
     return consistency_errors(cam, cam_flipped).mean()
 
 
+def in_layout_of(x: Tensor, reference: Tensor) -> Tensor:
+    """``x`` in ``reference``'s memory layout: torch.flip and masked_fill return contiguous tensors,
+    which would take a channels_last batch off the fast path."""
+    if reference.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def flip_width(x: Tensor) -> Tensor:
+    """The horizontal flip of an image batch, in the batch's memory layout."""
+    return in_layout_of(torch.flip(x, dims=[3]), x)
+
+
 class EAC(Method):
     """One network trained with CE on the image and a flip consistency of its attention maps."""
 
@@ -106,12 +119,12 @@ class EAC(Method):
         """The two views (v, v_f) of a batch."""
         v = batch.x
         if self.erase_first_view:
-            v = random_erasing(v, self.erase_gen)
+            v = in_layout_of(random_erasing(v, self.erase_gen), batch.x)
         if self.hp.fidelity == "code":
             if batch.raw is None:
                 raise RuntimeError("EAC fidelity = code needs batch.raw (needs_raw is set, so the engine gives it)")
             return v, self.ctx.augment(torch.flip(batch.raw, dims=[3]), "erase", self.view_gen)
-        return v, torch.flip(v, dims=[3])
+        return v, flip_width(v)
 
     def features(self, v: Tensor, v_flipped: Tensor) -> tuple[Tensor, Tensor]:
         """The last feature maps of both views: two forward passes (the code), or one joint pass."""

@@ -73,22 +73,23 @@ class ConformanceReport:
 
 def check_method(method_cls: type[Method], hparams: Any = None, tmp_path: Path | str | None = None,
                  device: str = "cpu", epochs: int = 2, noise: float = 0.2, seed: int = 0,
-                 backbone: str = "resnet18") -> ConformanceReport:
+                 backbone: str = "resnet18", train: dict[str, Any] | None = None) -> ConformanceReport:
     """Train ``method_cls`` briefly through the engine and check the method contract (module docstring).
 
     ``hparams`` is an instance of ``method_cls.HParams`` or a dict of overrides (None: defaults);
     ``tmp_path`` holds the run and the image cache (None: a temporary folder, removed afterwards);
     ``backbone`` is the timm model ``ctx.backbone()`` builds (a smaller one, e.g. timm's
-    ``test_resnet``, makes the check faster and proves the method does not assume ResNet-18 sizes).
+    ``test_resnet``, makes the check faster and proves the method does not assume ResNet-18 sizes);
+    ``train`` holds further ``[train]`` settings of the tiny run (e.g. ``{"augmentation": "eac"}``).
     """
     if tmp_path is None:
         with tempfile.TemporaryDirectory(prefix="nlbench-conformance-") as folder:
-            return _check(method_cls, hparams, Path(folder), device, epochs, noise, seed, backbone)
-    return _check(method_cls, hparams, Path(tmp_path), device, epochs, noise, seed, backbone)
+            return _check(method_cls, hparams, Path(folder), device, epochs, noise, seed, backbone, train or {})
+    return _check(method_cls, hparams, Path(tmp_path), device, epochs, noise, seed, backbone, train or {})
 
 
 def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str, epochs: int,
-           noise: float, seed: int, backbone: str) -> ConformanceReport:
+           noise: float, seed: int, backbone: str, train: dict[str, Any]) -> ConformanceReport:
     _expect(isinstance(method_cls, type) and issubclass(method_cls, Method),
             f"{method_cls!r} is not a nlbench.Method subclass")
     name = getattr(method_cls, "name", None)
@@ -102,7 +103,9 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
     else:
         overrides = dict(hparams)
     config = Config(methods={name: overrides}, datasets={"synthfer": {"options": dict(TINY_DATASET)}})
-    sets = [f"train.{key}={value}" for key, value in {**TINY_TRAIN, "backbone": f'"{backbone}"'}.items()]
+    extra = {k: f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v
+             for k, v in train.items()}
+    sets = [f"train.{key}={value}" for key, value in {**TINY_TRAIN, "backbone": f'"{backbone}"', **extra}.items()]
     request = RunRequest(method=name, dataset="synthfer", noise=noise, seed=seed, epochs=epochs, device=device_name,
                          cache_dir=str(root / "cache"), sets=sets)
     spec = resolve_spec(request, config, registry)

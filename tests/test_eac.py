@@ -233,3 +233,34 @@ def test_train_step_outputs_and_joint_forward() -> None:
         assert out["sample_score"].shape == (6,) and out["logits"].shape == (6, 2)
         assert not out["loss"].requires_grad
     assert EAC.passes_per_step == 2.0
+
+
+def test_under_bf16_autocast_and_channels_last_the_maps_stay_float32_and_the_flip_keeps_the_layout() -> None:
+    """The CUDA path's logic on the CPU: bf16 autocast around train_step, channels_last batches."""
+    torch.manual_seed(0)
+    ctx = stub_context(num_classes=3, networks=lambda num_classes=None: timm.create_model(
+        "resnet18", pretrained=False, num_classes=3).to(memory_format=torch.channels_last))
+    method = EAC()
+    method.build(ctx)
+    with ctx.at("train", 0):
+        method.on_epoch_start(PHASE, 0)
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    batch = Batch(x, torch.tensor([0, 1, 2, 0]), torch.arange(4))
+    _, flipped = method.views(batch)
+    assert flipped.is_contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        features = method.net.forward_features(x)
+        assert features.dtype == torch.bfloat16
+        maps = cams(features, method.net.get_classifier().weight)
+        out = method.train_step(batch, PHASE, 0)
+    assert maps.dtype == torch.float32
+    assert out["loss_cons"].dtype == torch.float32 and torch.isfinite(out["loss"])
+
+
+def test_conformance_of_the_code_form(tmp_path) -> None:
+    from nlbench.testing import check_method
+
+    report = check_method(EAC, {"fidelity": "code"}, tmp_path=tmp_path, epochs=1, train={"augmentation": "eac"})
+    assert report.result["hparams"]["fidelity"] == "code" and report.result["train"]["augmentation"] == "eac"
+    assert report.result["cost"]["pass_epochs"] == 2.0
+    assert report.result["diagnostics"]["score_noisy"] is not None

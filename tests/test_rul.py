@@ -261,3 +261,26 @@ def test_rul_resumes_exactly_through_its_dropout(cli, tmp_path) -> None:
     a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
     assert a["diagnostics"]["score_noisy"] is not None
+
+
+def test_uncertainty_stays_float32_under_bf16_autocast() -> None:
+    method = built_rul(labels=np.array([0, 1, 2, 0, 1, 2, 0, 1]))
+    with method.ctx.at("train", 0):
+        method.on_epoch_start(PHASE, 0)
+    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mu, log_var = method.net(x)
+        assert mu.dtype == torch.bfloat16
+        terms = method.losses(mu, log_var, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), torch.arange(8).flip(0))
+        out = method.train_step(Batch(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), torch.arange(8)), PHASE, 0)
+    assert terms["log_u"].dtype == torch.float32 and terms["weights"].dtype == torch.float32
+    assert torch.isfinite(out["loss"]) and out["sample_score"].dtype == torch.float32
+
+
+def test_conformance_with_different_label_pairs_and_relabelling(tmp_path) -> None:
+    from nlbench.testing import check_method
+
+    report = check_method(RUL, {"pairing": "different_label", "relabel": True, "relabel_epoch": 1},
+                          tmp_path=tmp_path, epochs=2)
+    assert report.result["hparams"]["pairing"] == "different_label"
+    assert "relabelled_epoch" in report.result["diagnostics"]

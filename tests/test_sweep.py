@@ -229,3 +229,20 @@ def test_sigterm_stops_the_workers_and_leaves_the_runs_resumable(tmp_path):
     for status in statuses:  # the workers that trained them are gone
         with pytest.raises(ProcessLookupError):
             os.kill(status["pid"], 0)
+
+
+def test_method_groups_expand_in_table_order_each_method_once(cli, tmp_path):
+    from nlbench.sweep import expand_methods
+    from nlbench.tables import MODERN_METHODS, PAPER_METHODS
+
+    assert expand_methods(["all+modern"]) == [*PAPER_METHODS, *MODERN_METHODS]
+    assert expand_methods(["modern"]) == ["eac", "rul"]
+    assert expand_methods(["standard+modern", "eac", "cct"]) == ["standard", "eac", "rul", "cct"]
+    with pytest.raises(UsageError, match="empty part"):
+        expand_methods(["all+"])
+    # The paper's grid with the modern methods added, from the command line: 9 methods x 1 cell.
+    shipped = Path(__file__).resolve().parents[1] / "benchmark.toml"
+    result = cli("sweep", "--preset", "table1", "--config", str(shipped), "--methods", "all+modern", "--datasets",
+                 "synthfer", "--noise", "0.4", "--seeds", "1", "--dry-run", "--runs-dir", str(tmp_path / "runs"), *TINY)
+    assert result.code == 0, result.err
+    assert "9 runs" in result.err and " eac " in result.out and " rul " in result.out

@@ -346,3 +346,21 @@ def test_two_seeds_give_no_interval_and_no_test():
     two = paired_comparison([80.0, 84.0], [70.0, 75.0])
     assert two.n == 2 and two.mean == pytest.approx(9.5) and two.low is None and two.p is None
     assert not two.significant
+
+
+def test_modern_methods_follow_the_papers_and_count_their_passes(tmp_path):
+    for seed in (1, 2, 3):
+        _result(tmp_path, "rul", "rafdb", 0.2, seed, 75.0, 76.0)
+        _result(tmp_path, "eac", "rafdb", 0.2, seed, 77.0, 78.0)
+        _result(tmp_path, "standard", "rafdb", 0.2, seed, 70.0, 71.0)
+        _result(tmp_path, "mine", "rafdb", 0.2, seed, 60.0, 61.0)
+    table = build_table(tmp_path, "last")
+    assert [row[1] for row in table.rows] == ["standard", "eac", "rul", "mine"]
+    assert compare(table, "standard").cells[(("20", "eac"), "rafdb")].mean == pytest.approx(7.0)
+    eac_dirs = list((tmp_path / "rafdb" / "eac").rglob("result.json"))
+    for path in eac_dirs:  # EAC declares 2 passes per network-epoch
+        data = json.loads(path.read_text())
+        data["cost"]["pass_epochs"] = 80.0
+        path.write_text(json.dumps(data))
+    rows = {r["method"]: r for r in cost_rows(build_table(tmp_path, "last"))}
+    assert rows["eac"]["pass_epochs"] == 80.0 and rows["standard"]["pass_epochs"] == 40.0  # old results: 1 pass
