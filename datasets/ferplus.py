@@ -15,7 +15,9 @@ Labels follow the FERPlus authors' majority rule, as CCT did (docs/methods.md §
 exactly one vote is set to 0; a row is kept only if its largest remaining count is more than half of
 the remaining votes, and dropped when that winner is ``unknown`` or ``NF``. Classes, in FERPlus
 order: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt. Splits as CCT: train =
-Training + PublicTest (FER2013Train + FER2013Valid), test = PrivateTest (FER2013Test).
+Training + PublicTest (FER2013Train + FER2013Valid), test = PrivateTest (FER2013Test). Option
+``classes = 7`` keeps the seven basic expressions (the faces whose majority is contempt are dropped
+from both splits, and contempt votes are no label to draw), the FERPlus protocol of EAC and RUL.
 
 Oddities of the original files are reported in ``SampleTable.problems``, never fatal: rows whose
 vote total is not 10, kept rows without an image name, names listed twice, malformed rows, and
@@ -56,6 +58,7 @@ USAGES = {"train": ("Training", "PublicTest"), "test": ("PrivateTest",)}
 FOLDERS = {"train": ("FER2013Train", "FER2013Valid"), "test": ("FER2013Test",)}
 LAYOUTS = ("auto", "csv", "folders")
 REAL_NOISE = ("none", "fer2013", "vote", "worst")
+CLASS_COUNTS = (8, 7)
 BLOCK_ROWS = 2048  # fer2013.csv rows parsed per numpy call (about 40 MB of int64)
 #: FER2013's emotion ids (0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral) as
 #: FERPlus classes. FER2013 has no contempt: a contempt face keeps its FER2013 label, always wrong.
@@ -83,6 +86,8 @@ class FerplusOptions:
     #: "vote" (one of the face's own ten annotators' votes, drawn with the run's seed); "worst"
     #: (a wrong vote whenever the face has one). Both layouts carry the votes.
     real_noise: Literal[REAL_NOISE] = "none"
+    #: 8 (the CCT paper's classes) or 7 (contempt dropped: the seven basic expressions of EAC and RUL).
+    classes: Literal[CLASS_COUNTS] = 8
 
 
 @dataclass
@@ -121,6 +126,10 @@ class Ferplus(Dataset):
         self._pixels: np.ndarray | None = None
         self._bad_pixel_rows: dict[int, str] = {}
         self._lock = threading.Lock()
+        if self.options.classes == 7:
+            # Contempt is the last class, so the other indices and the AffectNet mapping stay valid.
+            self.class_names = CLASS_NAMES[:7]
+            self.to_affectnet = type(self).to_affectnet[:7]
 
     # ------------------------------------------------------------------ layout
     def _csv_files(self) -> tuple[Path | None, Path | None]:
@@ -190,7 +199,8 @@ class Ferplus(Dataset):
         if split not in self._tables:
             rows = self._load()
             labels = majority_labels(np.where(rows.votes < 0, 0, rows.votes))
-            chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0))
+            chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0)
+                                    & (labels < len(self.class_names)))
             problems = [message for where, message in rows.problems if where == split]
             noisy, votes, rule, note = None, None, "given", ""
             real = self.options.real_noise if split == "train" else "none"
@@ -203,10 +213,12 @@ class Ferplus(Dataset):
                 noisy = rows.fer2013[chosen]
                 contempt = int(np.sum(labels[chosen] == CLASS_NAMES.index("contempt")))
                 note = (f"FER2013's single-annotator labels mapped to the FERPlus classes; FER2013 has no contempt, "
-                        f"so the {contempt} contempt faces keep their FER2013 label (always wrong)")
+                        f"so the {contempt} contempt faces keep their FER2013 label (always wrong)"
+                        if len(self.class_names) == 8 else
+                        "FER2013's single-annotator labels mapped to the seven basic FERPlus classes")
             elif real in ("vote", "worst"):
                 # The eight emotions' votes (unknown and not-a-face votes are no expression label).
-                votes, rule = rows.votes[chosen, : len(CLASS_NAMES)], real
+                votes, rule = rows.votes[chosen, : len(self.class_names)], real
                 note = ("one of each face's own FERPlus annotators' votes (unknown and not-a-face votes left out), "
                         "drawn with the run's seed" if real == "vote" else
                         "a wrong FERPlus annotator vote whenever the face has one, drawn with the run's seed")

@@ -249,3 +249,23 @@ def test_a_truncated_fer2013_csv_says_so_without_dumping_pixels(tmp_path: Path, 
         ferplus(root).check()
     text = str(err.value)
     assert ("truncated" in text or "damaged or incomplete" in text) and len(text) < 400
+
+
+def test_seven_classes_drop_contempt_faces_and_contempt_votes(tmp_path: Path) -> None:
+    root = make_csv_layout(tmp_path)
+    eight, seven = ferplus(root), ferplus(root, classes=7)
+    assert seven.num_classes == 7 and "contempt" not in seven.class_names and eight.num_classes == 8
+    assert list(eight.table("train").labels) == [1, 2, 0, 7]
+    assert list(seven.table("train").labels) == [1, 2, 0]  # the contempt face is dropped
+    assert seven.to_affectnet == eight.to_affectnet[:7]
+    votes = ferplus(root, classes=7, real_noise="vote").table("train").votes
+    assert votes.shape == (3, 7)  # contempt votes are no label to draw
+    with pytest.raises(Exception, match="classes"):
+        ferplus(root, classes=6)
+
+
+def test_real_seven_class_counts(real_csv) -> None:
+    seven = ferplus(_real(), classes=7)
+    train, test = seven.table("train"), seven.table("test")
+    assert len(train) == 4835 - 19 and list(np.bincount(train.labels, minlength=7)) == [1727, 1392, 585, 582, 414, 17, 99]
+    assert len(test) < 3153 and test.labels.max() == 6
