@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 import nlbench
 from nlbench import Batch, Method, Phase
@@ -81,6 +81,24 @@ def flip_width(x: Tensor) -> Tensor:
     return in_layout_of(torch.flip(x, dims=[3]), x)
 
 
+class TwoViews(nn.Module):
+    """The training forward of EAC (both views' feature maps and the first view's logits), one
+    module so that ``ctx.compile`` can compile it: the timm ``forward`` compiled by ``ctx.backbone()``
+    is not what EAC's training calls."""
+
+    def __init__(self, net: nn.Module, joint: bool) -> None:
+        super().__init__()
+        self.net, self.joint = net, joint
+
+    def forward(self, v: Tensor, v_flipped: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.joint:
+            both = self.net.forward_features(torch.cat([v, v_flipped]))
+            features, features_flipped = both[: v.shape[0]], both[v.shape[0]:]
+        else:
+            features, features_flipped = self.net.forward_features(v), self.net.forward_features(v_flipped)
+        return features, features_flipped, self.net.forward_head(features)
+
+
 class EAC(Method):
     """One network trained with CE on the image and a flip consistency of its attention maps."""
 
@@ -107,6 +125,8 @@ class EAC(Method):
         super().build(ctx)
         self.net = ctx.backbone()
         self.optimizer = ctx.optimizer([self.net])
+        # Kept in a dict: a module attribute would be saved twice in checkpoints (it holds self.net).
+        self._forward = {"two_views": ctx.compile(TwoViews(self.net, self.hp.joint_forward))}
         self.erase_first_view = self.hp.erasing == "always" or (
             self.hp.erasing == "auto" and ctx.augmentation not in ERASING)
 
@@ -128,10 +148,7 @@ class EAC(Method):
 
     def features(self, v: Tensor, v_flipped: Tensor) -> tuple[Tensor, Tensor]:
         """The last feature maps of both views: two forward passes (the code), or one joint pass."""
-        if self.hp.joint_forward:
-            both = self.net.forward_features(torch.cat([v, v_flipped]))
-            return both[: v.shape[0]], both[v.shape[0]:]
-        return self.net.forward_features(v), self.net.forward_features(v_flipped)
+        return self._forward["two_views"](v, v_flipped)[:2]
 
     def losses(self, features: Tensor, features_flipped: Tensor, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """CE on v, the consistency loss of the CAMs and L = CE + lambda * L_cons."""
@@ -146,8 +163,8 @@ class EAC(Method):
 
     def train_step(self, batch: Batch, phase: Phase, epoch: int) -> dict[str, Tensor]:
         v, v_flipped = self.views(batch)
-        features, features_flipped = self.features(v, v_flipped)
-        logits = self.net.forward_head(features).float()
+        features, features_flipped, logits = self._forward["two_views"](v, v_flipped)
+        logits = logits.float()
         terms = self.losses(features, features_flipped, logits, batch.y)
         self.optimizer.zero_grad(set_to_none=True)
         self.ctx.backward(terms["loss"])

@@ -125,6 +125,11 @@ class RUL(Method):
     HParams = RULParams
 
     @classmethod
+    def validate(cls, hp: RULParams, settings: dict) -> None:
+        if settings.get("batch_size", 2) < 2:
+            raise ValueError("RUL's BatchNorm1d heads need at least 2 samples per batch; set train.batch_size >= 2")
+
+    @classmethod
     def canonical(cls, hp: RULParams) -> RULParams:
         if not hp.relabel:  # the relabelling settings have no effect
             return RULParams(feature_dim=hp.feature_dim, dropout=hp.dropout, pairing=hp.pairing)
@@ -175,7 +180,8 @@ class RUL(Method):
     def train_step(self, batch: Batch, phase: Phase, epoch: int) -> dict[str, Tensor]:
         if batch.x.shape[0] < 2:
             # BatchNorm1d cannot normalise one sample in train mode (the official code would crash):
-            # a last batch of one (drop_last = false) is skipped and counted.
+            # a last batch of one (drop_last = false) is skipped; its loss of 0 enters the epoch's mean
+            # loss, and skipped_single_batch is the share of the epoch's steps skipped.
             zero = torch.zeros((), device=batch.x.device)
             return {"loss": zero, "skipped_single_batch": zero + 1}
         mu, log_var = self.net(batch.x)
@@ -188,10 +194,13 @@ class RUL(Method):
         self.optimizer.zero_grad(set_to_none=True)
         self.ctx.backward(terms["loss"])
         self.optimizer.step()
+        log_u = terms["log_u"].detach()
         out = {"loss": terms["loss"].detach(), "logits": logits,
-               "log_uncertainty": terms["log_u"].detach().mean(),
+               "log_uncertainty": log_u.mean(),
+               # u itself, for comparison with the paper's figures (clamped at e^80: u is unbounded).
+               "uncertainty_mean": torch.exp(log_u.clamp(max=80.0)).mean(),
                "weight_spread": (terms["weights"].detach() - 0.5).abs().mean(),
-               "sample_score": terms["log_u"].detach()}
+               "sample_score": log_u, "skipped_single_batch": torch.zeros((), device=log_u.device)}
         if self.relabeller.active:
             out["relabel_share"] = self.relabeller.observe(logits, batch.y, batch.index).float().mean()
         return out

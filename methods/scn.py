@@ -172,6 +172,7 @@ class SCN(Method):
             flagged = self.relabeller.observe(logits, batch.y, batch.index, candidates)
             out["relabel_share"] = flagged.float().mean()
         out["logits"] = logits.detach()
+        out["sample_score"] = importance.detach()  # the importance weight, split by clean/noisy labels
         return out
 
     def on_epoch_end(self, phase: Phase, epoch: int) -> dict[str, float]:

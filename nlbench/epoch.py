@@ -56,7 +56,7 @@ def describe_method(method: Method) -> str:
 def relabel_counts(labels: LabelStore, clean: torch.Tensor) -> dict[str, int]:
     """How many training labels differ from the injected ones now, and how many of those are right.
 
-    Only relabelling methods (SCN) change labels; for them ``labels_restored`` counts changes that
+    Only relabelling methods (SCN, RUL with ``relabel``) change labels; for them ``labels_restored`` counts changes that
     gave back the true label, ``labels_changed`` all changed labels, ``relabel_events`` every
     write that changed a label (a label changed twice counts twice).
     """
@@ -73,6 +73,8 @@ class StepMeter:
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
         self.host_sums: dict[str, float] = {}
+        #: Steps that returned each key: a key a step leaves out (a skipped batch) is not averaged as 0.
+        self.key_steps: dict[str, int] = {}
         self.losses: list[torch.Tensor] = []
         self.counts = torch.zeros(6, device=device)  # clean n/correct, noisy n/correct, selected, selected clean
         self.scores = torch.zeros(4, device=device)  # sample_score: clean n/sum, noisy n/sum
@@ -88,6 +90,7 @@ class StepMeter:
         for key, value in out.items():
             if key in ("loss", "logits", "selected", "sample_score"):
                 continue
+            self.key_steps[key] = self.key_steps.get(key, 0) + 1
             if isinstance(value, torch.Tensor) and value.device == self.device:
                 value = value.detach().float().reshape(())
                 self.sums[key] = self.sums.get(key, torch.zeros((), device=self.device)) + value
@@ -112,7 +115,9 @@ class StepMeter:
             self.has_score = True
             score = out["sample_score"].detach().float().reshape(-1)
             noisy = is_noisy.float()
-            self.scores += torch.stack([(1 - noisy).sum(), (score * (1 - noisy)).sum(), noisy.sum(), (score * noisy).sum()])
+            # torch.where, not a product: an infinite score of one subset must not become NaN in the other.
+            self.scores += torch.stack([(1 - noisy).sum(), torch.where(is_noisy, 0.0, score).sum(), noisy.sum(),
+                                        torch.where(is_noisy, score, 0.0).sum()])
 
     def summary(self, steps: int, phase: str, epoch: int) -> dict[str, float | None]:
         """Per-epoch averages (None where a subset is empty: JSON has no NaN); a non-finite loss
@@ -129,10 +134,11 @@ class StepMeter:
                 "the run is marked failed and what was stored is kept. Lower the learning rate or check the data."
             )
         summary = {"loss": packed[0]}
-        summary.update({k: v / max(1, steps) for k, v in self.host_sums.items()})
+        summary.update({k: v / max(1, self.key_steps.get(k, steps)) for k, v in self.host_sums.items()})
         if values:
             names = list(values)
-            averaged = (torch.stack([values[n] for n in names]) / max(1, steps)).cpu().tolist()
+            divisors = torch.tensor([max(1, self.key_steps.get(n, steps)) for n in names], device=self.device)
+            averaged = (torch.stack([values[n] for n in names]) / divisors).cpu().tolist()
             summary.update(zip(names, averaged))
         counts, scores = packed[2:8], packed[8:]
         if self.has_score:
@@ -203,7 +209,7 @@ class EpochRunner:
         # The global generators (dropout and anything else a method draws without a generator)
         # are reseeded every epoch, so a run resumed at an epoch boundary draws what an
         # uninterrupted one would.
-        torch.manual_seed(derive_seed(ctx.seed, phase.name, epoch, "global"))
+        torch.manual_seed(derive_seed(ctx.seed, "global-rng", phase.name, epoch))
         method.on_epoch_start(phase, epoch)
         method.train_mode(phase)
         sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))

@@ -84,7 +84,7 @@ class Method:
     - ``sample_score``: B floats, one per sample (an uncertainty, a weight, a per-sample loss),
       averaged by the engine separately over the samples whose given label is right and wrong
       (``score_clean``, ``score_noisy``), without the method ever seeing which are which.
-    - any other scalar: averaged per epoch and stored in metrics.jsonl.
+    - any other scalar: averaged per epoch over the steps that returned it, stored in metrics.jsonl.
     """
 
     name: ClassVar[str]
@@ -100,7 +100,7 @@ class Method:
     single_member: ClassVar[str] = "model"
     #: Whether ``train_step`` needs the un-augmented uint8 batch as ``batch.raw`` (to make its own
     #: views with ``ctx.augment``); off by default, so no method pays for it unasked.
-    needs_raw: ClassVar[bool] = False
+    needs_raw: bool = False  # a class default; a method may set it per instance (EAC's code form)
     #: Forward-backward passes of each trained network per step (EAC: 2, the image and its flip),
     #: so the stored cost counts work rather than networks.
     passes_per_step: ClassVar[float] = 1.0

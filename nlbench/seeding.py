@@ -10,6 +10,8 @@ are independent of each other and of anything else a run did before. The purpose
                                        (:class:`nlbench.backbone.BackboneFactory`): the same
                                        seed gives every method the same first network
 ``("global",)``                        torch's global generator at the start of a run
+``("global-rng", phase, epoch)``       torch's global generators at the start of every epoch
+                                       (dropout): a resumed run draws what a whole one draws
 ``(phase, epoch, "sampler")``          the sample order of one epoch
 ``(phase, epoch, purpose)``            the device generators of :meth:`Context.generator`
                                        (augmentation: ``"augment"``; a method's own streams)

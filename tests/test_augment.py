@@ -115,3 +115,24 @@ def test_random_erasing_area_within_bounds():
     assert hit.min() >= 0.015 and hit.max() <= 0.26
     # erasing is the same on every channel
     assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)
+
+
+def test_eac_pipeline_is_noise_or_nothing_never_a_flip_then_erasing_and_erase_only_erases():
+    # eac: p = 0.5 Gaussian pixel noise, never a flip, then erasing with p = 0.5. Of 1,024 copies of an
+    # asymmetric image: untouched ~ 0.5 * 0.5 = 256, mirrored none; erase: ~512 untouched, none noisy.
+    image = _images(1, size=12)
+    batch = image.repeat(1024, 1, 1, 1)
+    plain = Augmenter("none", 12, MEAN, STD, torch.device("cpu")).test(image)[0]
+    mirrored = plain.flip(-1)
+    for pipeline, low, high in (("eac", 200, 312), ("erase", 450, 574)):
+        out = Augmenter(pipeline, 12, MEAN, STD, torch.device("cpu")).train(batch, torch.Generator().manual_seed(2))
+        n_plain = sum(bool(torch.allclose(x, plain, atol=1e-5)) for x in out)
+        assert low < n_plain < high, (pipeline, n_plain)
+        assert not any(bool(torch.allclose(x, mirrored, atol=1e-5)) for x in out)
+        # Every sample differs from the plain image only where it was erased, or everywhere (noise).
+        changed = ~torch.isclose(out, plain.expand_as(out), atol=1e-5)
+        erased_only = ((out == 0) | ~changed).all(dim=(1, 2, 3))
+        if pipeline == "erase":
+            assert bool(erased_only.all())
+        else:
+            assert 0.4 < 1 - erased_only.float().mean().item() < 0.6  # the noisy half

@@ -114,9 +114,11 @@ def test_total_loss_is_ce_plus_lambda_times_consistency() -> None:
     assert terms["loss_ce"].item() == pytest.approx(ce, abs=1e-6)
     assert terms["loss_cons"].item() == pytest.approx(8 / 3, abs=1e-6)
     assert terms["loss"].item() == pytest.approx(13.553428, abs=1e-5)
-    # lambda = 0: L is the CE exactly; the flipped view's logits never enter.
-    plain = eac_with([[1.0], [1.0]], lam=0.0).losses(features, features * 7, logits, labels)
-    assert plain["loss"].item() == pytest.approx(ce, abs=1e-7)
+    # lambda = 0: a training step's loss is the CE of the first view's logits exactly.
+    plain = eac_with([[1.0], [1.0]], lam=0.0, erasing="pipeline")
+    v = torch.tensor([[1.0, 2.0, 3.0], [3.0, 0.0, -1.0]]).view(2, 1, 1, 3)
+    expected = F.cross_entropy(plain.net(v), labels).item()
+    assert plain.train_step(Batch(v, labels, torch.arange(2)), PHASE, 0)["loss"].item() == pytest.approx(expected, abs=1e-7)
 
 
 def test_a_flip_equivariant_extractor_has_zero_consistency_loss_only_with_the_flip() -> None:
@@ -142,10 +144,12 @@ def code_flip_grid(h: int, w: int) -> torch.Tensor:
 @pytest.mark.parametrize("side", [7, 4, 2])
 def test_the_flip_back_equals_the_codes_grid_sample(side: int) -> None:
     torch.manual_seed(side)
-    maps = torch.randn(3, 7, side, side)
+    maps, other = torch.randn(3, 7, side, side), torch.randn(3, 7, side, side)
     grid = code_flip_grid(side, side).expand(3, -1, -1, -1)
-    sampled = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    assert (sampled - torch.flip(maps, dims=[3])).abs().max().item() < 2e-6
+    sampled = F.grid_sample(other, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    assert (sampled - torch.flip(other, dims=[3])).abs().max().item() < 2e-6
+    # The method's loss equals the code's ACLoss: mse_loss(maps, grid-sampled flip of the other maps).
+    assert consistency_loss(maps, other).item() == pytest.approx(F.mse_loss(maps, sampled).item(), rel=1e-5)
 
 
 def test_gradients_reach_the_features_but_not_the_classifier_weight() -> None:
@@ -175,7 +179,8 @@ def test_default_views_mirror_the_erased_rectangle() -> None:
     method = eac_with([[1.0, 0.0, 0.0]])
     gen = torch.Generator().manual_seed(3)
     raw = torch.randint(1, 256, (200, 3, 16, 16), dtype=torch.uint8, generator=gen)
-    augmenter = Augmenter("cct", 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), torch.device("cpu"))
+    # scn: erasing without the translation zero-fill of cct's affine step, which looks like erasing.
+    augmenter = Augmenter("scn", 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), torch.device("cpu"))
     v = augmenter.train(raw, gen)
     first, second = method.views(Batch(v, torch.zeros(200, dtype=torch.long), torch.arange(200)))
     assert torch.equal(second, torch.flip(first, dims=[3]))

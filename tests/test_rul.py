@@ -182,6 +182,11 @@ def test_a_single_sample_batch_is_skipped_not_a_crash() -> None:
         method.on_epoch_start(PHASE, 0)
     out = method.train_step(Batch(torch.randn(1, 3, 32, 32), torch.tensor([0]), torch.tensor([0])), PHASE, 0)
     assert out["loss"].item() == 0.0 and out["skipped_single_batch"].item() == 1.0
+    from nlbench.errors import ConfigError
+    from nlbench.spec import build_hparams
+
+    with pytest.raises(ConfigError, match="at least 2 samples"):
+        build_hparams(RUL, {}, epochs=2, noise_rate=0.2, batch_size=1)
 
 
 def test_different_label_pairing() -> None:
@@ -219,6 +224,18 @@ def test_relabeller_rule_timing_and_repeated_samples() -> None:
     relabeller.observe(torch.log(torch.tensor([[0.1, 0.1, 0.8]])), torch.tensor([0]), torch.tensor([0]))
     assert relabeller.finish_epoch() == {"relabelled_epoch": 1.0}
     assert store.current.tolist() == [2, 0, 0, 0]
+
+
+def test_rul_relabels_on_the_unmixed_logits() -> None:
+    method = built_rul(labels=np.array([0, 1, 2, 0, 1, 2, 0, 1]), relabel=True, relabel_epoch=1)
+    with method.ctx.at("train", 0):
+        method.on_epoch_start(PHASE, 0)
+    seen = []
+    observe = method.relabeller.observe
+    method.relabeller.observe = lambda logits, *args: seen.append(logits) or observe(logits, *args)
+    out = method.train_step(Batch(torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+                                  torch.arange(8)), PHASE, 0)
+    assert len(seen) == 1 and torch.equal(seen[0], out["logits"])  # fc(mu), not fc(m)
 
 
 def test_rul_relabels_from_its_start_epoch_only() -> None:
