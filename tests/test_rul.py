@@ -249,8 +249,10 @@ def test_rul_relabels_from_its_start_epoch_only() -> None:
 
 
 @pytest.mark.slow
-def test_rul_resumes_exactly_through_its_dropout(cli, tmp_path) -> None:
-    """Dropout draws from the global generator, reseeded every epoch: a resumed run equals a whole one."""
+@pytest.mark.parametrize("method", ["rul", "eac"])
+def test_a_resumed_run_equals_a_whole_one(cli, tmp_path, method: str) -> None:
+    """RUL's dropout draws from the global generator, reseeded every epoch; EAC draws its erasing
+    from per-epoch generators: a resumed run equals an uninterrupted one."""
     import nlbench
 
     class StopAfter:
@@ -263,7 +265,8 @@ def test_rul_resumes_exactly_through_its_dropout(cli, tmp_path) -> None:
             if self.seen == 1:
                 raise KeyboardInterrupt
 
-    args = ["run", "--method", "rul", "--epochs", "2", "--noise", "0.3", *TINY]
+    args = ["run", "--method", method, "--epochs", "2", "--noise", "0.3", *TINY,
+            *(["--set", "train.augmentation=none"] if method == "eac" else [])]  # EAC then erases itself
     whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
     assert whole.code == 0, whole.err
     manager = get_registry().manager
