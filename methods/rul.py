@@ -30,7 +30,7 @@ import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.options import Range
 from nlbench.seeding import derive_seed
-from nlbench.selection import Relabeller
+from nlbench.selection import Relabeller, auto_relabel_epoch
 
 PAIRINGS = ("random", "different_label")
 BN_EPS = 2e-5
@@ -146,8 +146,7 @@ class RUL(Method):
             net = RULNet(trunk, feature_shape, ctx.num_classes, self.hp.feature_dim, self.hp.dropout)
         self.net = ctx.compile(net.to(ctx.device))
         self.optimizer = ctx.optimizer([self.net])
-        first = self.hp.relabel_epoch or (10 if ctx.epochs >= 10 else max(1, math.floor(0.1 * ctx.epochs + 0.5)))
-        self.first_relabel_epoch = first
+        self.first_relabel_epoch = self.hp.relabel_epoch or auto_relabel_epoch(ctx.epochs)
         self.relabeller = Relabeller(ctx.labels, self.hp.relabel_threshold)
 
     @staticmethod

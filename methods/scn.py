@@ -29,7 +29,7 @@ import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.options import Range
 from nlbench.seeding import derive_seed
-from nlbench.selection import Relabeller, relabel_mask, scn_margin
+from nlbench.selection import Relabeller, auto_relabel_epoch, relabel_mask, scn_margin
 
 RELABEL_SETS = ("low", "all", "none")
 RELABEL_TIMINGS = ("epoch_end", "immediate")
@@ -101,10 +101,8 @@ class SCN(Method):
         if hp.fidelity == "code" and hp.relabel == "none":
             raise ValueError("fidelity = code relabels every sample; drop relabel = none or use fidelity = paper")
 
-    @staticmethod
-    def auto_relabel_epoch(epochs: int) -> int:
-        """The first relabelling epoch (1-based): 10, or 10 % of the epochs if the run is shorter than that."""
-        return 10 if epochs >= 10 else max(1, math.floor(0.1 * epochs + 0.5))
+    #: The first relabelling epoch (1-based) of ``relabel_epoch = 0`` (:func:`nlbench.selection.auto_relabel_epoch`).
+    auto_relabel_epoch = staticmethod(auto_relabel_epoch)
 
     @staticmethod
     def low_group(importance: Tensor, beta: float) -> Tensor:

@@ -212,6 +212,12 @@ def peer_members(logits1: Tensor, logits2: Tensor) -> dict[str, Tensor]:
     return {"net1": logits1, "net2": logits2, "ensemble": mean_softmax([logits1, logits2]), "model": logits1}
 
 
+def auto_relabel_epoch(epochs: int) -> int:
+    """SCN's first relabelling epoch (1-based): 10, or 10 % of the epochs (rounded half up, at least 1)
+    in runs shorter than that."""
+    return 10 if epochs >= 10 else max(1, math.floor(0.1 * epochs + 0.5))
+
+
 def relabel_mask(logits: Tensor, labels: Tensor, threshold: float, candidates: Tensor | None = None) -> Tensor:
     """SCN's relabelling rule: max prob - prob of the given label > ``threshold`` (within ``candidates``)."""
     probs = torch.softmax(logits.detach().float(), dim=1)
