@@ -26,13 +26,13 @@ import torch
 from nlbench.augment import Augmenter
 from nlbench.backbone import BackboneFactory
 from nlbench.cache import SplitData, load_split
-from nlbench.context import Context, LabelStore
+from nlbench.context import Context, LabelStore, uses_channels_last
 from nlbench.epoch import ImageCache
 from nlbench.errors import UsageError
 from nlbench.method import Method
 from nlbench.noise import NoiseResult, dataset_noise, inject_noise
 from nlbench.seeding import derive_seed
-from nlbench.validation import validation_split
+from nlbench.validation import training_subset, validation_split
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.dataset import Dataset
@@ -123,7 +123,7 @@ def build_context(spec: RunSpec, dataset: Dataset, labels: LabelStore, device: t
     """The context a method of this spec is built with."""
     settings = spec.train
     pipeline = settings.augmentation or dataset.augmentation
-    channels_last = device.type == "cuda" and settings.channels_last
+    channels_last = uses_channels_last(settings, device)
     return Context(
         device=device, num_classes=dataset.num_classes, class_names=tuple(dataset.class_names),
         epochs=settings.epochs, batch_size=settings.batch_size, train_size=int(labels.given.numel()),
@@ -145,7 +145,7 @@ def build_method(spec: RunSpec, registry: Registry, ctx: Context) -> Method:
 def build_augmenter(spec: RunSpec, dataset: Dataset, device: torch.device) -> Augmenter:
     """The batched augmentation of the run on its device (the setting, else the dataset's pipeline)."""
     settings = spec.train
-    channels_last = device.type == "cuda" and settings.channels_last
+    channels_last = uses_channels_last(settings, device)
     return Augmenter(settings.augmentation or dataset.augmentation, settings.image_size, dataset.mean,
                      dataset.std, device, channels_last)
 
@@ -213,8 +213,9 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     noisy, realised = noise.labels, noise.realised_rate
     # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.
     fit, held = validation_split(noisy, spec.train.val_fraction, spec.seed, spec.data.name)
+    fit = training_subset(fit, spec.train.train_size, spec.seed, spec.data.name)
     select = torch.as_tensor(fit)
-    train_images = train.images if not held.size else train.images.index_select(0, select)
+    train_images = train.images if fit.size == len(train) else train.images.index_select(0, select)
     if device.type == "cuda":
         # Shapes are fixed (drop_last), so cuDNN's autotuning pays for itself after a few steps.
         torch.backends.cudnn.benchmark = True

@@ -46,6 +46,16 @@ class LabelStore:
         self.changes.copy_(state["changes"].to(self.changes.device))
 
 
+def uses_amp(settings: TrainSettings, device: torch.device) -> bool:
+    """Whether a run with these settings on this device computes under bf16 autocast."""
+    return settings.amp and (device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp))
+
+
+def uses_channels_last(settings: TrainSettings, device: torch.device) -> bool:
+    """Whether networks and batches of a run use the channels_last layout (CUDA; CPU bf16)."""
+    return settings.channels_last and (device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp))
+
+
 @dataclass
 class RegisteredOptimizer:
     """An optimiser created through the context, with the phase whose epochs set its lr."""
@@ -84,13 +94,13 @@ class Context:
 
     @property
     def use_amp(self) -> bool:
-        """Whether forward passes run under bf16 autocast (CUDA only)."""
-        return self.settings.amp and self.device.type == "cuda"
+        """Whether forward passes run under bf16 autocast (CUDA; the CPU with ``cpu_amp``)."""
+        return uses_amp(self.settings, self.device)
 
     def backbone(self, num_classes: int | None = None) -> nn.Module:
         """A new ResNet-18 on the device; each call of a run gets its own seeded initialisation."""
         model = self.backbones(num_classes).to(self.device)
-        if self.device.type == "cuda" and self.settings.channels_last:
+        if uses_channels_last(self.settings, self.device):
             model = model.to(memory_format=torch.channels_last)
         if self.settings.compile:
             model.compile()  # in place: state_dict keys stay the plain ones
@@ -172,9 +182,9 @@ class Context:
         return gen
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (when enabled), a no-op elsewhere."""
+        """bf16 autocast where :attr:`use_amp` says so, else a no-op."""
         if self.use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:

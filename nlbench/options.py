@@ -71,6 +71,15 @@ def runtime(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={RUNTIME: True})
 
 
+#: Metadata key of fields added after runs were stored: left out of the run id while at their default.
+ADDED = "nlbench_added"
+
+
+def added(default: Any) -> Any:
+    """A field added after runs were stored: it enters the run id only when set to another value."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
+
+
 def is_runtime(field: dataclasses.Field) -> bool:
     """Whether a dataclass field was declared with :func:`runtime`."""
     return bool(field.metadata.get(RUNTIME))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from nlbench.options import Range, runtime
+from nlbench.options import Range, added, runtime
 
 #: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
 AUGMENTATIONS = ("", "cct", "affectnet", "scn", "eac", "erase", "none")
@@ -51,15 +51,24 @@ class TrainSettings:
     #: Share of the training set held out, stratified by the noisy labels and seeded, to select
     #: the epoch without the test set (the ``val`` metric); 0 = train on all of it (the paper).
     val_fraction: Annotated[float, Range(0, 0.5)] = 0.1
+    #: Train on a seeded random subset of this many of the faces left after the validation
+    #: split (0 = all of them): the knob of CPU-scale protocols. The noisy labels are drawn on the
+    #: whole split first, so a face keeps its noisy label whatever the subset.
+    train_size: Annotated[int, Range(0, None)] = added(0)
     #: k of the "mean of the last k epochs" metric.
     last_k: Annotated[int, Range(1, None)] = 10
     #: MS-Celeb-1M (SCN/CCT format) or torchvision/timm-keyed ResNet-18 file; "" = random init.
     #: The file's sha256 enters the run id, not its path.
     pretrained: str = runtime("")
-    #: bf16 autocast on CUDA (no effect on the CPU).
+    #: bf16 autocast on CUDA (on the CPU only with ``cpu_amp``).
     amp: bool = True
-    #: channels_last memory format on CUDA (no effect on the CPU).
+    #: channels_last memory format on CUDA (on the CPU only with ``cpu_amp``, where oneDNN's bf16
+    #: kernels prefer it; in fp32 it measured slower on the CPU, benchmarks/README.md).
     channels_last: bool = True
+    #: bf16 autocast (and channels_last) on the CPU too. Off by default: it pays only on CPUs with
+    #: bf16 instructions (AVX512-BF16, AMX) and only at some image sizes (benchmarks/README.md),
+    #: and it changes the numbers, so it enters the run id.
+    cpu_amp: bool = added(False)
     #: torch.compile every network (speed only).
     compile: bool = runtime(False)
     #: Keep the uint8 image cache on the training device: "auto" (if it fits), "yes" or "no".

@@ -25,7 +25,7 @@ from nlbench.config import Config, parse_set
 from nlbench.errors import ConfigError, UsageError
 from nlbench.identity import file_sha256, short_hash
 from nlbench.noise import check_rate
-from nlbench.options import RUNTIME, build_options, check_value, is_runtime, option_infos, runtime
+from nlbench.options import ADDED, RUNTIME, build_options, check_value, is_runtime, option_infos, runtime
 from nlbench.settings import NOISE_MODES, RunDefaults, TrainSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -153,7 +153,8 @@ def _to_json(obj: Any, identity_only: bool) -> Any:
         # Fields added after runs were stored are left out while unset, so old run ids still hold.
         return {f.name: _to_json(getattr(obj, f.name), identity_only) for f in dataclasses.fields(obj)
                 if not (identity_only and is_runtime(f))
-                and not (f.metadata.get(OMIT_NONE) and getattr(obj, f.name) is None)}
+                and not (f.metadata.get(OMIT_NONE) and getattr(obj, f.name) is None)
+                and not (identity_only and f.metadata.get(ADDED) and getattr(obj, f.name) == f.default)}
     if isinstance(obj, dict):
         return {k: _to_json(v, identity_only) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

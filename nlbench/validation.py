@@ -41,3 +41,15 @@ def validation_split(noisy: np.ndarray, fraction: float, seed: int, dataset: str
     keep = np.ones(noisy.shape[0], dtype=bool)
     keep[val] = False
     return everything[keep], val
+
+
+def training_subset(fit: np.ndarray, size: int, seed: int, dataset: str) -> np.ndarray:
+    """``size`` of the training indices ``fit``, drawn with the run's seed and sorted (0 = all).
+
+    Drawn uniformly, not per class, so the subset keeps the split's class frequencies up to
+    sampling error; a size at least as large as ``fit`` keeps every index.
+    """
+    if size <= 0 or size >= fit.shape[0]:
+        return fit
+    rng = np.random.default_rng(derive_seed(seed, "train-subset", dataset))
+    return np.sort(rng.choice(fit, size=size, replace=False))

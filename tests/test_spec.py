@@ -125,3 +125,14 @@ def test_the_data_enters_the_run_id_by_content_not_by_path(tmp_path):
 def test_a_data_root_that_is_wrong_is_a_usage_error_before_anything_is_stored(tmp_path):
     with pytest.raises(UsageError, match="not a folder"):
         resolve_spec(RunRequest(dataset="imagefolder", data_root=str(tmp_path / "missing")), Config(), get_registry())
+
+
+def test_fields_added_later_enter_the_run_id_only_when_set():
+    """train_size and cpu_amp arrived after runs were stored: at their defaults the old ids hold."""
+    base = _spec()
+    assert "train_size" not in base.identity()["train"] and "cpu_amp" not in base.identity()["train"]
+    assert _spec("train.train_size=0").run_id == base.run_id
+    ids = {_spec("train.train_size=10").run_id, _spec("train.cpu_amp=true").run_id, base.run_id}
+    assert len(ids) == 3
+    again = RunSpec.from_json(_spec("train.train_size=10").to_json())
+    assert again.train.train_size == 10 and again.run_id == _spec("train.train_size=10").run_id

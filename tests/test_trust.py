@@ -170,3 +170,32 @@ def test_real_noise_without_a_known_rate_needs_an_explicit_forget_rate(tmp_path)
     spec = resolve_spec(RunRequest(**request, sets=["methods.jocor.forget_rate=0.3"]), config, get_registry())
     assert spec.hparams["forget_rate"] == 0.3
     assert resolve_spec(RunRequest(**{**request, "method": "standard"}), config, get_registry()).noise.rate == 0
+
+
+def test_train_size_trains_on_a_seeded_subset_whose_faces_keep_their_noisy_labels():
+    """train.train_size: the same noise as the whole split, the same subset for every method of a seed."""
+    import numpy as np
+    import torch
+
+    from nlbench.assemble import assemble
+
+    sets = ["datasets.synthfer.options.train_size=200", "datasets.synthfer.options.test_size=40",
+            "datasets.synthfer.options.size=16", "train.image_size=16"]
+
+    def build(method: str, *extra: str, seed: int = 3):
+        spec = resolve_spec(RunRequest(method=method, dataset="synthfer", noise=0.4, seed=seed, sets=[*sets, *extra]),
+                            Config(), get_registry())
+        return assemble(spec, get_registry(), device=torch.device("cpu"))
+
+    whole, a, b = build("standard"), build("standard", "train.train_size=50"), build("coteaching", "train.train_size=50")
+    assert np.array_equal(a.noisy, whole.noisy)  # drawn before the subset: a face's noisy label never moves
+    assert np.array_equal(a.val_index, whole.val_index)  # the validation split is the whole run's
+    assert a.train_index.size == 50 and np.array_equal(a.train_index, b.train_index)
+    assert set(a.train_index) <= set(whole.train_index) and np.all(np.diff(a.train_index) > 0)
+    assert torch.equal(a.labels.given, torch.as_tensor(whole.noisy[a.train_index]))
+    assert torch.equal(a.clean, torch.as_tensor(whole.train.table.labels[a.train_index]))
+    assert torch.equal(a.train_images.images, whole.train.images[torch.as_tensor(a.train_index)])
+    assert a.ctx.train_size == 50
+    other_seed = build("standard", "train.train_size=50", seed=4)
+    assert not np.array_equal(other_seed.train_index, a.train_index)
+    assert build("standard", "train.train_size=1000").train_index.size == whole.train_index.size  # all of it

@@ -1,0 +1,42 @@
+"""train.cpu_amp: bf16 autocast and channels_last on the CPU only when asked for, everywhere when asked."""
+
+from __future__ import annotations
+
+import torch
+
+from nlbench.config import Config
+from nlbench.context import uses_amp, uses_channels_last
+from nlbench.plugins import get_registry
+from nlbench.settings import TrainSettings
+from nlbench.spec import RunRequest, resolve_spec
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_the_cpu_computes_in_fp32_unless_cpu_amp_is_set_while_cuda_follows_amp():
+    plain, cpu_bf16 = TrainSettings(), TrainSettings(cpu_amp=True)
+    assert not uses_amp(plain, CPU) and not uses_channels_last(plain, CPU)
+    assert uses_amp(cpu_bf16, CPU) and uses_channels_last(cpu_bf16, CPU)
+    assert uses_amp(plain, CUDA) and uses_channels_last(plain, CUDA)
+    assert not uses_amp(TrainSettings(amp=False, cpu_amp=True), CPU)  # amp = false switches bf16 off everywhere
+    assert not uses_channels_last(TrainSettings(channels_last=False, cpu_amp=True), CPU)
+
+
+def test_a_cpu_amp_run_trains_its_networks_and_batches_in_bf16_channels_last():
+    from nlbench.assemble import assemble
+
+    spec = resolve_spec(RunRequest(method="standard", dataset="synthfer", noise=0.2, seed=1,
+                                   sets=["datasets.synthfer.options.train_size=40", "datasets.synthfer.options.test_size=8",
+                                         "datasets.synthfer.options.size=16", "train.image_size=16",
+                                         "train.cpu_amp=true"]), Config(), get_registry())
+    run = assemble(spec, get_registry(), device=CPU)
+    assert run.ctx.use_amp
+    images = run.train_images.images[:4]
+    x = run.augmenter.train(images, torch.Generator().manual_seed(0))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    network = next(m for m in run.method.modules())
+    conv = next(p for p in network.parameters() if p.ndim == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    with run.ctx.autocast():
+        logits = network(x)
+    assert logits.dtype == torch.bfloat16
