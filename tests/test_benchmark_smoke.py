@@ -81,3 +81,22 @@ def test_quick_cpu_run_prints_every_row(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "nlbench cct/train" in shown.stdout and "reference_img_s" in shown.stdout
     assert not list(tmp_path.glob("nlbench-affectnet-*")), "the AffectNet memmap must be deleted"
+
+
+def test_cpu_protocol_mode_compares_each_method_with_its_own_reference_and_runs_the_cpu_levers(tmp_path: Path) -> None:
+    """The fer-cpu comparison: no augmentation on both sides, Standard's and CCT's reference loops, bf16 rows."""
+    out = tmp_path / "cpu.json"
+    done = _run("--device", "cpu", "--quick", "--augmentation", "none", "--reference-methods", "cct,standard",
+                "--methods", "cct,standard", "--levers", "cpu-bf16,cpu-bf16-nchw", "--only", "reference,methods,levers,eval",
+                "--json", str(out), timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    for name in ("reference", "reference standard", "nlbench cct/train", "nlbench standard/train",
+                 "lever cpu-bf16", "lever cpu-bf16-nchw", "eval cct/train bs=48 host cpu-bf16"):
+        assert rows[name]["status"] == "ok", (name, rows[name]["status"])
+    assert rows["reference"]["x_ref"] == 1.0 and rows["reference standard"]["x_ref"] == 1.0
+    # Each method's ratio is over its own reference loop.
+    standard_ref = rows["reference standard"]["img_s"]
+    assert abs(rows["nlbench standard/train"]["x_ref"] - rows["nlbench standard/train"]["img_s"] / standard_ref) < 1e-6
+    assert abs(rows["nlbench cct/train"]["x_ref"] - rows["nlbench cct/train"]["img_s"] / rows["reference"]["img_s"]) < 1e-6
+    assert "resize + normalise" in rows["reference standard"]["notes"] and "1 ResNet-18" in rows["reference standard"]["notes"]

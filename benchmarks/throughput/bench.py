@@ -63,7 +63,7 @@ class Bench:
         self.registry = get_registry()
         self.flops: dict[str, float] = {}  # (method/phase) -> FLOPs per training image
         self.probe_tflops: float | None = None
-        self.ref_img_s: float | None = None
+        self.ref_img_s: dict[str, float] = {}  # reference method -> its images/s
         self._phases: dict[str, list[str]] = {}
 
     # -- specs and assembly -------------------------------------------------------------------
@@ -71,7 +71,7 @@ class Bench:
         """The training settings of a row: the engine's defaults at the benchmark's sizes, plus ``changes``."""
         a = self.args
         values = {"epochs": 40, "batch_size": a.batch, "image_size": a.size, "eval_batch_size": 512,
-                  "augmentation": "cct", "cache_on_device": "auto", "compile": False, **changes}
+                  "augmentation": a.augmentation, "cache_on_device": "auto", "compile": False, **changes}
         return build_options(TrainSettings, values, "train")
 
     def spec(self, method: str, settings: TrainSettings, data: Data | None = None) -> RunSpec:
@@ -109,8 +109,12 @@ class Bench:
     def derived(self, row: dict[str, Any], key: str) -> dict[str, Any]:
         """Add x ref, TFLOP/s and % of the probe to a training row."""
         img_s = row.get("img_s")
-        if img_s and self.ref_img_s:
-            row["x_ref"] = img_s / self.ref_img_s
+        method = key.split("/")[0]
+        if method.startswith("reference"):  # "reference" is CCT's loop, "reference standard" Standard's
+            method = method.partition(" ")[2] or "cct"
+        reference = self.ref_img_s.get(method, self.ref_img_s.get("cct"))
+        if img_s and reference:
+            row["x_ref"] = img_s / reference
         flops = self.flops.get(key)
         if img_s and flops:
             row["flops_per_img_g"] = flops / 1e9
@@ -259,11 +263,12 @@ class Bench:
         n = len(data.test)
         holder: dict[str, Any] = {}
 
-        def one(bs: int, placement: str, phase_index: int) -> dict[str, Any]:
-            if "run" not in holder:
-                run = self.assemble(name, self.settings())
-                holder.update(run=run, phases=run.method.phases())
-            run, phases = holder["run"], holder["phases"]
+        def one(bs: int, placement: str, phase_index: int, cpu_amp: bool = False) -> dict[str, Any]:
+            key = "run-bf16" if cpu_amp else "run"
+            if key not in holder:
+                run = self.assemble(name, self.settings(cpu_amp=cpu_amp))
+                holder.update({key: run, "phases": run.method.phases()})
+            run, phases = holder[key], holder["phases"]
             if phase_index >= len(phases):
                 return {"status": "skipped: no such phase"}
             phase = phases[phase_index]
@@ -287,6 +292,9 @@ class Bench:
                 run_row(self.report, f"eval {name}/train bs={bs} {placement}", lambda b=bs, p=placement: one(b, p, 0))
         run_row(self.report, f"eval {name}/distill bs={a.eval_batches[0]} host",
                 lambda: one(a.eval_batches[0], "host", 1))
+        if device.type == "cpu":
+            run_row(self.report, f"eval {name}/train bs={a.eval_batches[0]} host cpu-bf16",
+                    lambda: one(a.eval_batches[0], "host", 0, cpu_amp=True))
         holder.clear()
 
     # -- AffectNet scale --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 SUMMARY = "Training throughput of nlbench's real training path, side by side with a reference-style loop."
 AFFECTNET_TRAIN = 287_651
 LEVERS = ("foreach-adam", "fewer-syncs", "cudnn-benchmark", "host-cache", "host-prefetch",
-          "compile", "compile-all", "cudagraphs")
+          "compile", "compile-all", "cudagraphs", "cpu-bf16", "cpu-bf16-nchw")
 QUICK_LEVERS = ("fewer-syncs", "host-prefetch")  # --quick is CI's smoke run: the patched paths only
 GROUPS = ("probe", "reference", "methods", "levers", "eval", "affectnet")
 
@@ -47,7 +47,10 @@ rows (in the order they run; a --time-budget skips the last ones first):
   lever cudnn-benchmark        torch.backends.cudnn.benchmark = True
   lever host-cache             uint8 cache on the host, the engine's per-step gather
   lever host-prefetch          proposed: host cache gathered by a thread into pinned buffers
+  lever cpu-bf16               CPU: train.cpu_amp (bf16 autocast + channels_last)
+  lever cpu-bf16-nchw          CPU: bf16 autocast, contiguous (NCHW) layout
   eval M/P bs=B host|device    one evaluation epoch; test set on the host (engine) or the GPU
+  eval M/P bs=B host cpu-bf16  CPU: the same under train.cpu_amp
   lever compile                torch.compile of every network (compile time, recompiles)
   lever compile-all            compile + fewer-syncs + cudnn-benchmark
   affectnet S=.. build|device|host|host-prefetch   --scale affectnet: 287,651-image memmap
@@ -73,6 +76,12 @@ columns:
     parser.add_argument("--images", type=int, default=None, help="training JPEGs to write [4096]")
     parser.add_argument("--stored-px", type=int, default=None, help="side of the JPEGs and of the uint8 cache [100]")
     parser.add_argument("--size", type=int, default=None, help="training image size (network input) [224]")
+    parser.add_argument("--augmentation", choices=("cct", "none"), default="cct",
+                        help="training augmentation of every row, the reference's torchvision transforms "
+                             "included (none: resize + normalise, the fer-cpu protocol) [cct]")
+    parser.add_argument("--reference-methods", type=_names, default=["cct"],
+                        help="reference loops to run: cct (3 networks, CE + KL) and/or standard (1 network, "
+                             "CE); a method's x ref is over its own reference, else over cct's [cct]")
     parser.add_argument("--batch", type=int, default=None, help="training batch size [256]")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per row [32]")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before timing each row [6]")
@@ -130,6 +139,8 @@ columns:
         parser.error("--affectnet-placements takes device, host and host-prefetch")
     if args.only is not None and sorted(set(args.only) - set(GROUPS)):
         parser.error(f"unknown group in --only; known: {', '.join(GROUPS)}")
+    if sorted(set(args.reference_methods) - {"cct", "standard"}):
+        parser.error("--reference-methods takes cct and standard")
     if args.quick and args.methods is None:
         args.methods = [args.lever_method]
     if args.images < args.batch:

@@ -120,7 +120,7 @@ def compile_networks(backend: str | None, mode: str | None) -> Callable[[Method,
 
 # -- the rows -------------------------------------------------------------------------------------
 def lever_rows(bench: Bench) -> None:
-    """foreach-adam, fewer-syncs, cudnn-benchmark, host-cache, host-prefetch (those in --levers)."""
+    """foreach-adam, fewer-syncs, cudnn-benchmark, host-cache, cpu-bf16(-nchw), host-prefetch (those in --levers)."""
     a, report = bench.args, bench.report
     name, cuda = a.lever_method, bench.device.type == "cuda"
     need = 20 if cuda else 0
@@ -148,6 +148,20 @@ def lever_rows(bench: Bench) -> None:
             name, 0, bench.settings(cache_on_device="no"),
             notes="engine path with cache_on_device=no: index.cpu(), index_select, pin_memory(), copy per step"),
             need)
+    if "cpu-bf16" in levers:
+        def cpu_bf16() -> dict[str, Any]:
+            if cuda:
+                return {"status": "skipped: CPU only (CUDA runs bf16 + channels_last by default)"}
+            return bench.train_row(name, 0, bench.settings(cpu_amp=True),
+                                   notes="train.cpu_amp: bf16 autocast + channels_last on the CPU")
+        run_row(report, "lever cpu-bf16", cpu_bf16, need)
+    if "cpu-bf16-nchw" in levers:
+        def cpu_bf16_nchw() -> dict[str, Any]:
+            if cuda:
+                return {"status": "skipped: CPU only"}
+            return bench.train_row(name, 0, bench.settings(cpu_amp=True, channels_last=False),
+                                   notes="bf16 autocast on the CPU, contiguous (NCHW) layout")
+        run_row(report, "lever cpu-bf16-nchw", cpu_bf16_nchw, need)
     if "host-prefetch" in levers:
         run_row(report, "lever host-prefetch", lambda: bench.train_row(
             name, 0, bench.settings(cache_on_device="no"), source="prefetch",

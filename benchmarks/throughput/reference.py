@@ -1,7 +1,8 @@
-"""The reference loop: what the official CCT/SCN code does, and its three rows.
+"""The reference loop: what the official CCT/SCN code does, and its rows.
 
-A torch DataLoader over the JPEG files (PIL decode per sample, torchvision CCT transforms), fp32,
-three timm ResNet-18s, CE per network + KL over ordered pairs, PyTorch's default Adam. Nothing of
+A torch DataLoader over the JPEG files (PIL decode per sample, torchvision CCT transforms, or
+resize + normalise with ``--augmentation none``), fp32, PyTorch's default Adam; for CCT three timm
+ResNet-18s with CE per network + KL over ordered pairs, for Standard one with CE. Nothing of
 nlbench's training path is used here on purpose: this is the loop nlbench is compared with.
 """
 
@@ -41,10 +42,12 @@ class ReferenceDataset(torch.utils.data.Dataset):
         return self.transform(image), int(self.labels[i])
 
 
-def reference_transform(size: int) -> Any:
-    """The CCT training transform of the official code, in torchvision."""
+def reference_transform(size: int, augmentation: str = "cct") -> Any:
+    """The CCT training transform of the official code in torchvision (``none``: resize + normalise)."""
     from torchvision import transforms as T
 
+    if augmentation == "none":
+        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     return T.Compose([
         T.RandomHorizontalFlip(),
         T.RandomApply([
@@ -64,16 +67,21 @@ def cycle(loader: Any) -> Iterator[Any]:
         yield from loader
 
 
-def reference_models(device: torch.device, num_classes: int) -> tuple[list[torch.nn.Module], torch.optim.Optimizer]:
+#: Networks of each reference loop.
+REFERENCE_NETWORKS = {"cct": 3, "standard": 1}
+
+
+def reference_models(device: torch.device, num_classes: int,
+                     networks: int = 3) -> tuple[list[torch.nn.Module], torch.optim.Optimizer]:
     torch.manual_seed(SEED)
-    nets = [create_backbone("resnet18", num_classes).to(device).train() for _ in range(3)]
+    nets = [create_backbone("resnet18", num_classes).to(device).train() for _ in range(networks)]
     opt = torch.optim.Adam([p for net in nets for p in net.parameters()], lr=1e-3)
     return nets, opt
 
 
 def reference_step(nets: list[torch.nn.Module], opt: torch.optim.Optimizer,
                    device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """fp32 forward of every net, CE per net + KL over ordered pairs (CCT), backward, Adam."""
+    """fp32 forward of every net, CE per net + KL over ordered pairs (CCT; CE alone for one net), backward, Adam."""
     lam = 0.5
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,9 +90,11 @@ def reference_step(nets: list[torch.nn.Module], opt: torch.optim.Optimizer,
         logits = [net(x) for net in nets]
         sup = sum(F.cross_entropy(z, y) for z in logits) / len(logits)
         pairs = [(j, k) for j in range(len(logits)) for k in range(len(logits)) if j != k]
-        cons = sum(F.kl_div(F.log_softmax(logits[j], 1), F.log_softmax(logits[k], 1), reduction="batchmean",
-                            log_target=True) for j, k in pairs) / len(pairs)
-        loss = (1 - lam) * sup + lam * cons
+        loss = sup
+        if pairs:
+            cons = sum(F.kl_div(F.log_softmax(logits[j], 1), F.log_softmax(logits[k], 1), reduction="batchmean",
+                                log_target=True) for j, k in pairs) / len(pairs)
+            loss = (1 - lam) * sup + lam * cons
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -95,6 +105,7 @@ def reference_step(nets: list[torch.nn.Module], opt: torch.optim.Optimizer,
 
 def reference_flops(nets: list[torch.nn.Module], opt: torch.optim.Optimizer, device: torch.device,
                     a: argparse.Namespace, num_classes: int) -> float | None:
+    """Counted training FLOPs per image of one reference step."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
@@ -108,22 +119,33 @@ def reference_flops(nets: list[torch.nn.Module], opt: torch.optim.Optimizer, dev
 
 
 def reference_rows(bench: Bench) -> None:
-    """reference, reference loader-only and (not with --quick) reference compute-only."""
+    """Per reference method: reference [standard], its loader-only and (not with --quick) compute-only rows."""
+    for method in bench.args.reference_methods:
+        reference_method_rows(bench, method)
+
+
+def reference_method_rows(bench: Bench, method: str) -> None:
+    """The rows of one reference loop; CCT's keep their plain names ("reference", ...)."""
     from torch.utils.data import DataLoader
 
     a, device, data = bench.args, bench.device, bench.data
     classes = data.dataset.num_classes
+    networks = REFERENCE_NETWORKS[method]
+    suffix = "" if method == "cct" else f" {method}"
     # The engine's noisy labels of this data (the same draw every nlbench row trains on).
-    dataset = ReferenceDataset(list(data.train.table.refs), bench.noisy_labels(), reference_transform(a.size))
+    dataset = ReferenceDataset(list(data.train.table.refs), bench.noisy_labels(),
+                               reference_transform(a.size, a.augmentation))
     loader = DataLoader(dataset, batch_size=a.batch, shuffle=True, num_workers=a.workers,
                         pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=a.workers > 0)
     batches = cycle(loader)
-    notes = (f"{a.workers} DataLoader workers, PIL decode + torchvision CCT transforms, fp32, "
-             f"TF32 convs={torch.backends.cudnn.allow_tf32}, 3x ResNet-18 + CCT loss, foreach Adam")
+    transforms = "torchvision CCT transforms" if a.augmentation == "cct" else "resize + normalise"
+    model = "3x ResNet-18 + CCT loss" if networks == 3 else "1 ResNet-18 + CE"
+    notes = (f"{a.workers} DataLoader workers, PIL decode + {transforms}, fp32, "
+             f"TF32 convs={torch.backends.cudnn.allow_tf32}, {model}, foreach Adam")
 
     def full() -> dict[str, Any]:
-        nets, opt = reference_models(device, classes)
+        nets, opt = reference_models(device, classes, networks)
         reset_peak(device)
         step = reference_step(nets, opt, device)
         run = lambda k: [step(*next(batches)) for _ in range(k)]  # noqa: E731
@@ -134,12 +156,12 @@ def reference_rows(bench: Bench) -> None:
         sync(device)
         seconds = time.perf_counter() - t0
         img_s = a.steps * a.batch / seconds
-        bench.ref_img_s = img_s
+        bench.ref_img_s[method] = img_s
         row = {"img_s": img_s, "step_ms": 1e3 * seconds / a.steps, "peak_gib": peak_gib(device),
                "x_ref": 1.0, "notes": notes}
         if not a.quick:  # one more step, only worth it where the FLOP rate means something
-            bench.flops["reference"] = reference_flops(nets, opt, device, a, classes)
-        return bench.derived(row, "reference")
+            bench.flops[f"reference{suffix}"] = reference_flops(nets, opt, device, a, classes)
+        return bench.derived(row, f"reference{suffix}")
 
     def loader_only() -> dict[str, Any]:
         # Drain what the workers prefetched while the row above ran (prefetch_factor 2 per worker).
@@ -154,7 +176,7 @@ def reference_rows(bench: Bench) -> None:
                 "notes": f"the reference's data pipeline alone ({a.workers} workers): its CPU ceiling"}
 
     def compute_only() -> dict[str, Any]:
-        nets, opt = reference_models(device, classes)
+        nets, opt = reference_models(device, classes, networks)
         reset_peak(device)
         gen = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(a.batch, 3, a.size, a.size, device=device, generator=gen)
@@ -171,14 +193,14 @@ def reference_rows(bench: Bench) -> None:
         row = {"img_s": a.steps * a.batch / seconds, "step_ms": 1e3 * seconds / a.steps,
                "peak_gib": peak_gib(device), "notes": "the reference's fp32 step on one resident batch: its "
                "device ceiling"}
-        return bench.derived(row, "reference")
+        return bench.derived(row, f"reference{suffix}")
 
     need = 30 if device.type == "cuda" else 0
     try:
-        run_row(bench.report, "reference", full, need)
-        run_row(bench.report, "reference loader-only", loader_only, need / 2)
+        run_row(bench.report, f"reference{suffix}", full, need)
+        run_row(bench.report, f"reference{suffix} loader-only", loader_only, need / 2)
         if not a.quick:  # simple code, and the slowest row of a CPU smoke run
-            run_row(bench.report, "reference compute-only", compute_only, need / 2)
+            run_row(bench.report, f"reference{suffix} compute-only", compute_only, need / 2)
     finally:
         batches.close()  # ends the loader iterator; its persistent workers exit with the loader
         release_memory()
