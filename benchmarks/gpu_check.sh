@@ -2,6 +2,8 @@
 # One-call GPU measurement for issue 5 (training throughput), for a lent H100/H200 machine.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; writes under $OUT (default ./bench_out)
+#   bash benchmarks/gpu_check.sh --quick    # the same script on the CPU at tiny sizes (CI runs it:
+#                                           # tests/test_benchmark_smoke.py), so it stays working without a GPU
 #
 # Installs nothing: the GPU image has torch, torchvision, timm, numpy, pillow, pluggy, typer, rich and
 # pandas. nlbench runs from this checkout as a package: PYTHONPATH gets a temporary folder holding
@@ -29,6 +31,13 @@ ln -s "$PWD/nlbench" "$PKG/nlbench"   # this checkout's nlbench, without the roo
 export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export NLBENCH_DISABLE_PLUGIN_AUTOLOAD=1   # only this checkout's methods and datasets
+DEVICE_ARGS=(--device cuda)
+if [ "${1:-}" = "--quick" ]; then
+  DEVICE_ARGS=(--device cpu --quick)
+elif [ -n "${1:-}" ]; then
+  echo "usage: bash benchmarks/gpu_check.sh [--quick]" >&2
+  exit 2
+fi
 BUDGET="${BENCH_BUDGET:-400}"
 HARD="${BENCH_TIMEOUT:-455}"
 
@@ -59,7 +68,7 @@ EOF
 
 # shellcheck disable=SC2086
 timeout --signal=INT --kill-after=20 "$HARD" \
-  "$PY" benchmarks/throughput --device cuda --scale affectnet --time-budget "$BUDGET" \
+  "$PY" benchmarks/throughput "${DEVICE_ARGS[@]}" --scale affectnet --time-budget "$BUDGET" \
   --json "$OUT/throughput.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/throughput.log"
 rc=${PIPESTATUS[0]}
 echo "benchmarks/throughput exit code $rc (124/130 = stopped by the hard timeout; the JSON keeps the rows that ran)"

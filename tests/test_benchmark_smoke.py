@@ -56,11 +56,15 @@ def test_help_explains_the_options() -> None:
         assert text in done.stdout, text
 
 
-def test_quick_cpu_run_prints_every_row(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    done = _run("--device", "cpu", "--quick", "--scale", "affectnet", "--scratch", str(tmp_path),
-                "--json", str(out), timeout=300)
+def test_quick_cpu_run_of_gpu_check_prints_every_row(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh --quick: the GPU script's own command line, on the CPU at tiny sizes."""
+    out = tmp_path / "throughput.json"
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "BENCH_ARGS": f"--scratch {tmp_path}"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert (tmp_path / "env.txt").is_file() and "nlbench" in (tmp_path / "env.txt").read_text()
+    done.stdout = done.stdout[: done.stdout.rindex("================ results")]  # the table before the replay
     table = done.stdout[done.stdout.rindex("\nrow ") :]  # the final table
     for name in TRAINED + OTHER_OK + CUDA_ONLY:
         assert re.search(rf"^{re.escape(name)}\s", table, re.MULTILINE), f"row {name!r} missing:\n{table}"

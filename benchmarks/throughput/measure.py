@@ -94,8 +94,18 @@ def matmul_probe(device: torch.device, quick: bool) -> dict[str, Any]:
     del c
     tflops = 2 * n**3 / per / 1e12
     kind = f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} {n}^3"
-    return {"tflops": tflops, "notes": f"{kind} matmul on random data: the ceiling of the '% peak' column",
-            "probe_dtype": str(dtype), "probe_n": n}
+    row = {"tflops": tflops, "notes": f"{kind} matmul on random data: the ceiling of the '% peak' column",
+           "probe_dtype": str(dtype), "probe_n": n}
+    if device.type == "cpu":  # what bf16 (AVX512-BF16, AMX) would offer the cpu-bf16 rows
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        for _ in range(2):
+            a16 @ b16
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a16 @ b16
+        row["bf16_tflops"] = 2 * n**3 / ((time.perf_counter() - t0) / reps) / 1e12
+        row["notes"] += f"; bf16 on this CPU: {row['bf16_tflops']:.3f} TFLOP/s"
+    return row
 
 
 # -- the step driver ------------------------------------------------------------------------------
