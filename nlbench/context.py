@@ -46,14 +46,19 @@ class LabelStore:
         self.changes.copy_(state["changes"].to(self.changes.device))
 
 
+def _bf16_device(settings: TrainSettings, device: torch.device) -> bool:
+    """Whether the device takes the bf16 path at all: CUDA always, the CPU with ``cpu_amp``."""
+    return device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp)
+
+
 def uses_amp(settings: TrainSettings, device: torch.device) -> bool:
     """Whether a run with these settings on this device computes under bf16 autocast."""
-    return settings.amp and (device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp))
+    return settings.amp and _bf16_device(settings, device)
 
 
 def uses_channels_last(settings: TrainSettings, device: torch.device) -> bool:
     """Whether networks and batches of a run use the channels_last layout (CUDA; CPU bf16)."""
-    return settings.channels_last and (device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp))
+    return settings.channels_last and _bf16_device(settings, device)
 
 
 @dataclass
