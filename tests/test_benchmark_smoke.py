@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "throughput"  # a folder with __main__.py
 
@@ -104,3 +106,37 @@ def test_cpu_protocol_mode_compares_each_method_with_its_own_reference_and_runs_
     assert abs(rows["nlbench standard/train"]["x_ref"] - rows["nlbench standard/train"]["img_s"] / standard_ref) < 1e-6
     assert abs(rows["nlbench cct/train"]["x_ref"] - rows["nlbench cct/train"]["img_s"] / rows["reference"]["img_s"]) < 1e-6
     assert "resize + normalise" in rows["reference standard"]["notes"] and "1 ResNet-18" in rows["reference standard"]["notes"]
+
+
+def test_a_timing_row_keeps_its_time_when_the_loss_goes_non_finite(monkeypatch) -> None:
+    """EngineLoop records the engine's non-finite-loss failure instead of aborting; other failures propagate."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "throughput"))
+    from measure import EngineLoop
+
+    from nlbench.errors import RunFailed
+
+    class Runner:
+        device, settings, steps, step_index = None, None, 2, 0
+
+        def __init__(self, error: str) -> None:
+            self.error, self.finished = error, 0
+
+        def start(self, epoch: int) -> None:
+            self.step_index = 0
+
+        def step(self) -> None:
+            self.step_index += 1
+
+        def finish(self) -> dict:
+            self.finished += 1
+            raise RunFailed(self.error)
+
+    nan = Runner("the loss became nan in phase train, epoch 1, batch 2; the run is marked failed")
+    loop = EngineLoop(nan)  # type: ignore[arg-type]
+    loop.run(5)  # crosses two epoch boundaries
+    loop.end_epoch()
+    assert nan.finished == 3 and loop.nonfinite is not None and loop.nonfinite.startswith("the loss became nan")
+    other = EngineLoop(Runner("train_step raised KeyError"))  # type: ignore[arg-type]
+    other.run(2)
+    with pytest.raises(RunFailed, match="KeyError"):
+        other.end_epoch()

@@ -225,6 +225,8 @@ class Bench:
         finally:
             if isinstance(gather, PrefetchGather):
                 gather.close()
+        if loop.nonfinite:
+            extra.append("loss non-finite, time only: " + loop.nonfinite.split(";")[0])
         row["notes"] = "; ".join([n for n in [notes, *extra] if n])
         del run, method, ctx, loop, gather
         return self.derived(row, key)
