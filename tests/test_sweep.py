@@ -73,6 +73,19 @@ def test_the_shipped_presets_expand(tmp_path):
     assert len(table1.methods) == 7 and table1.noise == [0.1, 0.2, 0.3, 0.4]
 
 
+def test_the_fer_cpu_preset_is_one_protocol_that_runs_unchanged_on_a_gpu():
+    """fer-cpu: 42 runs on FERPlus with one training protocol and nothing CPU-only (the real files; skips without)."""
+    from test_datasets_ferplus import _real
+
+    config = load_config(Path(__file__).resolve().parents[1] / "benchmark.toml")
+    fer_cpu = expand(apply_preset(SweepRequest(data_roots={"": str(_real())}, device="cuda"), config, "fer-cpu"),
+                     config, get_registry())
+    assert len(fer_cpu) == 42 and len({s.method for s in fer_cpu}) == 7 and {s.data.name for s in fer_cpu} == {"ferplus"}
+    # One protocol for every cell, and nothing CPU-only in it: with --device cuda it is the same run.
+    assert {(s.train.train_size, s.train.image_size, s.train.epochs, s.train.augmentation, s.train.lr_decay,
+             s.train.cpu_amp, s.device) for s in fer_cpu} == {(2000, 32, 11, "none", 1.0, False, "cuda")}
+
+
 def test_dry_run_lists_every_run_and_trains_nothing(cli, tmp_path):
     result = cli("sweep", "--methods", "standard,cct", "--noise", "0,0.4", "--seeds", "1", "--dry-run",
                  "--runs-dir", str(tmp_path / "runs"), *TINY)
