@@ -69,6 +69,14 @@ def test_the_shipped_presets_expand(tmp_path):
     demo = expand(apply_preset(SweepRequest(), config, "demo"), config, get_registry())
     assert len(demo) == 8 and {s.method for s in demo} == {"standard", "cct"}
     assert {s.noise.rate for s in demo} == {0.0, 0.4} and {s.seed for s in demo} == {1, 2}
+    # The protocol the README's demo table was measured with, one for every run of the grid.
+    assert len({(s.train, tuple(sorted(s.data.options.items()))) for s in demo}) == 1
+    train, options = demo[0].train, demo[0].data.options
+    assert (train.epochs, train.image_size, train.batch_size, train.lr_decay, train.augmentation) == (
+        12, 32, 32, 1.0, "none")
+    assert (options["train_size"], options["test_size"], options["size"], options["nuisance"]) == (
+        500, 300, 32, 0.1)
+    assert {s.hparams["distill_epochs"] for s in demo if s.method == "cct"} == {-1}
     table1 = apply_preset(SweepRequest(), config, "table1")
     assert len(table1.methods) == 7 and table1.noise == [0.1, 0.2, 0.3, 0.4]
 
