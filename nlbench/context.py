@@ -156,7 +156,9 @@ class Context:
         for group in groups:
             group["initial_lr"] = group["lr"]
         decay = self.settings.weight_decay if weight_decay is None else weight_decay
-        fused = self.device.type == "cuda"
+        # Fused on CUDA always; on the CPU unless turned off (torch's default there is a Python loop
+        # over parameters, the slowest of its three Adam kernels).
+        fused = self.device.type == "cuda" or (self.device.type == "cpu" and self.settings.fused_adam)
         if kind == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(groups, weight_decay=decay, fused=fused or None)
         elif kind == "adamax":

@@ -121,6 +121,7 @@ class Engine:
             self.hook.on_run_start(run=self.run)
 
         train_images_total, train_seconds = 0, 0.0
+        last_saved = time.perf_counter()  # checkpoint_interval counts from the start of this attempt
         final_predictions: dict[str, torch.Tensor] = {}
         for phase_index, phase in enumerate(phases):
             if phase_index < start_phase:
@@ -168,11 +169,13 @@ class Engine:
                 self.run.append_metrics(record)
                 last_epoch = epoch + 1 == phase.epochs
                 next_phase, next_epoch = (phase_index + 1, 0) if last_epoch else (phase_index, epoch + 1)
-                self.run.save_checkpoint({
-                    "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
-                    "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
-                    "elapsed": elapsed, "attempts": attempts,
-                })
+                if last_epoch or time.perf_counter() - last_saved >= settings.checkpoint_interval:
+                    self.run.save_checkpoint({
+                        "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
+                        "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
+                        "elapsed": elapsed, "attempts": attempts,
+                    })
+                    last_saved = time.perf_counter()
                 self.run.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
                 self.reporter.epoch_end(record)
                 if self.hook is not None:

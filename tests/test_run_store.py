@@ -321,6 +321,35 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_result(cli, 
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
 
 
+def test_a_checkpoint_interval_saves_only_at_phase_ends_and_resumes_exactly(cli, tmp_path):
+    args = ["run", "--method", "cct", "--epochs", "3", *TINY, "--set", "methods.cct.networks=2",
+            "--set", "methods.cct.distill_epochs=1"]
+    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
+    assert whole.code == 0, whole.err
+    sparse = [*args, "--set", "train.checkpoint_interval=3600", "--runs-dir", str(tmp_path / "sparse")]
+    manager = get_registry().manager
+    seen = []
+    for stop_after in (2, 3):
+        observer = StopAfter(stop_after)
+        manager.register(observer)
+        try:
+            assert cli(*sparse).code == 130
+        finally:
+            manager.unregister(observer)
+        [run] = run_dirs(tmp_path / "sparse")
+        seen.append((run / "checkpoint.pt").is_file())
+    # Killed inside the training phase: no checkpoint yet (the interval had not passed), so the
+    # second attempt started over; killed after the phase's last epoch: its checkpoint is there.
+    assert seen == [False, True]
+    final = cli(*sparse)
+    assert final.code == 0, final.err
+    assert "resuming" in final.err and "distill epoch 1" in final.err
+    [a_dir], [b_dir] = run_dirs(tmp_path / "whole"), run_dirs(tmp_path / "sparse")
+    assert a_dir.name == b_dir.name  # a runtime setting: the same run id
+    a, b = read_result(a_dir), read_result(b_dir)
+    assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
+
+
 @pytest.mark.parametrize("content", ["", "{}", "null", '{"metrics": ', "[1, 2]"])
 def test_a_damaged_result_never_crashes_table_status_or_a_rerun(cli, tmp_path, content):
     runs = tmp_path / "runs"

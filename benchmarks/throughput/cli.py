@@ -11,7 +11,7 @@ from typing import Any
 
 SUMMARY = "Training throughput of nlbench's real training path, side by side with a reference-style loop."
 AFFECTNET_TRAIN = 287_651
-LEVERS = ("foreach-adam", "fewer-syncs", "cudnn-benchmark", "host-cache", "host-prefetch",
+LEVERS = ("foreach-adam", "loop-adam", "fewer-syncs", "cudnn-benchmark", "host-cache", "host-prefetch",
           "compile", "compile-all", "cudagraphs", "cpu-bf16", "cpu-bf16-nchw")
 QUICK_LEVERS = ("fewer-syncs", "host-prefetch")  # --quick is CI's smoke run: the patched paths only
 GROUPS = ("probe", "reference", "methods", "levers", "eval", "affectnet")
@@ -43,6 +43,7 @@ rows (in the order they run; a --time-budget skips the last ones first):
   reference compute-only       its fp32 step on one resident batch (device ceiling)
   nlbench M/P                  engine defaults, method M, phase P (every registered method)
   lever foreach-adam           Adam(foreach) instead of fused
+  lever loop-adam              train.fused_adam=false: torch's per-parameter Adam loop (CPU default)
   lever fewer-syncs            proposed: no host syncs inside a step
   lever cudnn-benchmark        torch.backends.cudnn.benchmark = True
   lever host-cache             uint8 cache on the host, the engine's per-step gather

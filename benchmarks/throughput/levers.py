@@ -120,7 +120,7 @@ def compile_networks(backend: str | None, mode: str | None) -> Callable[[Method,
 
 # -- the rows -------------------------------------------------------------------------------------
 def lever_rows(bench: Bench) -> None:
-    """foreach-adam, fewer-syncs, cudnn-benchmark, host-cache, cpu-bf16(-nchw), host-prefetch (those in --levers)."""
+    """foreach-adam, loop-adam, fewer-syncs, cudnn-benchmark, host-cache, cpu-bf16(-nchw), host-prefetch (those in --levers)."""
     a, report = bench.args, bench.report
     name, cuda = a.lever_method, bench.device.type == "cuda"
     need = 20 if cuda else 0
@@ -129,7 +129,12 @@ def lever_rows(bench: Bench) -> None:
     if "foreach-adam" in levers:
         run_row(report, "lever foreach-adam", lambda: bench.train_row(
             name, 0, bench.settings(), after_build=lambda m, c: use_foreach_adam(c),
-            notes="Adam(foreach=True) instead of fused" if cuda else "CPU: no fused Adam, same as default"), need)
+            notes="Adam(foreach=True) instead of fused"), need)
+    if "loop-adam" in levers:
+        run_row(report, "lever loop-adam", lambda: bench.train_row(
+            name, 0, bench.settings(fused_adam=False),
+            notes="train.fused_adam=false: torch's per-parameter loop" if not cuda
+            else "CUDA: always fused, same as default"), need)
     if "fewer-syncs" in levers:
         def fewer() -> dict[str, Any]:
             with fewer_syncs() as meter:
