@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -92,6 +93,11 @@ def test_the_fer_cpu_preset_is_one_protocol_that_runs_unchanged_on_a_gpu():
     # One protocol for every cell, and nothing CPU-only in it: with --device cuda it is the same run.
     assert {(s.train.train_size, s.train.image_size, s.train.epochs, s.train.augmentation, s.train.lr_decay,
              s.train.cpu_amp, s.device) for s in fer_cpu} == {(2000, 32, 11, "none", 1.0, False, "cuda")}
+    # The README's table was trained with the per-parameter Adam loop on the CPU: the preset keeps
+    # it, and the kernel (a runtime setting) leaves the run ids, so its stored runs are found.
+    assert {s.train.fused_adam for s in fer_cpu} == {False}
+    assert [s.run_id for s in fer_cpu] == [
+        dataclasses.replace(s, train=dataclasses.replace(s.train, fused_adam=True)).run_id for s in fer_cpu]
 
 
 def test_dry_run_lists_every_run_and_trains_nothing(cli, tmp_path):
