@@ -273,3 +273,16 @@ def test_method_groups_expand_in_table_order_each_method_once(cli, tmp_path):
                  "synthfer", "--noise", "0.4", "--seeds", "1", "--dry-run", "--runs-dir", str(tmp_path / "runs"), *TINY)
     assert result.code == 0, result.err
     assert "9 runs" in result.err and " eac " in result.out and " rul " in result.out
+
+
+def test_a_submitit_job_killed_for_time_resubmits_the_same_run():
+    """submitit calls ``checkpoint`` before a timeout or preemption: it must requeue this run, unchanged."""
+    submitit = pytest.importorskip("submitit")
+    from nlbench.executors import ExecutorOptions, TrainTask
+
+    options = ExecutorOptions(runs_dir="somewhere", keep_checkpoint=True)
+    spec_json = {"run_id": "abc123", "method": "cct"}
+    delayed = TrainTask(options).checkpoint(spec_json)
+    assert isinstance(delayed, submitit.helpers.DelayedSubmission)
+    assert isinstance(delayed.function, TrainTask) and delayed.function.options == options
+    assert delayed.args == (spec_json,) and not delayed.kwargs
