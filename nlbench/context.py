@@ -172,7 +172,8 @@ class Context:
         """The factor on the initial lr of ``registered`` at ``epoch`` (0-based)."""
         if registered.milestones is not None:
             return 0.1 ** sum(1 for m in registered.milestones if epoch >= m)
-        return self.settings.lr_decay**epoch
+        steps = sum(1 for m in self.settings.lr_milestones if epoch >= m)
+        return self.settings.lr_decay**epoch * 0.1**steps
 
     def apply_lr_schedule(self, phase: str, epoch: int) -> None:
         """Set lr = initial lr * schedule factor at ``epoch`` for the optimisers of ``phase``."""

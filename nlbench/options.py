@@ -187,8 +187,9 @@ def coerce(value: Any, kind: type, where: str) -> Any:
             return kind(value)
     else:
         return value
-    article = "an" if kind.__name__[0] in "aeiou" else "a"
-    raise ConfigError(f"{where} must be {article} {kind.__name__}, got {value!r}.")
+    name = "list" if kind is tuple else kind.__name__  # a tuple option is written as a list
+    article = "an" if name[0] in "aeiou" else "a"
+    raise ConfigError(f"{where} must be {article} {name}, got {value!r}.")
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+from nlbench.errors import ConfigError
 from nlbench.options import Range, added, runtime
 
 #: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
@@ -36,6 +37,9 @@ class TrainSettings:
     classifier_lr: Annotated[float, POSITIVE] = 1e-2
     #: Every learning rate is multiplied by this after each epoch.
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.95
+    #: Step decay on top of lr_decay: every lr x 0.1 from each of these epochs (0-based) of a
+    #: phase on, e.g. [9]; a method's own schedule (CCT's "code" distillation) replaces both.
+    lr_milestones: tuple[int, ...] = added(())
     #: Adam weight decay (L2) of every parameter group.
     weight_decay: Annotated[float, Range(0, None)] = 0.0
     #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | eac | erase | none.
@@ -66,8 +70,8 @@ class TrainSettings:
     #: kernels prefer it; in fp32 it measured slower on the CPU, benchmarks/README.md).
     channels_last: bool = True
     #: bf16 autocast (and channels_last) on the CPU too. Off by default: it pays only on CPUs with
-    #: bf16 instructions (AVX512-BF16, AMX) and only at some image sizes (benchmarks/README.md),
-    #: and it changes the numbers, so it enters the run id.
+    #: bf16 instructions (AVX512-BF16, AMX; 1.7x at 32 px on one, slower on another) and it
+    #: changes the numbers, so it enters the run id (benchmarks/README.md).
     cpu_amp: bool = added(False)
     #: torch.compile every network (speed only).
     compile: bool = runtime(False)
@@ -84,6 +88,16 @@ class TrainSettings:
     #: on a CPU, a real share of a few-second epoch; an interruption loses at most this long plus
     #: one epoch, and resuming stays exact.
     checkpoint_interval: Annotated[float, Range(0, None)] = runtime(0.0)
+
+    def __post_init__(self) -> None:
+        # spec.json stores the tuple as a JSON list: keep one form, so that the run id does not change.
+        milestones = tuple(self.lr_milestones) if isinstance(self.lr_milestones, list) else self.lr_milestones
+        object.__setattr__(self, "lr_milestones", milestones)
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones):
+            raise ConfigError(f"train.lr_milestones must be a list of epochs >= 1 (0-based), e.g. [9], "
+                              f"got {list(milestones)!r}.")
+        if list(milestones) != sorted(set(milestones)):
+            raise ConfigError(f"train.lr_milestones must be increasing without repeats, got {list(milestones)!r}.")
 
 
 @dataclass(frozen=True)

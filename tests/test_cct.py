@@ -176,6 +176,23 @@ def test_distillation_hard_target_options(cct_cls, target):
     assert value.item() == pytest.approx(0.5 * soft + 0.5 * hard, rel=1e-5)
 
 
+def test_lr_milestones_step_the_pipeline_lr_on_top_of_lr_decay_but_not_a_method_schedule(cct_cls):
+    import dataclasses
+
+    from nlbench.testing import stub_context
+
+    ctx = stub_context(epochs=10)
+    ctx.settings = dataclasses.replace(ctx.settings, lr_decay=0.5, lr_milestones=(2, 4))
+    method = _method(cct_cls, kd_recipe="code")
+    method.build(ctx)
+    # hand-computed: lr(e) = 1e-3 * 0.5^e * 0.1^(milestones passed)
+    for epoch, lr in ((0, 1e-3), (1, 5e-4), (2, 2.5e-5), (3, 1.25e-5), (4, 6.25e-7), (5, 3.125e-7)):
+        ctx.apply_lr_schedule("train", epoch)
+        assert method.optimizer.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-9)
+    ctx.apply_lr_schedule("distill", 2)  # the official KD recipe's own milestones (40, 100) replace them
+    assert method.student_optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
+
+
 def test_code_recipe_is_the_official_kd_script_and_overrides_apply(cct_cls):
     from nlbench.testing import stub_context
 

@@ -85,6 +85,9 @@ def test_train_sets_rank_above_the_dataset_table_and_the_others_change_their_tab
     ("methods.cct.term_weights=\"half\"", "methods.cct.term_weights must be one of 'equal', 'mean', 'code'"),
     ("datasets.synthfer.options.size=8", "datasets.synthfer.options.size must be in [16, 256]"),
     ("train.a.b=1", "training settings are train.<name>"),
+    ("train.lr_milestones=9", "train.lr_milestones must be a list, got 9"),
+    ("train.lr_milestones=[0]", "train.lr_milestones must be a list of epochs >= 1"),
+    ("train.lr_milestones=[8, 4]", "train.lr_milestones must be increasing without repeats"),
 ])
 def test_bad_settings_are_refused_by_name(item, message):
     with pytest.raises(ConfigError) as info:
@@ -136,3 +139,8 @@ def test_fields_added_later_enter_the_run_id_only_when_set():
     assert len(ids) == 3
     again = RunSpec.from_json(_spec("train.train_size=10").to_json())
     assert again.train.train_size == 10 and again.run_id == _spec("train.train_size=10").run_id
+    # lr_milestones is a tuple; spec.json holds a list, which must hash as the tuple did
+    stepped = _spec("train.lr_milestones=[3, 6]")
+    assert "lr_milestones" not in base.identity()["train"] and stepped.run_id != base.run_id
+    again = RunSpec.from_json(stepped.to_json())
+    assert again.train.lr_milestones == (3, 6) and again.run_id == stepped.run_id
