@@ -26,7 +26,8 @@ import torch
 from nlbench.augment import Augmenter
 from nlbench.backbone import BackboneFactory
 from nlbench.cache import SplitData, load_split
-from nlbench.context import Context, LabelStore, uses_channels_last
+from nlbench.context import Context, LabelStore, uses_amp, uses_channels_last
+from nlbench.environment import cpu_has_bf16
 from nlbench.epoch import ImageCache
 from nlbench.errors import UsageError
 from nlbench.method import Method
@@ -209,6 +210,10 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
             f"{skipped} rows of {spec.data.name} were skipped or look odd; "
             f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
         )
+    if reporter is not None and device.type == "cpu" and uses_amp(spec.train, device) and cpu_has_bf16() is False:
+        reporter.message("train.cpu_amp is on, but this CPU has no bf16 instructions (avx512_bf16, amx_bf16): "
+                         "bf16 is emulated and trains slower than fp32 here; --set train.cpu_amp=false trains in "
+                         "fp32 (other numbers, another run id)")
     noise = training_labels(dataset, train, spec)
     noisy, realised = noise.labels, noise.realised_rate
     # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.

@@ -23,6 +23,27 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+#: /proc/cpuinfo flags of x86 bf16 arithmetic (AVX512-BF16, AMX) and ARM's (bf16).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU has bf16 instructions (None: unknown, e.g. not Linux).
+
+    Without them torch emulates bf16 in fp32 and the CPU's bf16 path (``train.cpu_amp``) trains
+    slower than fp32, not faster.
+    """
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for word in line.split(":", 1)[-1].split()}
+    if not flags:
+        return None
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
 def describe_environment(device: torch.device) -> dict[str, Any]:
     """Versions, device and host of a run."""
     import timm

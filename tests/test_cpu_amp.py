@@ -40,3 +40,38 @@ def test_a_cpu_amp_run_trains_its_networks_and_batches_in_bf16_channels_last():
     with run.ctx.autocast():
         logits = network(x)
     assert logits.dtype == torch.bfloat16
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
+    from nlbench.environment import cpu_has_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_bf16(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")  # AVX-512 alone emulates bf16
+    assert cpu_has_bf16(info) is False
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # ARMv8.6
+    assert cpu_has_bf16(info) is True
+    assert cpu_has_bf16(tmp_path / "absent") is None
+
+
+def test_cpu_amp_on_a_cpu_without_bf16_says_it_will_be_slower(monkeypatch):
+    import nlbench.assemble as assemble_module
+    from nlbench.progress import Reporter
+
+    messages: list[str] = []
+
+    class Collect(Reporter):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    sets = ["datasets.synthfer.options.train_size=40", "datasets.synthfer.options.test_size=8",
+            "datasets.synthfer.options.size=16", "train.image_size=16"]
+    for cpu_amp, has_bf16 in ((True, False), (True, True), (False, False), (True, None)):
+        monkeypatch.setattr(assemble_module, "cpu_has_bf16", lambda has=has_bf16: has)
+        spec = resolve_spec(RunRequest(method="standard", dataset="synthfer", noise=0.2, seed=1,
+                                       sets=[*sets, f"train.cpu_amp={str(cpu_amp).lower()}"]), Config(), get_registry())
+        messages.clear()
+        assemble_module.assemble(spec, get_registry(), device=CPU, reporter=Collect())
+        warned = any("no bf16 instructions" in m and "train.cpu_amp=false" in m for m in messages)
+        assert warned == (cpu_amp and has_bf16 is False)
