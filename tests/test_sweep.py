@@ -90,14 +90,15 @@ def test_the_fer_cpu_preset_is_one_protocol_that_runs_unchanged_on_a_gpu():
     fer_cpu = expand(apply_preset(SweepRequest(data_roots={"": str(_real())}, device="cuda"), config, "fer-cpu"),
                      config, get_registry())
     assert len(fer_cpu) == 42 and len({s.method for s in fer_cpu}) == 7 and {s.data.name for s in fer_cpu} == {"ferplus"}
-    # One protocol for every cell, and nothing CPU-only in it: with --device cuda it is the same run.
+    # One protocol for every cell, and nothing CPU-only in it: with --device cuda it is the same run
+    # (cpu_amp asks the CPU for the bf16 autocast a GPU uses anyway).
     assert {(s.train.train_size, s.train.image_size, s.train.epochs, s.train.augmentation, s.train.lr_decay,
-             s.train.cpu_amp, s.device) for s in fer_cpu} == {(2000, 32, 11, "none", 1.0, False, "cuda")}
-    # The README's table was trained with the per-parameter Adam loop on the CPU: the preset keeps
-    # it, and the kernel (a runtime setting) leaves the run ids, so its stored runs are found.
-    assert {s.train.fused_adam for s in fer_cpu} == {False}
+             s.train.cpu_amp, s.device) for s in fer_cpu} == {(3000, 32, 14, "none", 1.0, True, "cuda")}
+    # The Adam kernel and the checkpoint interval are runtime settings: they leave the run ids.
+    assert {(s.train.fused_adam, s.train.checkpoint_interval) for s in fer_cpu} == {(True, 30.0)}
     assert [s.run_id for s in fer_cpu] == [
-        dataclasses.replace(s, train=dataclasses.replace(s.train, fused_adam=True)).run_id for s in fer_cpu]
+        dataclasses.replace(s, train=dataclasses.replace(s.train, fused_adam=False, checkpoint_interval=0.0)).run_id
+        for s in fer_cpu]
 
 
 def test_dry_run_lists_every_run_and_trains_nothing(cli, tmp_path):
