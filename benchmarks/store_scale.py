@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nlbench.config import Config
 from nlbench.plugins import get_registry
 from nlbench.spec import RunRequest, resolve_spec
+from nlbench.spec.config import Config
 from nlbench.store import RunDir, run_dir_name
 
 METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")

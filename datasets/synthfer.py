@@ -3,7 +3,7 @@
 Faces are rendered from parameters (mouth curvature and opening, brows, eyes, nose wrinkle, ...)
 for 7 expression classes, with nuisance (pose, scale, skin tone, lighting, background, occluders,
 blur, sensor noise) and a share of weak or blended, genuinely ambiguous faces; see
-:mod:`nlbench.synthface`. Train and test sets use different seeds, so they share no image.
+:mod:`nlbench.lib.synthface`. Train and test sets use different seeds, so they share no image.
 The defaults keep ``nlbench run`` on a 2-core CPU within a few minutes; every size is an option
 (``[datasets.synthfer.options]`` or ``--set datasets.synthfer.options.train_size=4000``).
 """
@@ -18,8 +18,8 @@ import numpy as np
 import nlbench
 from nlbench import Dataset, SampleTable
 from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD
+from nlbench.lib.synthface import CLASS_NAMES, render_faces, sample_labels
 from nlbench.options import Range
-from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Synthfer(Dataset):
 
     name = "synthfer"
     summary = "built-in procedural faces, 7 expressions, no files needed"
-    paper = "nlbench built-in (nlbench.synthface)"
+    paper = "nlbench built-in (nlbench.lib.synthface)"
     class_names = CLASS_NAMES
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
@@ -65,7 +65,7 @@ class Synthfer(Dataset):
         "classifier_lr": 1e-3,
     }
     Options = SynthferOptions
-    #: 2: tight face crop (``nlbench.synthface.FACE_SCALE``).
+    #: 2: tight face crop (``nlbench.lib.synthface.FACE_SCALE``).
     version = "2"
 
     def __init__(self, root=None, options=None) -> None:

@@ -3,7 +3,7 @@
 Training phase: N networks (default 3) trained jointly on one mini-batch with
 L = (1 - lambda(e)) * L_sup + lambda(e) * L_cons, where L_sup is the cross-entropy of every
 network and L_cons the KL divergence KL(p_k || p_j) over all ordered pairs j != k (no
-stop-gradient, T = 1), and lambda(e) the Gaussian ramp of :func:`nlbench.schedules.cct_lambda`.
+stop-gradient, T = 1), and lambda(e) the Gaussian ramp of :func:`nlbench.lib.schedules.cct_lambda`.
 
 Distillation phase (paper Eq. 6): a fresh student learns from the frozen networks,
 L_kd = 0.5 * sum_j CE(softmax(u_j/U), softmax(v/U)) + w * CE(softmax(v), y), U = 2, w = 0.5
@@ -29,9 +29,9 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.losses import kl_divergence, mean_softmax, soft_cross_entropy
+from nlbench.lib.losses import kl_divergence, mean_softmax, soft_cross_entropy
+from nlbench.lib.schedules import cct_lambda
 from nlbench.options import Range
-from nlbench.schedules import cct_lambda
 
 TERM_WEIGHTS = ("equal", "mean", "code")
 KD_RECIPES = ("train", "code")

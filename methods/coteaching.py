@@ -20,8 +20,8 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
+from nlbench.lib.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update, peer_members, resolve_forget_rate
 from nlbench.options import Range
-from nlbench.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update, peer_members, resolve_forget_rate
 
 FIDELITIES = ("paper", "code")
 NORMALISATIONS = ("mean", "code")

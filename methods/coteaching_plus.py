@@ -21,14 +21,14 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.options import Range
-from nlbench.selection import (
+from nlbench.lib.selection import (
     COTEACHING_PLUS_SCHEDULES,
     coteaching_plus_forget_rate,
     cross_update,
     peer_members,
     resolve_forget_rate,
 )
+from nlbench.options import Range
 
 FIDELITIES = ("paper", "code")
 NORMALISATIONS = ("mean", "code")

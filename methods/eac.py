@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.augment import ERASING, random_erasing
+from nlbench.data.augment import ERASING, random_erasing
 from nlbench.options import Range
 
 ERASING_MODES = ("auto", "pipeline", "always")

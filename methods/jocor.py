@@ -22,9 +22,8 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.losses import cross_entropy_per_sample, kl_divergence_per_sample
-from nlbench.options import Range
-from nlbench.selection import (
+from nlbench.lib.losses import cross_entropy_per_sample, kl_divergence_per_sample
+from nlbench.lib.selection import (
     FORGET_SCHEDULES,
     coteaching_forget_rate,
     keep_count,
@@ -33,6 +32,7 @@ from nlbench.selection import (
     resolve_forget_rate,
     small_loss_mask,
 )
+from nlbench.options import Range
 
 FIDELITIES = ("paper", "code")
 

@@ -24,9 +24,9 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.losses import kl_divergence
+from nlbench.lib.losses import kl_divergence
+from nlbench.lib.selection import nct_alpha, nct_variability_rate, variability_labels
 from nlbench.options import Range
-from nlbench.selection import nct_alpha, nct_variability_rate, variability_labels
 
 
 @dataclass

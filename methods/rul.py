@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 import nlbench
 from nlbench import Batch, Method, Phase
+from nlbench.lib.selection import Relabeller, auto_relabel_epoch
 from nlbench.options import Range
 from nlbench.seeding import derive_seed
-from nlbench.selection import Relabeller, auto_relabel_epoch
 
 PAIRINGS = ("random", "different_label")
 BN_EPS = 2e-5

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 import nlbench
 from nlbench import Batch, Method, Phase
+from nlbench.lib.selection import Relabeller, auto_relabel_epoch, relabel_mask, scn_margin
 from nlbench.options import Range
 from nlbench.seeding import derive_seed
-from nlbench.selection import Relabeller, auto_relabel_epoch, relabel_mask, scn_margin
 
 RELABEL_SETS = ("low", "all", "none")
 RELABEL_TIMINGS = ("epoch_end", "immediate")
@@ -101,7 +101,7 @@ class SCN(Method):
         if hp.fidelity == "code" and hp.relabel == "none":
             raise ValueError("fidelity = code relabels every sample; drop relabel = none or use fidelity = paper")
 
-    #: The first relabelling epoch (1-based) of ``relabel_epoch = 0`` (:func:`nlbench.selection.auto_relabel_epoch`).
+    #: The first relabelling epoch (1-based) of ``relabel_epoch = 0`` (:func:`nlbench.lib.selection.auto_relabel_epoch`).
     auto_relabel_epoch = staticmethod(auto_relabel_epoch)
 
     @staticmethod
@@ -127,7 +127,7 @@ class SCN(Method):
         gap = ordered[:high].mean() - ordered[high:].mean()
         return F.relu(margin - gap)
 
-    #: SCN's relabelling rule (shared with every relabelling method: :func:`nlbench.selection.relabel_mask`).
+    #: SCN's relabelling rule (shared with every relabelling method: :func:`nlbench.lib.selection.relabel_mask`).
     relabel_mask = staticmethod(relabel_mask)
 
     def build(self, ctx) -> None:

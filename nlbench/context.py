@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlbench.backbone import BackboneFactory
 from nlbench.seeding import derive_seed
 from nlbench.settings import TrainSettings
+from nlbench.train.backbone import BackboneFactory
 
 __all__ = ["Context", "LabelStore", "RegisteredOptimizer", "derive_seed"]
 

@@ -2,8 +2,8 @@
 
 A dataset plugin only *describes* data. It checks the files a user has on disk, lists the samples
 of each split with their labels (:class:`SampleTable`), and reads one image when asked. The core
-decodes every image once into a uint8 cache (:mod:`nlbench.cache`), injects label noise
-(:mod:`nlbench.noise`) and augments batches on the training device (:mod:`nlbench.augment`).
+decodes every image once into a uint8 cache (:mod:`nlbench.data.cache`), injects label noise
+(:mod:`nlbench.data.noise`) and augments batches on the training device (:mod:`nlbench.data.augment`).
 A dataset never downloads anything: when files are missing it raises :class:`DataError` naming
 the path it expected and what to do.
 """
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nlbench.errors import DataError
-from nlbench.identity import data_fingerprint
+from nlbench.identity import canonical_json, data_fingerprint
 from nlbench.options import build_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,7 +69,7 @@ class SampleTable:
     Datasets with real noisy training labels (noise source ``dataset``) either set
     ``noisy_labels``, or set ``votes`` (N x K annotator vote counts) and ``noise_rule`` ``vote`` or
     ``worst``, and the core draws one vote per sample with the run's seed
-    (:func:`nlbench.noise.draw_from_votes`). ``noise_note`` says in a line how the noisy labels came
+    (:func:`nlbench.data.noise.draw_from_votes`). ``noise_note`` says in a line how the noisy labels came
     about (stored with every run). ``problems`` lists rows skipped or suspicious, reported by
     ``nlbench prepare``.
     """
@@ -129,7 +129,7 @@ class Dataset:
     storage_size: ClassVar[int] = 112
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
-    #: Training augmentation pipeline (see :mod:`nlbench.augment`): "cct", "affectnet", "scn" or "none".
+    #: Training augmentation pipeline (see :mod:`nlbench.data.augment`): "cct", "affectnet", "scn" or "none".
     augmentation: ClassVar[str] = "cct"
     #: Whether the dataset reads user files (``--data-root`` required).
     needs_root: ClassVar[bool] = True
@@ -200,3 +200,16 @@ class Dataset:
             "options": dataclasses.asdict(self.options),
             "storage_size": self.storage_size,
         }
+
+
+def open_dataset(cls: type[Dataset], root: str | None, options: dict[str, Any],
+                 memo: dict[tuple, Dataset] | None = None) -> Dataset:
+    """An instance of the dataset plugin ``cls`` on ``root``, its layout checked (memoised in ``memo``)."""
+    key = (cls, root, canonical_json(dict(options)))
+    if memo is not None and key in memo:
+        return memo[key]
+    dataset = cls(Path(root) if root else None, dict(options))
+    dataset.check()
+    if memo is not None:
+        memo[key] = dataset
+    return dataset

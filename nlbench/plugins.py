@@ -17,13 +17,13 @@ name unusable, with an error naming both.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,75 +32,15 @@ import pluggy
 
 from nlbench import hookspecs
 from nlbench.dataset import Dataset
-from nlbench.errors import PluginError, UsageError
+from nlbench.errors import PluginError
 from nlbench.method import Method
+from nlbench.registry import Entry, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "nlbench"
 DISABLE_AUTOLOAD_ENV = "NLBENCH_DISABLE_PLUGIN_AUTOLOAD"
 PRIVATE_NAMESPACE = "nlbench._loaded_plugins"
-
-
-@dataclass
-class PluginInfo:
-    """One plugin as ``nlbench plugins`` shows it."""
-
-    name: str
-    kind: str  # "built-in", "folder" or "entry point"
-    origin: str  # a file path or a distribution name
-    version: str
-    error: str | None = None
-    registered: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the plugin loaded and registered without error."""
-        return self.error is None
-
-
-@dataclass
-class Entry:
-    """A registered method or dataset class and the plugin that registered it."""
-
-    name: str
-    cls: type
-    plugin: PluginInfo
-
-
-@dataclass
-class Registry:
-    """Everything the plugins registered, plus the plugins that failed."""
-
-    methods: dict[str, Entry] = field(default_factory=dict)
-    datasets: dict[str, Entry] = field(default_factory=dict)
-    executors: dict[str, Entry] = field(default_factory=dict)
-    plugins: list[PluginInfo] = field(default_factory=list)
-    conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
-    manager: pluggy.PluginManager | None = None
-
-    def method(self, name: str) -> type[Method]:
-        """The method class registered as ``name``, or a UsageError listing the known ones."""
-        return self._lookup("method", self.methods, name)
-
-    def dataset(self, name: str) -> type[Dataset]:
-        """The dataset class registered as ``name``, or a UsageError listing the known ones."""
-        return self._lookup("dataset", self.datasets, name)
-
-    def executor(self, name: str) -> type:
-        """The sweep executor registered as ``name``, or a UsageError listing the known ones."""
-        return self._lookup("executor", self.executors, name)
-
-    def _lookup(self, kind: str, table: dict[str, Entry], name: str) -> Any:
-        if (kind, name) in self.conflicts:
-            sources = " and ".join(f"{p.name} ({p.origin})" for p in self.conflicts[(kind, name)])
-            raise PluginError(f"{kind} {name!r} is registered by two plugins: {sources}. Remove or rename one of them.")
-        if name not in table:
-            known = ", ".join(sorted(table)) or "(none)"
-            hint = ""
-            failed = [p for p in self.plugins if not p.ok]
-            if failed:
-                hint = f" Some plugins failed to load ({', '.join(p.name for p in failed)}): see `nlbench plugins`."
-            raise UsageError(f"unknown {kind} {name!r}. Known {kind}s: {known}.{hint}")
-        return table[name].cls
+#: The module that registers the built-in executors (imported by name when the registry is built).
+BUILTIN_EXECUTORS = "nlbench.sweep.builtin"
 
 
 def builtin_plugin_dirs() -> list[Path]:
@@ -190,8 +130,11 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager=manager)
-    from nlbench import __version__, executors
+    from nlbench import __version__
 
+    # The built-in executors are loaded by module name, as pytest's default_plugins are: the
+    # manager stays below the sweep stage that implements them.
+    executors = importlib.import_module(BUILTIN_EXECUTORS)
     sources: list[tuple[PluginInfo, Any]] = [(PluginInfo("executors", "built-in", executors.__name__, __version__),
                                               executors)]
     for folder in builtin_plugin_dirs():

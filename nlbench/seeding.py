@@ -4,10 +4,10 @@
 are independent of each other and of anything else a run did before. The purposes in use:
 
 =====================================  ========================================================
-``("noise", dataset, rate, mode)``     the injected noisy labels (:mod:`nlbench.noise`): never
+``("noise", dataset, rate, mode)``     the injected noisy labels (:mod:`nlbench.data.noise`): never
                                        the method, so every method sees the same labels
 ``("network", k)``                     initialisation of the k-th network a run builds
-                                       (:class:`nlbench.backbone.BackboneFactory`): the same
+                                       (:class:`nlbench.train.backbone.BackboneFactory`): the same
                                        seed gives every method the same first network
 ``("global",)``                        torch's global generator at the start of a run
 ``("global-rng", phase, epoch)``       torch's global generators at the start of every epoch

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from nlbench.errors import ConfigError
 from nlbench.options import Range, added, runtime
 
-#: Training augmentation pipelines (:mod:`nlbench.augment`); "" = the dataset's own.
+#: Training augmentation pipelines (:mod:`nlbench.data.augment`); "" = the dataset's own.
 AUGMENTATIONS = ("", "cct", "affectnet", "scn", "eac", "erase", "none")
-#: Label-noise modes (:mod:`nlbench.noise`).
+#: Label-noise modes (:mod:`nlbench.data.noise`).
 NOISE_MODES = ("flip", "exact", "uniform", "pair", "fer-confusion", "instance")
 POSITIVE = Range(0, None, low_open=True)
 

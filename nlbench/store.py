@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nlbench.errors import UsageError
+from nlbench import fileio
+from nlbench.fileio import FILE_MODE, json_default, read_json_or_none
 
 
 class RunLocked(UsageError):
@@ -49,15 +51,8 @@ class RunState:
     detail: str = ""
 
 
-def read_json_or_none(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or damaged (never raises on bad content)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
 if TYPE_CHECKING:  # pragma: no cover
-    from nlbench.spec import RunSpec
+    from nlbench.spec.runspec import RunSpec
 
 try:  # POSIX advisory lock so two processes never train the same run at once
     import fcntl
@@ -72,49 +67,6 @@ NOISY_LABELS = "noisy_labels.npy"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOCK = ".lock"
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of every file the store writes: what open() would give under the user's umask.
-FILE_MODE = 0o666 & ~_current_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see either the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600: unreadable to colleagues on a shared store
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (sorted keys, indented for people reading it)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def run_dir_name(spec: RunSpec) -> Path:
@@ -156,27 +108,27 @@ class RunDir:
         """Record the run's state (pending, running, done, failed) and details."""
         status = {"state": state, "updated": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
         status.update(details)
-        atomic_write_json(self.file(STATUS), status)
+        fileio.atomic_write_json(self.file(STATUS), status)
 
     # -- writing ----------------------------------------------------------------------------
     def write_spec(self, spec: dict[str, Any]) -> None:
         """Write spec.json (atomically)."""
-        atomic_write_json(self.file(SPEC), spec)
+        fileio.atomic_write_json(self.file(SPEC), spec)
 
     def write_noisy_labels(self, labels: np.ndarray) -> None:
         """Store the training labels given to the method."""
         buffer = _npy_bytes(labels)
-        atomic_write_bytes(self.file(NOISY_LABELS), buffer)
+        fileio.atomic_write_bytes(self.file(NOISY_LABELS), buffer)
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl from the full history (used after resuming from a checkpoint)."""
-        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in records)
-        atomic_write_bytes(self.file(METRICS), text.encode())
+        text = "".join(json.dumps(r, sort_keys=True, default=json_default) + "\n" for r in records)
+        fileio.atomic_write_bytes(self.file(METRICS), text.encode())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one epoch's line to metrics.jsonl."""
         with open(self.file(METRICS), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=_json_default) + "\n")
+            handle.write(json.dumps(record, sort_keys=True, default=json_default) + "\n")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace checkpoint.pt atomically."""
@@ -224,7 +176,7 @@ class RunDir:
 
     def write_result(self, result: dict[str, Any]) -> None:
         """Write result.json last, by atomic rename."""
-        atomic_write_json(self.file(RESULT), result)
+        fileio.atomic_write_json(self.file(RESULT), result)
 
     def clear(self) -> None:
         """Remove the outputs of an earlier attempt (``--force``), keeping the folder."""

@@ -8,8 +8,8 @@ Plugin authors call it from their own tests::
         check_method(MyMethod, tmp_path=tmp_path)
 
 It trains the method for two epochs on a tiny synthetic FER set (140 training and 70 test images
-at 16 px, batch 32) on the CPU through :class:`nlbench.engine.Engine`, then rebuilds the method
-through the same assembly (:func:`nlbench.assemble.assemble`) and checks that
+at 16 px, batch 32) on the CPU through :class:`nlbench.train.engine.Engine`, then rebuilds the method
+through the same assembly (:func:`nlbench.train.assemble.assemble`) and checks that
 
 - every training phase ran and stored finite losses;
 - the checkpoint's method state reproduces the engine's last test accuracies;
@@ -40,18 +40,20 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from nlbench.assemble import Assembly, assemble
-from nlbench.augment import Augmenter
-from nlbench.config import Config
 from nlbench.context import Context, LabelStore
-from nlbench.engine import Engine
-from nlbench.evaluate import accuracies, predict_split
+from nlbench.data.augment import Augmenter
 from nlbench.method import Batch, Method, Phase
-from nlbench.plugins import Entry, PluginInfo, Registry, get_registry
+from nlbench.plugins import get_registry
 from nlbench.progress import Reporter
+from nlbench.registry import Entry, PluginInfo, Registry
 from nlbench.safe_load import load_tensors
 from nlbench.settings import TrainSettings
-from nlbench.spec import RunRequest, RunSpec, resolve_spec
+from nlbench.spec.config import Config
+from nlbench.spec.resolve import RunRequest, resolve_spec
+from nlbench.spec.runspec import RunSpec
+from nlbench.train.assemble import Assembly, assemble
+from nlbench.train.engine import Engine
+from nlbench.train.evaluate import accuracies, predict_split
 
 #: The tiny run every method is checked on.
 TINY_DATASET = {"train_size": 140, "test_size": 70, "size": 16}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.augment import Augmenter, hsv_to_rgb, random_erasing, rgb_to_hsv
+from nlbench.data.augment import Augmenter, hsv_to_rgb, random_erasing, rgb_to_hsv
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)

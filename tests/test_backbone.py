@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import TINY, read_result, run_dirs
-from nlbench.backbone import BackboneFactory, create_backbone
 from nlbench.errors import UsageError
+from nlbench.train.backbone import BackboneFactory, create_backbone
 
 
 def _msceleb_checkpoint(path, source):

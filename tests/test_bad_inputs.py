@@ -213,14 +213,14 @@ def test_a_runs_folder_that_is_a_file_is_one_clear_message(cli, tmp_path, comman
 def test_a_full_or_read_only_disk_is_one_clear_message_and_keeps_what_was_stored(cli, store, monkeypatch, code, text):
     import errno
 
-    import nlbench.store
+    import nlbench.fileio
 
     before = _digest(store)
 
     def refuse(path, data):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
 
-    monkeypatch.setattr(nlbench.store, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(nlbench.fileio, "atomic_write_bytes", refuse)
     result = cli("run", "--method", "standard", "--epochs", "1", "--seed", "5", "--runs-dir", str(store), *TINY)
     assert result.code == 2, result.err
     assert text in result.err and "Nothing stored before is lost" in result.err and "Traceback" not in result.err

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from nlbench.lib.schedules import cct_lambda
 from nlbench.plugins import get_registry
-from nlbench.schedules import cct_lambda
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_help_exits_0(cli):
 
 
 def test_ctrl_c_prints_the_resume_hint_and_exits_130(cli, monkeypatch):
-    from nlbench.engine import Engine
+    from nlbench.train.engine import Engine
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nlbench.config import load_config, parse_set
 from nlbench.errors import ConfigError
 from nlbench.spec import resolve_train_settings
+from nlbench.spec.config import load_config, parse_set
 
 
 @pytest.mark.parametrize(

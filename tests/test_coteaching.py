@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 from nlbench import Batch, Phase
 from nlbench.errors import ConfigError
-from nlbench.plugins import get_registry
-from nlbench.selection import (
+from nlbench.lib.selection import (
     coteaching_forget_rate,
     coteaching_remember_rate,
     cross_update,
     keep_count,
     small_loss_mask,
 )
+from nlbench.plugins import get_registry
 from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 

@@ -10,8 +10,8 @@ import torch
 
 from nlbench import Batch, Phase
 from nlbench.errors import ConfigError
+from nlbench.lib.selection import coteaching_plus_forget_rate
 from nlbench.plugins import get_registry
-from nlbench.selection import coteaching_plus_forget_rate
 from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 

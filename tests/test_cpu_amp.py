@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.config import Config
 from nlbench.context import uses_amp, uses_channels_last
 from nlbench.plugins import get_registry
 from nlbench.settings import TrainSettings
 from nlbench.spec import RunRequest, resolve_spec
+from nlbench.spec.config import Config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -23,7 +23,7 @@ def test_the_cpu_computes_in_fp32_unless_cpu_amp_is_set_while_cuda_follows_amp()
 
 
 def test_a_cpu_amp_run_trains_its_networks_and_batches_in_bf16_channels_last():
-    from nlbench.assemble import assemble
+    from nlbench.train.assemble import assemble
 
     spec = resolve_spec(RunRequest(method="standard", dataset="synthfer", noise=0.2, seed=1,
                                    sets=["datasets.synthfer.options.train_size=40", "datasets.synthfer.options.test_size=8",
@@ -56,7 +56,7 @@ def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
 
 
 def test_cpu_amp_on_a_cpu_without_bf16_says_it_will_be_slower(monkeypatch):
-    import nlbench.assemble as assemble_module
+    import nlbench.train.assemble as assemble_module
     from nlbench.progress import Reporter
 
     messages: list[str] = []

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nlbench.crowd import (
+from nlbench.data.crowd import (
     CrowdDesign,
     accuracy,
     dawid_skene,
@@ -81,7 +81,7 @@ def test_the_papers_max_normaliser_runs_away_on_equal_skills_and_sum_does_not():
     votes = from_triples(rows)
     plain = accuracy(votes, majority(votes), truth)[0]
     paper = pm(votes)
-    # One annotator ends up without errors and outweighs the rest (documented in nlbench.crowd).
+    # One annotator ends up without errors and outweighs the rest (documented in nlbench.data.crowd).
     assert accuracy(votes, paper, truth)[0] < plain - 5
     assert paper.expertise.max() > 2.5 * np.sort(paper.expertise)[-2]
     assert abs(accuracy(votes, pm(votes, normaliser="sum"), truth)[0] - plain) < 2
@@ -119,7 +119,7 @@ def test_bad_votes_files_get_one_clear_message(cli, tmp_path):
 def test_awkward_names_and_truth_files(tmp_path):
     import csv
 
-    from nlbench.crowd import read_truth, write_labels
+    from nlbench.data.crowd import read_truth, write_labels
     from nlbench.errors import DataError
 
     votes = from_triples([('a,"b"', "x", "happy"), ('a,"b"', "y", "happy"), ("c", "x", "sad")])

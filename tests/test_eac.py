@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlbench import Batch, Phase
-from nlbench.augment import Augmenter
+from nlbench.data.augment import Augmenter
 from nlbench.errors import ConfigError
 from nlbench.plugins import get_registry
 from nlbench.spec import build_hparams

@@ -56,7 +56,7 @@ def is_pdf(path: Path) -> bool:
 
 
 def test_lambda_draws_the_schedule_code(tmp_path):
-    from nlbench.figures import plot_lambda
+    from nlbench.report.figures import plot_lambda
 
     figure = plot_lambda(tmp_path, betas=(0.65, 2.0), epochs=100)
     assert [p.name for p in figure.files] == ["lambda.png", "lambda.pdf"]
@@ -77,7 +77,7 @@ def test_each_kind_writes_png_and_pdf(cli, store, tmp_path, kind):
 
 
 def test_confusion_values_are_the_stored_matrices_summed_over_seeds(store, tmp_path):
-    from nlbench.figures import load_runs, plot_confusion
+    from nlbench.report.figures import load_runs, plot_confusion
 
     runs = [r for r in load_runs(store) if r.method == "scn"]
     figure = plot_confusion(runs, tmp_path)
@@ -92,7 +92,7 @@ def test_confusion_values_are_the_stored_matrices_summed_over_seeds(store, tmp_p
 
 
 def test_memorisation_values_are_the_stored_history(store, tmp_path):
-    from nlbench.figures import load_runs, plot_memorisation
+    from nlbench.report.figures import load_runs, plot_memorisation
 
     runs = [r for r in load_runs(store) if r.method == "scn"]
     figure = plot_memorisation(runs, tmp_path)
@@ -106,7 +106,7 @@ def test_temperature_and_ranks_from_the_store(cli, store, tmp_path):
     [cct] = [r for r in run_dirs(store) if read_result(r)["method"] == "cct" and read_result(r)["noise"]["rate"] > 0]
     fake = tmp_path / "runs"
     fake_cct_results(fake, read_result(cct))
-    from nlbench.figures import load_runs, plot_temperature
+    from nlbench.report.figures import load_runs, plot_temperature
 
     figure = plot_temperature(load_runs(fake), tmp_path / "out")
     assert figure.data == {"synthfer|40": {1.0: 31.0, 4.0: 42.0}}
@@ -125,8 +125,8 @@ def test_gradcam_maps_of_the_deployed_model(cli, store, tmp_path):
               "--images", "4", "--out", str(tmp_path))
     assert out.code == 0, out.err
     assert "gradcam 2/2" in out.err  # progress on stderr
-    from nlbench.figures import load_runs, plot_gradcam
     from nlbench.plugins import get_registry
+    from nlbench.report.figures import load_runs, plot_gradcam
 
     [run] = [r for r in load_runs(store) if r.method == "standard" and r.result["noise"]["rate"] > 0]
     figure = plot_gradcam([run], tmp_path / "one", get_registry(), images=4)
@@ -152,7 +152,7 @@ def test_missing_matplotlib_says_how_to_install_it(monkeypatch):
     import builtins
 
     from nlbench.errors import UsageError
-    from nlbench.figures import require
+    from nlbench.report.figures import require
 
     real_import = builtins.__import__
 

@@ -9,8 +9,8 @@ import torch
 
 from nlbench import Batch, Phase
 from nlbench.errors import ConfigError
+from nlbench.lib.selection import nct_alpha, nct_variability_rate, variability_labels
 from nlbench.plugins import get_registry
-from nlbench.selection import nct_alpha, nct_variability_rate, variability_labels
 from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 

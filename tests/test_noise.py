@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nlbench.data.noise import inject_noise, noise_seed
 from nlbench.errors import UsageError
-from nlbench.noise import inject_noise, noise_seed
 
 CLEAN = np.repeat(np.arange(7), [300, 500, 120, 200, 90, 40, 50])
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY, read_result, run_dirs
+from nlbench.data.noise_file import match_labels, read_rows
 from nlbench.errors import DataError
-from nlbench.noise_file import match_labels, read_rows
 
 
 def export(cli, path: Path, *extra: str):

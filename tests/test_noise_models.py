@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY, read_result, run_dirs
+from nlbench.data.fer_confusion import CLASSES, VOTE_COUNTS, flip_targets, vote_counts
+from nlbench.data.noise import draw_from_votes, inject_noise, instance_noise
 from nlbench.errors import UsageError
-from nlbench.fer_confusion import CLASSES, VOTE_COUNTS, flip_targets, vote_counts
-from nlbench.noise import draw_from_votes, inject_noise, instance_noise
 
 REAL = Path(os.environ.get("NLBENCH_FERPLUS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus")
 SEVEN = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
@@ -186,7 +186,7 @@ def test_a_run_stores_its_transitions_and_show_prints_them(cli, tmp_path):
 
 
 def test_runs_drawn_from_votes_share_one_table_row_whatever_their_seed():
-    from nlbench.tables import _noise_label
+    from nlbench.report.tables import _noise_label
 
     one = {"rate": 0.187, "mode": "flip", "source": "dataset", "realised_rate": 0.187, "rule": "vote"}
     two = {**one, "rate": 0.191, "realised_rate": 0.191}

@@ -14,8 +14,8 @@ from torch import nn
 from conftest import TINY, read_result, run_dirs
 from nlbench import Batch, Phase
 from nlbench.context import LabelStore
+from nlbench.lib.selection import Relabeller
 from nlbench.plugins import get_registry
-from nlbench.selection import Relabeller
 from nlbench.testing import stub_context
 
 RUL = get_registry().method("rul")

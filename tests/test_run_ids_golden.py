@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nlbench.config import Config
 from nlbench.identity import canonical_json
 from nlbench.plugins import get_registry
 from nlbench.spec import RunRequest, RunSpec, resolve_spec
+from nlbench.spec.config import Config
 
 TINY_SETS = ["datasets.synthfer.options.train_size=21", "datasets.synthfer.options.test_size=14",
              "datasets.synthfer.options.size=16"]

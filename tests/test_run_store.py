@@ -62,7 +62,7 @@ def test_keep_checkpoint_keeps_the_resumable_state_and_cct_deploys_only_its_stud
 
 
 def _clean_train_labels():
-    from nlbench.synthface import sample_labels
+    from nlbench.lib.synthface import sample_labels
 
     return sample_labels(96, 0)
 
@@ -208,7 +208,7 @@ def test_relabel_counts_separate_restored_from_wrong_changes():
     import torch
 
     from nlbench.context import LabelStore
-    from nlbench.epoch import relabel_counts
+    from nlbench.train.epoch import relabel_counts
 
     clean = torch.tensor([0, 1, 2, 3, 4])
     store = LabelStore(np.array([0, 2, 2, 0, 4]), torch.device("cpu"))  # samples 1 and 3 are noisy
@@ -219,8 +219,8 @@ def test_relabel_counts_separate_restored_from_wrong_changes():
 def test_balanced_sampling_draws_classes_evenly():
     import torch
 
-    from nlbench.epoch import epoch_order
     from nlbench.settings import TrainSettings
+    from nlbench.train.epoch import epoch_order
 
     labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
     counts = np.bincount(labels).astype(float)
@@ -234,7 +234,7 @@ def test_balanced_sampling_draws_classes_evenly():
 def test_step_meter_reports_memorisation_and_precision_and_none_for_empty_subsets():
     import torch
 
-    from nlbench.epoch import StepMeter
+    from nlbench.train.epoch import StepMeter
 
     meter = StepMeter(torch.device("cpu"))
     y = torch.tensor([0, 1, 2, 0])

@@ -11,8 +11,8 @@ from torch import nn
 
 from nlbench import Batch, Phase
 from nlbench.errors import ConfigError
+from nlbench.lib.selection import scn_margin
 from nlbench.plugins import get_registry
-from nlbench.selection import scn_margin
 from nlbench.spec import build_hparams
 from nlbench.testing import stub_context
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from nlbench.backbone import BackboneFactory
-from nlbench.noise import noise_seed
+from nlbench.data.noise import noise_seed
 from nlbench.seeding import derive_seed
+from nlbench.train.backbone import BackboneFactory
 
 
 def test_derive_seed_is_a_stable_63_bit_hash_of_seed_and_purpose():
@@ -21,7 +21,7 @@ def test_noise_and_networks_take_their_seeds_from_derive_seed():
     factory = BackboneFactory("resnet18", 7, seed=3)
     second = (factory(), factory())[1]
     torch.manual_seed(derive_seed(3, "network", 2))
-    from nlbench.backbone import create_backbone
+    from nlbench.train.backbone import create_backbone
 
     expected = create_backbone("resnet18", 7)
     assert torch.equal(second.conv1.weight, expected.conv1.weight)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nlbench.config import Config, load_config
 from nlbench.errors import ConfigError, UsageError
 from nlbench.plugins import get_registry
 from nlbench.spec import RunRequest, RunSpec, resolve_spec
+from nlbench.spec.config import Config, load_config
 
 TINY_SETS = ["datasets.synthfer.options.train_size=21", "datasets.synthfer.options.test_size=14",
              "datasets.synthfer.options.size=16"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, run_dirs, totals
-from nlbench.config import Config, load_config
 from nlbench.errors import ConfigError, UsageError
 from nlbench.plugins import get_registry
+from nlbench.spec.config import Config, load_config
 from nlbench.store import RunDir
-from nlbench.sweep import SweepRequest, apply_preset, expand, set_axes, split_list
+from nlbench.sweep.grid import SweepRequest, apply_preset, expand, set_axes, split_list
 
 #: TINY as plain --set items (TINY is a flag list for `nlbench run`).
 TINY_SETS = [item for item in TINY if item != "--set"]
@@ -260,8 +260,8 @@ def test_sigterm_stops_the_workers_and_leaves_the_runs_resumable(tmp_path):
 
 
 def test_method_groups_expand_in_table_order_each_method_once(cli, tmp_path):
-    from nlbench.sweep import expand_methods
-    from nlbench.tables import MODERN_METHODS, PAPER_METHODS
+    from nlbench.catalogue import MODERN_METHODS, PAPER_METHODS
+    from nlbench.sweep.grid import expand_methods
 
     assert expand_methods(["all+modern"]) == [*PAPER_METHODS, *MODERN_METHODS]
     assert expand_methods(["modern"]) == ["eac", "rul"]

@@ -1,11 +1,11 @@
-"""Tests for nlbench.synthface: API contract, determinism and that expressions are encoded in pixels."""
+"""Tests for nlbench.lib.synthface: API contract, determinism and that expressions are encoded in pixels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
+from nlbench.lib.synthface import CLASS_NAMES, render_faces, sample_labels
 
 # At 32 px with default framing the mouth sits around rows 18-26 and the eyes/brows around rows 9-16.
 MOUTH = (slice(None), slice(18, 27), slice(10, 22))

@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from nlbench.table_render import render
-from nlbench.tables import Usual, build_table, compare, cost_rows, ranks
+from nlbench.report.render import render
+from nlbench.report.tables import Usual, build_table, compare, cost_rows, ranks
 
 
 def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None, data=None, val=None,
@@ -241,13 +241,13 @@ def test_with_paper_shows_the_published_value_and_the_difference(tmp_path):
 
 
 def _published(*key):
-    from nlbench.published import load_published
+    from nlbench.report.published import load_published
 
     return load_published().value(*key)
 
 
 def test_published_values_are_data_with_their_source():
-    from nlbench.published import load_published
+    from nlbench.report.published import load_published
 
     published = load_published()
     assert published.value("table1", "cct", "rafdb", 0.1) is not None
@@ -331,9 +331,9 @@ def test_rank_column_and_pretrained_name_in_the_caption(tmp_path):
 
 
 def test_configured_settings_come_from_the_configuration_and_the_plugins():
-    from nlbench.config import Config
     from nlbench.plugins import get_registry
-    from nlbench.tables import configured_settings
+    from nlbench.report.tables import configured_settings
+    from nlbench.spec.config import Config
 
     usual = configured_settings(Config(methods={"cct": {"lambda_max": 0.8}}), get_registry())
     assert usual.hparams["cct"]["lambda_max"] == 0.8 and usual.hparams["cct"]["networks"] == 3
@@ -341,7 +341,7 @@ def test_configured_settings_come_from_the_configuration_and_the_plugins():
 
 
 def test_two_seeds_give_no_interval_and_no_test():
-    from nlbench.statistics import paired_comparison
+    from nlbench.report.statistics import paired_comparison
 
     two = paired_comparison([80.0, 84.0], [70.0, 75.0])
     assert two.n == 2 and two.mean == pytest.approx(9.5) and two.low is None and two.p is None

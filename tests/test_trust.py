@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nlbench.config import Config
 from nlbench.plugins import get_registry
 from nlbench.spec import RunRequest, resolve_spec
+from nlbench.spec.config import Config
 from tests.test_datasets_rafdb import make_rafdb
 
 
@@ -44,7 +44,7 @@ def test_real_noise_forget_rate_is_the_realised_rate_not_the_run_default(tmp_pat
 
 
 def test_result_records_where_the_forget_rate_came_from():
-    from nlbench.engine import _forget_rate_source
+    from nlbench.train.engine import _forget_rate_source
 
     class Spec:  # the two fields the function reads
         def __init__(self, forget, source):
@@ -58,7 +58,7 @@ def test_result_records_where_the_forget_rate_came_from():
 
 # -- model selection -----------------------------------------------------------------------
 def test_summarise_curve_by_hand():
-    from nlbench.results import summarise_curve
+    from nlbench.train.model_selection import summarise_curve
 
     test = [50.0, 62.0, 58.0, 61.0, 57.0]
     val = [40.0, 45.0, 52.0, 52.0, 47.0]  # highest first at epoch 3 (tie with 4: the first wins)
@@ -71,7 +71,7 @@ def test_summarise_curve_by_hand():
 
 
 def test_summarise_history_scores_follow_each_selection_rule():
-    from nlbench.results import summarise_history
+    from nlbench.train.model_selection import summarise_history
 
     history = [
         {"phase": "train", "test": {"model": acc}, "val": {"model": v},
@@ -87,7 +87,7 @@ def test_summarise_history_scores_follow_each_selection_rule():
 def test_validation_split_is_stratified_seeded_and_disjoint():
     import numpy as np
 
-    from nlbench.validation import validation_split
+    from nlbench.data.validation import validation_split
 
     noisy = np.array([0] * 50 + [1] * 30 + [2] * 20 + [3] * 4)
     fit, held = validation_split(noisy, 0.1, seed=1, dataset="x")
@@ -104,7 +104,7 @@ def test_every_method_of_a_seed_holds_out_the_same_images_with_the_same_noisy_la
     import numpy as np
     import torch
 
-    from nlbench.assemble import assemble
+    from nlbench.train.assemble import assemble
 
     runs = []
     for method in ("standard", "coteaching"):
@@ -127,7 +127,7 @@ def test_balanced_accuracy_macro_f1_and_ece_by_hand():
     import numpy as np
     import torch
 
-    from nlbench.evaluate import class_scores, expected_calibration_error, scores
+    from nlbench.train.evaluate import class_scores, expected_calibration_error, scores
 
     # true 0 0 0 1 1 2 ; predicted 0 0 1 1 2 2
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
@@ -149,7 +149,7 @@ def test_balanced_accuracy_macro_f1_and_ece_by_hand():
 def test_ensemble_probabilities_are_not_softmaxed_twice():
     import torch
 
-    from nlbench.evaluate import as_probabilities
+    from nlbench.train.evaluate import as_probabilities
 
     probs = torch.tensor([[0.7, 0.2, 0.1]])
     assert torch.equal(as_probabilities(probs), probs)
@@ -177,7 +177,7 @@ def test_train_size_trains_on_a_seeded_subset_whose_faces_keep_their_noisy_label
     import numpy as np
     import torch
 
-    from nlbench.assemble import assemble
+    from nlbench.train.assemble import assemble
 
     sets = ["datasets.synthfer.options.train_size=200", "datasets.synthfer.options.test_size=40",
             "datasets.synthfer.options.size=16", "train.image_size=16"]

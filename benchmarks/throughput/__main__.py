@@ -8,13 +8,13 @@ Every row is measured in one process on one device, so ratios compare like with 
   in a torch DataLoader with worker processes, torchvision transforms of the CCT pipeline, fp32,
   three ResNet-18s and the CCT loss), plus its data-loader-only and compute-only ceilings;
 * ``nlbench <method>/<phase>``: nlbench's training path, assembled from a run spec by
-  ``nlbench.assemble.assemble`` (context, method, noisy labels, augmenter, image cache) and
+  ``nlbench.train.assemble.assemble`` (context, method, noisy labels, augmenter, image cache) and
   trained by the engine's own ``EpochRunner`` (cache gather, ``Augmenter.train``,
   ``method.train_step`` under ``ctx.autocast()``, ``StepMeter``) with the engine's defaults, for
   every registered method;
 * ``lever ...``: one change at a time on the lever method (default cct): Adam implementation,
   host synchronisations, cuDNN autotuning, host vs device image cache, torch.compile, CUDA graphs;
-* ``eval ...``: one evaluation epoch (``nlbench.evaluate.predict_split``) per batch size and placement;
+* ``eval ...``: one evaluation epoch (``nlbench.train.evaluate.predict_split``) per batch size and placement;
 * ``affectnet ...`` (``--scale affectnet``): AffectNet-8 size (287,651 images) as a synthetic uint8
   memmap at the given storage sizes, with the cache on the GPU and on the host.
 

@@ -1,8 +1,8 @@
 """The bench: nlbench's training path assembled by the engine, and the method, eval and AffectNet rows.
 
-Every nlbench row is built from a :class:`nlbench.spec.RunSpec` by :func:`nlbench.assemble.assemble`
+Every nlbench row is built from a :class:`nlbench.spec.RunSpec` by :func:`nlbench.train.assemble.assemble`
 (context, method, noisy labels, augmenter, image cache: the engine's own assembly) on the bench's
-data, then trained by the engine's :class:`nlbench.epoch.EpochRunner`. What a row may change is
+data, then trained by the engine's :class:`nlbench.train.epoch.EpochRunner`. What a row may change is
 what a lever measures: a training setting, the image source or the meter.
 """
 
@@ -45,16 +45,16 @@ from measure import (
 )
 from report import Report
 
-from nlbench.assemble import Assembly, assemble, training_labels
-from nlbench.cache import SplitData
 from nlbench.context import Context
-from nlbench.epoch import DEVICE_CACHE_SHARE, EpochRunner, ImageCache, StepMeter
-from nlbench.evaluate import accuracies, predict_split
+from nlbench.data.cache import SplitData
 from nlbench.method import Method, Phase
 from nlbench.options import build_options
 from nlbench.plugins import get_registry
 from nlbench.settings import TrainSettings
 from nlbench.spec import DataSpec, FrozenMap, NoiseSpec, RunSpec, build_hparams
+from nlbench.train.assemble import Assembly, assemble, training_labels
+from nlbench.train.epoch import DEVICE_CACHE_SHARE, EpochRunner, ImageCache, StepMeter
+from nlbench.train.evaluate import accuracies, predict_split
 
 
 class Bench:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nlbench.cache import SplitData, load_split
+from nlbench.data.cache import SplitData, load_split
 from nlbench.dataset import AFFECTNET_ORDER, Dataset, SampleTable
-from nlbench.synthface import CLASS_NAMES, render_faces, sample_labels
+from nlbench.lib.synthface import CLASS_NAMES, render_faces, sample_labels
 
 SEED = 1
 #: Injected flip noise of every training row (``nlbench run``'s default rate).
@@ -31,7 +31,7 @@ NOISE_RATE = 0.2
 
 @dataclass
 class Data:
-    """A dataset plugin instance and its two splits, handed to ``nlbench.assemble.assemble``."""
+    """A dataset plugin instance and its two splits, handed to ``nlbench.train.assemble.assemble``."""
 
     dataset: Dataset
     train: SplitData
@@ -179,6 +179,6 @@ def build_memmap(path: Path | None, n: int, size: int, unique: int = 64) -> tupl
     if path is None:
         return torch.from_numpy(out), time.perf_counter() - t0
     del out
-    # Reopened the way nlbench.cache.load_split maps its cache: copy-on-write, wrapped by torch.
+    # Reopened the way nlbench.data.cache.load_split maps its cache: copy-on-write, wrapped by torch.
     mapped = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
     return torch.from_numpy(np.asarray(mapped)), time.perf_counter() - t0

@@ -18,9 +18,9 @@ import torch
 from measure import reset_dynamo, run_row
 
 from nlbench.context import Context
-from nlbench.epoch import StepMeter
 from nlbench.method import Method
 from nlbench.settings import TrainSettings
+from nlbench.train.epoch import StepMeter
 
 if TYPE_CHECKING:  # pragma: no cover
     from bench import Bench
@@ -31,7 +31,7 @@ class PrefetchGather:
 
     Indices come from the CPU copy of the epoch order (no device->host sync), the gather writes into
     preallocated pinned memory (no per-batch pin), and the copy to the device is asynchronous. It
-    replaces the assembly's :class:`nlbench.epoch.ImageCache` as the ``EpochRunner``'s image source.
+    replaces the assembly's :class:`nlbench.train.epoch.ImageCache` as the ``EpochRunner``'s image source.
     """
 
     name = "prefetch"

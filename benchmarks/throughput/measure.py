@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from report import Report
 
-from nlbench.epoch import EpochRunner
 from nlbench.errors import RunFailed
+from nlbench.train.epoch import EpochRunner
 
 
 def run_row(report: Report, name: str, fn: Callable[[], dict[str, Any]], need_s: float = 0.0) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def matmul_probe(device: torch.device, quick: bool) -> dict[str, Any]:
 
 # -- the step driver ------------------------------------------------------------------------------
 class EngineLoop:
-    """The engine's own :class:`~nlbench.epoch.EpochRunner`, run for a number of steps across epochs.
+    """The engine's own :class:`~nlbench.train.epoch.EpochRunner`, run for a number of steps across epochs.
 
     Timing rows ask for N steps, not whole epochs; this only starts and finishes the runner's
     epochs at their boundaries (``finish`` is the engine's one synchronisation per epoch).

@@ -20,8 +20,8 @@ from data import SEED
 from measure import peak_gib, release_memory, reset_peak, run_row, sync
 from PIL import Image
 
-from nlbench.backbone import create_backbone
 from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD
+from nlbench.train.backbone import create_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from bench import Bench

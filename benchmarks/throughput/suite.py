@@ -21,8 +21,8 @@ from measure import run_row
 from reference import reference_rows
 from report import Report, print_summary
 
-from nlbench.assemble import resolve_device
 from nlbench.errors import UsageError
+from nlbench.train.assemble import resolve_device
 
 RESNET18_GMACS_224 = 1.82  # multiply-accumulates of one ResNet-18 forward at 224 px (= 3.64 GFLOP)
 

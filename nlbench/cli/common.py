@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nlbench.config import Config
-    from nlbench.plugins import Registry
+    from nlbench.registry import Registry
+    from nlbench.spec.config import Config
 
 
 def load(config_path: str | None, sets: list[str] | None = None,
          report: bool = False) -> tuple[Config, Registry]:
     """Read benchmark.toml (plus --set) and load every plugin (``report``: warn of failed ones)."""
-    from nlbench.config import find_config, load_config
     from nlbench.plugins import get_registry
+    from nlbench.spec.config import find_config, load_config
 
     config = load_config(find_config(config_path), sets)
     registry = get_registry(config.plugin_paths)

@@ -21,7 +21,7 @@ def infer(
     pm_normaliser: str = typer.Option("max", "--pm-normaliser", help="PM's errors / max (the paper's) or / sum."),
 ) -> None:
     """Infer each item's label and each annotator's expertise; items inferred "none of the above" are dropped."""
-    from nlbench import crowd
+    from nlbench.data import crowd
     from nlbench.progress import stdout_console
 
     table = crowd.read_votes(Path(votes))
@@ -66,7 +66,7 @@ def compare(
     """Accuracy of every inference method against known truth (e.g. a simulated crowd)."""
     from rich.table import Table
 
-    from nlbench import crowd
+    from nlbench.data import crowd
     from nlbench.progress import stdout_console
 
     table = crowd.read_votes(Path(votes))
@@ -100,10 +100,10 @@ def simulate(
     seed: int = typer.Option(1, "--seed", help="Seed of the simulation."),
 ) -> None:
     """Write a simulated crowd with known truth (and each annotator's kind) for comparing inference methods."""
-    from nlbench import crowd
+    from nlbench.data import crowd
     from nlbench.errors import UsageError
     from nlbench.progress import stdout_console
-    from nlbench.store import atomic_write_bytes
+    from nlbench.fileio import atomic_write_bytes
 
     if not 0.0 < difficulty < 1.0:
         raise UsageError(f"--difficulty must be in (0, 1) (the mean of a Beta distribution), got {difficulty}.")

@@ -49,8 +49,8 @@ def export(
     import pandas as pd
 
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
     from nlbench.errors import UsageError
+    from nlbench.spec.config import find_config, load_config
     from nlbench.store import iter_results
 
     if fmt not in FORMATS:

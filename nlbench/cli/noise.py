@@ -16,9 +16,9 @@ def _draw(dataset: Optional[str], noise: Optional[float], noise_mode: Optional[s
           seed: Optional[int], data_root: Optional[str], set_: list[str], config: Optional[str],
           cache_dir: Optional[str], noise_file: Optional[str] = None, noise_file_base: Optional[int] = None):
     """The spec (of a Standard run: the method never changes the labels), the dataset and the noise draw."""
-    from nlbench.assemble import load_splits, make_dataset, training_labels
     from nlbench.cli.common import load
-    from nlbench.spec import RunRequest, resolve_spec
+    from nlbench.spec.resolve import RunRequest, resolve_spec
+    from nlbench.train.assemble import load_splits, make_dataset, training_labels
 
     cfg, registry = load(config)
     request = RunRequest(method="standard", dataset=dataset, noise=noise, noise_mode=noise_mode,
@@ -84,7 +84,7 @@ def export(
 ) -> None:
     """Write the noisy training labels by sample name, with a sha256 and the settings that made them."""
     import nlbench
-    from nlbench.noise_file import sample_names, samples_sha256, write_noise_file
+    from nlbench.data.noise_file import sample_names, samples_sha256, write_noise_file
     from nlbench.progress import stdout_console
 
     spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,

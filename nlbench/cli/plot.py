@@ -24,9 +24,9 @@ def filter_options():
 
 
 def make_filters(methods, datasets, noise, seeds, run):
-    """A :class:`nlbench.figures.Filters` from the comma-separated options."""
+    """A :class:`nlbench.report.figures.Filters` from the comma-separated options."""
     from nlbench.cli.sweep import _items, _numbers
-    from nlbench.figures import Filters
+    from nlbench.report.figures import Filters
 
     return Filters(methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
                    seeds=_numbers(seeds, int, "--seeds"), run_ids=_items(run))
@@ -51,10 +51,10 @@ def plot(
 ) -> None:
     """Draw one kind of figure from the stored runs (PNG and PDF under --out)."""
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
     from nlbench.errors import UsageError
-    from nlbench.figures import KINDS
     from nlbench.progress import stdout_console
+    from nlbench.report.figures import KINDS
+    from nlbench.spec.config import find_config, load_config
 
     if kind not in KINDS:
         raise UsageError(f"unknown figure {kind!r}; choose one of {', '.join(KINDS)}.")
@@ -73,10 +73,10 @@ def plot(
 def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, metric: str = "last",
          layout: str = "table1", images: int = 8, betas: str = "0.25,0.5,0.65,1,2", epochs: int = 100):
     """Draw one figure kind; shared by ``plot`` and ``report``."""
-    from nlbench import figures
     from nlbench.cli.sweep import _numbers
     from nlbench.errors import UsageError
     from nlbench.progress import stderr_console
+    from nlbench.report import figures
 
     figures.require()
     if kind == "lambda":

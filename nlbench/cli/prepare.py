@@ -20,6 +20,9 @@ def prepare(
     show: int = typer.Option(20, "--show", help="Problems shown per kind and split (0 = all)."),
 ) -> None:
     """Check a dataset's layout, build its image cache, and list counts and problems."""
-    from nlbench.prepare import prepare_dataset
+    from nlbench.cli.common import load
+    from nlbench.data.prepare import prepare_dataset
 
-    prepare_dataset(dataset, data_root, set_, config, cache_dir, show)
+    cfg, registry = load(config, set_)
+    prepare_dataset(registry, dataset, data_root, cfg.dataset_options(dataset), cache_dir or cfg.run_defaults().cache_dir,
+                    show)

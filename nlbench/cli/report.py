@@ -20,10 +20,10 @@ def report(
     config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
 ) -> None:
     """Write one report of the stored runs: every table layout with data, the figures, the protocol."""
-    from nlbench import report as builder
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
     from nlbench.progress import stderr_console, stdout_console
+    from nlbench.report import document as builder
+    from nlbench.spec.config import find_config, load_config
 
     folder = runs_dir(runs, load_config(find_config(config)))
     target = Path(out).expanduser()

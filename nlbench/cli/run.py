@@ -45,9 +45,9 @@ def run(
 ) -> None:
     """Train one run; an identical finished run is reported and skipped, an interrupted one resumed."""
     from nlbench.cli.common import load, runs_dir
-    from nlbench.engine import Engine
     from nlbench.progress import make_reporter, stdout_console
-    from nlbench.spec import RunRequest, resolve_spec
+    from nlbench.spec.resolve import RunRequest, resolve_spec
+    from nlbench.train.engine import Engine
 
     cfg, registry = load(config, report=True)
     request = RunRequest(
@@ -56,7 +56,7 @@ def run(
         noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_),
     )
     spec = resolve_spec(request, cfg, registry)
-    from nlbench.assemble import resolve_device
+    from nlbench.train.assemble import resolve_device
 
     target = resolve_device(spec.device)
     reporter = make_reporter(quiet)

@@ -21,7 +21,7 @@ def show(
     from rich.console import Console
 
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
+    from nlbench.spec.config import find_config, load_config
 
     folder = Path(run)
     if not (folder / "spec.json").is_file():
@@ -48,7 +48,8 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
     """The printable blocks of ``nlbench show``: spec, curves, selection, per-class results."""
     from rich.table import Table
 
-    from nlbench.store import METRICS, RESULT, SPEC, read_json_or_none
+    from nlbench.fileio import read_json_or_none
+    from nlbench.store import METRICS, RESULT, SPEC
 
     spec = read_json_or_none(folder / SPEC)
     if not isinstance(spec, dict):

@@ -18,8 +18,8 @@ def status(
     from rich.table import Table
 
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
     from nlbench.progress import stderr_console, stdout_console
+    from nlbench.spec.config import find_config, load_config
     from nlbench.store import STATES, scan_store
 
     folder = runs_dir(runs, load_config(find_config(config)))

@@ -64,7 +64,7 @@ def sweep(
     from nlbench.errors import RunFailed, UsageError
     from nlbench.executors import ExecutorOptions, interrupt_on_sigterm
     from nlbench.progress import make_reporter, stdout_console
-    from nlbench.sweep import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
+    from nlbench.sweep.grid import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
 
     cfg, registry = load(config, report=True)
     request = SweepRequest(
@@ -114,8 +114,8 @@ def sweep(
     if show_table and not outcomes["submitted"]:
         import sys
 
-        from nlbench.table_render import render
-        from nlbench.tables import build_table, configured_settings
+        from nlbench.report.render import render
+        from nlbench.report.tables import build_table, configured_settings
 
         render(build_table(folder, run_ids={run.spec.run_id for run in grid}, usual=lambda: configured_settings(cfg, registry),
                            warn=lambda note: print(note, file=sys.stderr)), "rich")
@@ -127,7 +127,7 @@ def sweep(
 def _print_grid(console, grid) -> None:
     from rich.table import Table
 
-    from nlbench.sweep import describe
+    from nlbench.sweep.grid import describe
 
     table = Table(title=f"{len(grid)} runs", title_justify="left")
     for column in ("method", "dataset", "noise", "seed", "run id", "state", "folder"):

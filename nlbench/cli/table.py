@@ -34,9 +34,8 @@ def table(
 ) -> None:
     """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
     from nlbench.cli.common import runs_dir
-    from nlbench.config import find_config, load_config
-    from nlbench.table_render import render
-    from nlbench.tables import (
+    from nlbench.report.render import render
+    from nlbench.report.tables import (
         ALL_SCORES,
         FORMATS,
         LAYOUT_SPECS,
@@ -47,7 +46,8 @@ def table(
         cost_rows,
         ranks,
     )
-    from nlbench.tables import compare as compare_to
+    from nlbench.report.tables import compare as compare_to
+    from nlbench.spec.config import find_config, load_config
 
     for value, allowed, what in ((layout, LAYOUTS, "layout"), (fmt, FORMATS, "format"), (metric, METRICS, "metric"),
                                  (score, ALL_SCORES, "score")):

@@ -244,7 +244,7 @@ def kept_items(votes: Votes, result: Inference) -> np.ndarray:
 
 def write_labels(path: Path, votes: Votes, result: Inference) -> int:
     """Write item,label,confidence for the kept items (and the annotators' file beside it); returns how many."""
-    from nlbench.store import atomic_write_bytes
+    from nlbench.fileio import atomic_write_bytes
 
     keep = kept_items(votes, result)
     rows = [(votes.item_names[i], votes.label_names[result.labels[i]], f"{result.confidence[i]:.4f}") for i in keep]

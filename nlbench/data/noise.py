@@ -12,7 +12,7 @@ same noisy label vector. Modes (docs/methods.md Part A and §3):
 - ``pair``: asymmetric pair flip, with probability ``rate`` class c becomes the next class in the
   AffectNet order (docs/methods.md §2.1), or in the dataset's own order when it has no such mapping;
 - ``fer-confusion``: with probability ``rate`` the label moves to another class along the
-  confusions FERPlus's annotators make (:mod:`nlbench.fer_confusion`: fear <-> surprise,
+  confusions FERPlus's annotators make (:mod:`nlbench.data.fer_confusion`: fear <-> surprise,
   disgust -> anger, sadness -> neutral, ...);
 - ``instance``: instance-dependent noise (Xia et al., NeurIPS 2020): each sample's flip rate is
   drawn from N(rate, 0.1^2) truncated to [0, 1], and where it flips to depends on its image
@@ -111,7 +111,7 @@ def inject_noise(
                 chosen = rng.choice(members, size=count, replace=False) if count else members[:0]
                 noisy[chosen] = _different_class(rng, clean[chosen], num_classes)
         elif mode == "fer-confusion":
-            from nlbench.fer_confusion import flip_targets
+            from nlbench.data.fer_confusion import flip_targets
 
             if class_names is None or len(class_names) != num_classes:
                 raise UsageError("noise mode fer-confusion needs the dataset's class names.")

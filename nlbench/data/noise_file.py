@@ -69,7 +69,7 @@ def body_sha256(lines: Sequence[str]) -> str:
 def write_noise_file(path: Path, names: Sequence[str], labels: np.ndarray, class_names: Sequence[str],
                      settings: dict[str, Any]) -> str:
     """Write nlbench's noise-file format atomically; returns the SHA-256 of the file's bytes."""
-    from nlbench.store import atomic_write_bytes
+    from nlbench.fileio import atomic_write_bytes
 
     for name in names:
         if any(c in name for c in ",\n\r"):
@@ -191,8 +191,8 @@ def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str]) 
 def labels_from_file(path: str | None, dataset: Any, table: Any, *, expected_sha256: str | None = None,
                      label_base: int | None = None):
     """The noisy training labels a noise file gives ``dataset``'s training ``table``, as a NoiseResult."""
+    from nlbench.data.noise import NoiseResult
     from nlbench.identity import file_sha256
-    from nlbench.noise import NoiseResult
 
     if path is None or not Path(path).is_file():
         raise DataError(f"noise file {path} does not exist (it was read when the run was specified).")

@@ -2,7 +2,7 @@
 
 Steps: build the dataset with its options (benchmark.toml and ``--set``) and check its layout (a
 missing file or folder stops here with one DataError message, exit 2); for each split, list the
-samples and decode them into the cache (:func:`nlbench.cache.load_split`) under a progress bar;
+samples and decode them into the cache (:func:`nlbench.data.cache.load_split`) under a progress bar;
 then look at the decoded pixels for flat-colour images and for identical images within and across
 splits, for every dataset alike. Counts per class and split go to stdout as a table, followed by
 every problem: the rows the dataset skipped or found odd (``SampleTable.problems``), images that
@@ -21,19 +21,21 @@ import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from nlbench.cache import SplitData, default_cache_dir, load_split
-from nlbench.cli.common import load
+from nlbench.data.cache import SplitData, default_cache_dir, load_split
+from nlbench.data.noise import dataset_noise
 from nlbench.dataset import SPLITS, Dataset
 from nlbench.errors import DataError
-from nlbench.noise import dataset_noise
 from nlbench.progress import stderr_console
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.registry import Registry
 
 CHUNK = 4096  # images per block when scanning decoded pixels (bounded memory on large caches)
 
@@ -101,19 +103,22 @@ def _literal_choices(hint: Any) -> list[Any]:
     return out
 
 
-def prepare_dataset(dataset: str, data_root: str | None, sets: list[str], config: str | None,
+def prepare_dataset(registry: Registry, dataset: str, data_root: str | None, options: dict[str, Any],
                     cache_dir: str | None, show: int) -> None:
-    """Check a dataset's layout, build its image cache, and list counts and problems."""
-    cfg, registry = load(config, sets)
+    """Check a dataset's layout, build its image cache, and list counts and problems.
+
+    ``options`` are the dataset's options (benchmark.toml and ``--set``); ``cache_dir`` the
+    configured cache folder ("" or None: the default).
+    """
     cls = registry.dataset(dataset)
     if cls.needs_root and data_root is None:
         raise DataError(
             f"dataset {dataset!r} reads files from disk: give their folder with --data-root PATH "
             f"(nlbench never downloads data)."
         )
-    instance = cls(Path(data_root) if data_root else None, cfg.dataset_options(dataset))
+    instance = cls(Path(data_root) if data_root else None, options)
     instance.check()
-    cache = Path(cache_dir or cfg.run_defaults().cache_dir or default_cache_dir()).expanduser()
+    cache = Path(cache_dir or default_cache_dir()).expanduser()
     recorder = ReadRecorder(instance.read_image)
     instance.read_image = recorder  # this instance only: same identity, same cache key
     out = Console(highlight=False, soft_wrap=True)
@@ -155,7 +160,7 @@ def prepare_dataset(dataset: str, data_root: str | None, sets: list[str], config
             out.print(f"{split}: the dataset ships noisy labels (--noise-source dataset); {differ} of {len(table)} "
                       f"differ from its labels" + (" (votes drawn with seed 1)" if table.noise_rule != "given" else ""),
                       markup=False)
-    for line in real_noise_options(cls, data_root, cfg.dataset_options(dataset)):
+    for line in real_noise_options(cls, data_root, options):
         out.print(line, markup=False)
     found = pixel_problems(loaded)
     report(out, problems, found, show)

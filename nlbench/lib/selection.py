@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nlbench.losses import cross_entropy_per_sample, mean_softmax
-from nlbench.schedules import gaussian_rampup
+from nlbench.lib.losses import cross_entropy_per_sample, mean_softmax
+from nlbench.lib.schedules import gaussian_rampup
 
 #: Guards floor((1 - forget) * n) against float round-off (0.71 * 100 = 70.99999999999999).
 _FLOOR_EPS = 1e-9

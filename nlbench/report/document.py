@@ -1,7 +1,7 @@
 """``nlbench report``: one self-contained report of a set of runs, as Markdown and as offline HTML.
 
 The report is a list of sections (:class:`Section`), each holding paragraphs, Markdown tables
-(from :func:`nlbench.table_render.render`) and figures (from :mod:`nlbench.figures`), rendered
+(from :func:`nlbench.report.render.render`) and figures (from :mod:`nlbench.report.figures`), rendered
 twice: ``report.md`` links the PNG files under ``figures/``; ``report.html`` embeds them (base64),
 so the one file opens anywhere without a server, and links the PDFs.
 """
@@ -53,7 +53,7 @@ class Section:
 def build(runs_dir: Path, out: Path, filters: Any, *, gradcam_runs: int = 2,
           progress: Callable[[str], None] = lambda text: None) -> list[Section]:
     """Every section of the report of the runs under ``runs_dir`` passing ``filters`` (figures written under out/figures)."""
-    from nlbench import figures
+    from nlbench.report import figures
 
     runs = figures.load_runs(runs_dir, filters)
     if not runs:
@@ -150,8 +150,8 @@ def protocol_section(runs: list[Any], runs_dir: Path) -> Section:
 
 def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
     """One section per table layout that has runs, in Markdown, with --compare standard where it ran."""
-    from nlbench.table_render import render
-    from nlbench.tables import LAYOUT_SPECS, build_table, compare, ranks
+    from nlbench.report.render import render
+    from nlbench.report.tables import LAYOUT_SPECS, build_table, compare, ranks
 
     sections = []
     for layout in ("table1", "table2", "table3", "table8"):
@@ -171,7 +171,7 @@ def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
 
 def write(sections: list[Section], out: Path, title: str) -> tuple[Path, Path]:
     """Write report.md and report.html under ``out``; returns their paths."""
-    from nlbench.store import atomic_write_bytes
+    from nlbench.fileio import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", "", "Contents:", ""]

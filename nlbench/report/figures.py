@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nlbench.catalogue import method_order_key
 from nlbench.errors import UsageError
-from nlbench.tables import METHOD_ORDER
 
 #: Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -101,7 +101,7 @@ class Run:
 
     @property
     def noise(self) -> str:
-        from nlbench.tables import _noise_label
+        from nlbench.report.tables import _noise_label
 
         return _noise_label(self.result["noise"])
 
@@ -161,11 +161,7 @@ def load_runs(runs_dir: Path, filters: Filters | None = None) -> list[Run]:
                 except json.JSONDecodeError:
                     continue  # a torn last line of an interrupted write
         runs.append(Run(path, result, history))
-    return sorted(runs, key=lambda r: (r.dataset, r.noise, _method_rank(r.method), r.seed))
-
-
-def _method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    return sorted(runs, key=lambda r: (r.dataset, r.noise, method_order_key(r.method), r.seed))
 
 
 def save(fig: Any, out: Path, name: str) -> list[Path]:
@@ -241,7 +237,7 @@ def _need(runs: list[Run], what: str) -> None:
 def plot_lambda(out: Path, betas: Iterable[float] = (0.25, 0.5, 0.65, 1.0, 2.0), epochs: int = 100,
                 lambda_max: float = 0.9) -> Figure:
     """CCT's dynamic balancing lambda(e) for several beta (the paper's Fig. 2), from the schedule code."""
-    from nlbench.schedules import cct_lambda
+    from nlbench.lib.schedules import cct_lambda
 
     plt = require()
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
@@ -436,7 +432,7 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
 def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = "last",
                run_ids: set[str] | None = None) -> Figure:
     """A critical-difference diagram of the methods' average ranks over the grid's cells (Demsar 2006)."""
-    from nlbench.tables import build_table, ranks
+    from nlbench.report.tables import build_table, ranks
 
     table = build_table(Path(runs_dir), metric, "model", run_ids=run_ids, layout=layout)
     result = ranks(table)
@@ -489,7 +485,7 @@ def plot_ranks(runs_dir: Path, out: Path, layout: str = "table1", metric: str = 
 def plot_gradcam(runs: list[Run], out: Path, registry: Any, images: int = 8, progress: Callable[[str], None] | None = None
                  ) -> Figure:
     """Grad-CAM maps of each run's deployable model on sample test images, predicted and true class under each."""
-    from nlbench.gradcam import block_size, grad_cam, rebuild, sample_indices
+    from nlbench.report.gradcam import block_size, grad_cam, rebuild, sample_indices
     from nlbench.store import MODEL
 
     runs = [r for r in runs if (r.path / MODEL).is_file()]

@@ -1,6 +1,6 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017) of a finished run's deployable model, for ``nlbench plot gradcam``.
 
-The run is rebuilt from its stored spec (:func:`nlbench.assemble.assemble`: same dataset, same
+The run is rebuilt from its stored spec (:func:`nlbench.train.assemble.assemble`: same dataset, same
 test images, same method), its deployable weights are loaded from ``model.pt`` (tensors only,
 through the safe loader), and the maps are taken at the last convolutional block (``layer4``)
 of every network the deployable model's prediction goes through: the gradient of the predicted
@@ -39,10 +39,11 @@ def load_deployable(method: Any, weights: dict[str, Any]) -> None:
 
 def rebuild(run_dir: Path, registry: Any) -> Any:
     """The assembly of a finished run with its deployable weights loaded (CPU)."""
-    from nlbench.assemble import assemble
     from nlbench.safe_load import load_tensors
-    from nlbench.spec import RunSpec
-    from nlbench.store import MODEL, SPEC, read_json_or_none
+    from nlbench.spec.runspec import RunSpec
+    from nlbench.fileio import read_json_or_none
+    from nlbench.store import MODEL, SPEC
+    from nlbench.train.assemble import assemble
 
     spec_json = read_json_or_none(run_dir / SPEC)
     if not isinstance(spec_json, dict):

@@ -1,4 +1,4 @@
-"""Printing of comparison tables (:mod:`nlbench.tables`): rich, markdown, LaTeX (booktabs) and CSV."""
+"""Printing of comparison tables (:mod:`nlbench.report.tables`): rich, markdown, LaTeX (booktabs) and CSV."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nlbench.tables import LAYOUT_SPECS, MISSING, CompareTable, ComparisonTable
+from nlbench.report.tables import LAYOUT_SPECS, MISSING, CompareTable, ComparisonTable
 
 
 def _console(out: Any, wide: int) -> Console:
@@ -67,7 +67,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
     header = [*table.row_names, *table.columns]
     rank_of: dict[tuple[str, ...], float] = {}
     if rank_result is not None:
-        from nlbench.tables import row_ranks
+        from nlbench.report.tables import row_ranks
 
         rank_of = row_ranks(table)
         header.append("avg rank")

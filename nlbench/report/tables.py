@@ -29,19 +29,14 @@ from typing import Any
 
 import pandas as pd
 
-from nlbench.results import SCORES, SELECTIONS
+from nlbench.catalogue import METHOD_ORDER, PAPER_DATASETS
 from nlbench.store import iter_results
+from nlbench.train.model_selection import SCORES, SELECTIONS
 
 FORMATS = ("rich", "markdown", "latex", "csv")
 METRICS = SELECTIONS
 LAYOUTS = ("table1", "table2", "table3", "table8")
 ALL_SCORES = ("accuracy", *SCORES)
-PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
-#: Methods after the paper that noisy-label FER papers compare with (EAC, ECCV 2022; RUL, NeurIPS 2021).
-MODERN_METHODS = ("eac", "rul")
-#: Row order of every table: the paper's methods, then the modern ones, then any other by name.
-METHOD_ORDER = PAPER_METHODS + MODERN_METHODS
-PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
 MISSING = "–"
 METRIC_TEXT = {
     "last": "the last epoch",
@@ -74,7 +69,7 @@ def configured_settings(config: Any, registry: Any) -> Usual:
 
     from nlbench.errors import NlbenchError
     from nlbench.options import build_options
-    from nlbench.spec import resolve_train_settings
+    from nlbench.spec.resolve import resolve_train_settings
 
     usual = Usual()
     for name in registry.methods:
@@ -405,7 +400,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
 
 def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:
     """The paper's printed value of every cell it has (accuracy only)."""
-    from nlbench.published import load_published
+    from nlbench.report.published import load_published
 
     published = load_published()
     if score != "accuracy":
@@ -457,7 +452,7 @@ class CompareTable:
 
 def compare(table: ComparisonTable, baseline: str) -> CompareTable:
     """Paired comparison of every method row with the ``baseline`` method's row of the same group."""
-    from nlbench.statistics import paired_comparison
+    from nlbench.report.statistics import paired_comparison
 
     if not table.rows:
         return CompareTable(baseline, [], [], {}, "")
@@ -483,7 +478,7 @@ def compare(table: ComparisonTable, baseline: str) -> CompareTable:
 
 def ranks(table: ComparisonTable) -> Any:
     """Average ranks of the methods over the cells (group x dataset) where every method ran."""
-    from nlbench.statistics import rank_analysis
+    from nlbench.report.statistics import rank_analysis
 
     scores: dict[str, dict[tuple, float]] = {}
     for cell in table.cells.itertuples():

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nlbench.catalogue import METHOD_GROUPS
 from nlbench.errors import ConfigError, UsageError
-from nlbench.spec import RunRequest, RunSpec, resolve_spec
+from nlbench.spec.resolve import RunRequest, resolve_spec
+from nlbench.spec.runspec import RunSpec
 from nlbench.store import STATES, RunDir, RunState, run_dir_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nlbench.config import Config
     from nlbench.dataset import Dataset
-    from nlbench.plugins import Registry
+    from nlbench.registry import Registry
+    from nlbench.spec.config import Config
 
 #: Keys of a ``[sweeps.<name>]`` table and the type of each.
 PRESET_KEYS = {
@@ -32,26 +34,18 @@ PRESET_KEYS = {
 }
 
 
-#: Names that stand for a group of methods in ``--methods`` (joined with "+": ``all+modern``).
-METHOD_GROUPS = {"all": "the paper's seven methods", "paper": "the paper's seven methods",
-                 "modern": "EAC and RUL, the post-paper methods"}
-
-
 def expand_methods(names: list[str]) -> list[str]:
-    """``names`` with the groups of :data:`METHOD_GROUPS` written out, in table order, each method once.
+    """``names`` with the groups of :data:`nlbench.catalogue.METHOD_GROUPS` written out, in table order, each method once.
 
     ``all`` (or ``paper``) is the paper's seven, ``modern`` is EAC and RUL; items may be joined with
     "+", e.g. ``all+modern`` or ``standard+modern``.
     """
-    from nlbench.tables import MODERN_METHODS, PAPER_METHODS
-
-    groups = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_METHODS}
     out: list[str] = []
     for item in names:
         for part in (p.strip() for p in item.split("+")):
             if not part:
                 raise UsageError(f"--methods item {item!r} has an empty part; write e.g. all+modern.")
-            for name in groups.get(part, (part,)):
+            for name in METHOD_GROUPS.get(part, (part,)):
                 if name not in out:
                     out.append(name)
     return out

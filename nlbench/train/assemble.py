@@ -4,12 +4,12 @@ The engine, :func:`nlbench.testing.check_method` and the throughput benchmark al
 train with through :func:`assemble` (or the steps it is made of, in this order), so what is tested
 and measured is what is trained. Each step is a function of the spec and the steps before it:
 
-1. :func:`open_dataset` the dataset plugin, its layout checked;
+1. :func:`nlbench.dataset.open_dataset` the dataset plugin, its layout checked;
 2. :func:`load_splits` the train and test images, decoded once into the uint8 cache;
 3. :func:`training_labels` the noisy labels (injected, seeded by the spec, or the dataset's own);
 4. :func:`build_context` the context a method is built with (networks, optimisers, generators);
 5. :func:`build_method` the method, built on that context;
-6. :func:`build_augmenter` and :class:`nlbench.epoch.ImageCache` the batched augmentation and the
+6. :func:`build_augmenter` and :class:`nlbench.train.epoch.ImageCache` the batched augmentation and the
    image source on the training device.
 """
 
@@ -23,23 +23,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from nlbench.augment import Augmenter
-from nlbench.backbone import BackboneFactory
-from nlbench.cache import SplitData, load_split
 from nlbench.context import Context, LabelStore, uses_amp, uses_channels_last
+from nlbench.data.augment import Augmenter
+from nlbench.data.cache import SplitData, load_split
+from nlbench.data.noise import NoiseResult, dataset_noise, inject_noise
+from nlbench.data.validation import training_subset, validation_split
+from nlbench.dataset import open_dataset
 from nlbench.environment import cpu_has_bf16
-from nlbench.epoch import ImageCache
 from nlbench.errors import UsageError
 from nlbench.method import Method
-from nlbench.noise import NoiseResult, dataset_noise, inject_noise
 from nlbench.seeding import derive_seed
-from nlbench.validation import training_subset, validation_split
+from nlbench.train.backbone import BackboneFactory
+from nlbench.train.epoch import ImageCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.dataset import Dataset
-    from nlbench.plugins import Registry
     from nlbench.progress import Reporter
-    from nlbench.spec import RunSpec
+    from nlbench.registry import Registry
+    from nlbench.spec.runspec import RunSpec
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -54,21 +55,6 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device(requested)
     except RuntimeError:
         raise UsageError(f"unknown device {requested!r}; use cpu, cuda, cuda:N or auto.") from None
-
-
-def open_dataset(cls: type[Dataset], root: str | None, options: dict[str, Any],
-                 memo: dict[tuple, Dataset] | None = None) -> Dataset:
-    """An instance of the dataset plugin ``cls`` on ``root``, its layout checked (memoised in ``memo``)."""
-    from nlbench.identity import canonical_json
-
-    key = (cls, root, canonical_json(dict(options)))
-    if memo is not None and key in memo:
-        return memo[key]
-    dataset = cls(Path(root) if root else None, dict(options))
-    dataset.check()
-    if memo is not None:
-        memo[key] = dataset
-    return dataset
 
 
 def make_dataset(registry: Registry, spec: RunSpec) -> Dataset:
@@ -88,7 +74,7 @@ def training_labels(dataset: Dataset, train: SplitData, spec: RunSpec) -> NoiseR
     if spec.noise.source == "dataset":
         return dataset_noise(train.table, dataset=spec.data.name, seed=spec.seed)
     if spec.noise.source == "file":
-        from nlbench.noise_file import labels_from_file
+        from nlbench.data.noise_file import labels_from_file
 
         return labels_from_file(spec.noise.file, dataset, train.table, expected_sha256=spec.noise.file_sha256,
                                 label_base=spec.noise.file_label_base)

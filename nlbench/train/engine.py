@@ -1,8 +1,8 @@
 """The engine: runs one spec from its assembly to result.json, resuming from its checkpoint.
 
-:meth:`Engine.execute` skips a finished run, assembles the run (:func:`nlbench.assemble.assemble`,
+:meth:`Engine.execute` skips a finished run, assembles the run (:func:`nlbench.train.assemble.assemble`,
 before any run folder exists, so bad data is a usage error that leaves nothing behind), takes the
-run's lock and trains phase by phase with :class:`nlbench.epoch.EpochRunner`. After every epoch:
+run's lock and trains phase by phase with :class:`nlbench.train.epoch.EpochRunner`. After every epoch:
 evaluation on the test set, one line in metrics.jsonl and an atomic checkpoint. Every random
 draw derives from (seed, phase, epoch) (:mod:`nlbench.seeding`), so a resumed run follows the
 same path as an uninterrupted one. result.json is written last, by atomic rename.
@@ -17,17 +17,17 @@ from typing import Any
 
 import torch
 
-from nlbench.assemble import Assembly, assemble
 from nlbench.context import Context
 from nlbench.environment import describe_environment, peak_memory_mb
-from nlbench.epoch import EpochRunner, epoch_order
 from nlbench.errors import UsageError
-from nlbench.evaluate import accuracies, confusion, per_class_report, predict_split, predict_with_confidence, scores
-from nlbench.plugins import Registry
 from nlbench.progress import Reporter
-from nlbench.results import summarise_history
-from nlbench.spec import RunSpec
+from nlbench.registry import Registry
+from nlbench.spec.runspec import RunSpec
 from nlbench.store import NOISY_LABELS, RunDir, run_dir_name
+from nlbench.train.assemble import Assembly, assemble
+from nlbench.train.epoch import EpochRunner, epoch_order
+from nlbench.train.evaluate import accuracies, confusion, per_class_report, predict_split, predict_with_confidence, scores
+from nlbench.train.model_selection import summarise_history
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from nlbench.augment import Augmenter
 from nlbench.context import Context, LabelStore
+from nlbench.data.augment import Augmenter
 from nlbench.errors import RunFailed
 from nlbench.method import Batch, Method, Phase
 from nlbench.seeding import derive_seed

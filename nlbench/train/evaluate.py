@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nlbench.augment import Augmenter
 from nlbench.context import Context
-from nlbench.epoch import describe_method
+from nlbench.data.augment import Augmenter
 from nlbench.errors import RunFailed
 from nlbench.method import Method, Phase
+from nlbench.train.epoch import describe_method
 
 ECE_BINS = 15
 

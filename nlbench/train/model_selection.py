@@ -1,7 +1,7 @@
 """Summaries of a run's per-epoch evaluations: last, mean of the last k, val-selected, best.
 
 ``val`` is the honest model-selection metric: the test accuracy of the epoch whose accuracy on the
-held-out noisy validation split (:mod:`nlbench.validation`) is highest (the first such epoch).
+held-out noisy validation split (:mod:`nlbench.data.validation`) is highest (the first such epoch).
 ``best`` selects the epoch on the test set itself: an oracle, reported because papers do, and
 always labelled as such.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 #: The selection rules a table can report.
 SELECTIONS = ("last", "lastk", "val", "best")
-#: Per-epoch test scores besides accuracy (:func:`nlbench.evaluate.scores`).
+#: Per-epoch test scores besides accuracy (:func:`nlbench.train.evaluate.scores`).
 SCORES = ("balanced_accuracy", "macro_f1", "ece")
 
 

@@ -1,0 +1,27 @@
+"""The catalogue: which methods and datasets the paper and its successors name, in table order.
+
+Sweeps expand method groups from it (``--methods all+modern``) and tables and figures order their
+rows by it, so it sits below both.
+"""
+
+from __future__ import annotations
+
+#: The seven methods of the CCT paper, in its row order.
+PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
+#: Methods after the paper that noisy-label FER papers compare with (EAC, ECCV 2022; RUL, NeurIPS 2021).
+MODERN_METHODS = ("eac", "rul")
+#: Row order of every table and figure: the paper's methods, then the modern ones, then any other by name.
+METHOD_ORDER = PAPER_METHODS + MODERN_METHODS
+#: The paper's datasets, in its column order.
+PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
+
+#: Names that stand for a group of methods in ``--methods`` (joined with "+": ``all+modern``).
+METHOD_GROUPS = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_METHODS}
+#: What each group is, for help texts.
+METHOD_GROUP_TEXT = {"all": "the paper's seven methods", "paper": "the paper's seven methods",
+                     "modern": "EAC and RUL, the post-paper methods"}
+
+
+def method_order_key(method: str) -> tuple[int, str]:
+    """Sort key of a method name: catalogue order first, then any other by name."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)

@@ -1,0 +1,81 @@
+"""The registry: what the plugins registered (methods, datasets, executors) and where each came from.
+
+Built by :func:`nlbench.plugins.build_registry`; everything downstream (spec resolution, the
+engine, the CLI) only reads it, so it lives apart from the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nlbench.errors import PluginError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pluggy
+
+    from nlbench.dataset import Dataset
+    from nlbench.method import Method
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``nlbench plugins`` shows it."""
+
+    name: str
+    kind: str  # "built-in", "folder" or "entry point"
+    origin: str  # a file path or a distribution name
+    version: str
+    error: str | None = None
+    registered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plugin loaded and registered without error."""
+        return self.error is None
+
+
+@dataclass
+class Entry:
+    """A registered method or dataset class and the plugin that registered it."""
+
+    name: str
+    cls: type
+    plugin: PluginInfo
+
+
+@dataclass
+class Registry:
+    """Everything the plugins registered, plus the plugins that failed."""
+
+    methods: dict[str, Entry] = field(default_factory=dict)
+    datasets: dict[str, Entry] = field(default_factory=dict)
+    executors: dict[str, Entry] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+    manager: pluggy.PluginManager | None = None
+
+    def method(self, name: str) -> type[Method]:
+        """The method class registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("method", self.methods, name)
+
+    def dataset(self, name: str) -> type[Dataset]:
+        """The dataset class registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("dataset", self.datasets, name)
+
+    def executor(self, name: str) -> type:
+        """The sweep executor registered as ``name``, or a UsageError listing the known ones."""
+        return self._lookup("executor", self.executors, name)
+
+    def _lookup(self, kind: str, table: dict[str, Entry], name: str) -> Any:
+        if (kind, name) in self.conflicts:
+            sources = " and ".join(f"{p.name} ({p.origin})" for p in self.conflicts[(kind, name)])
+            raise PluginError(f"{kind} {name!r} is registered by two plugins: {sources}. Remove or rename one of them.")
+        if name not in table:
+            known = ", ".join(sorted(table)) or "(none)"
+            hint = ""
+            failed = [p for p in self.plugins if not p.ok]
+            if failed:
+                hint = f" Some plugins failed to load ({', '.join(p.name for p in failed)}): see `nlbench plugins`."
+            raise UsageError(f"unknown {kind} {name!r}. Known {kind}s: {known}.{hint}")
+        return table[name].cls

@@ -1,0 +1,100 @@
+"""The body of one sweep run, and the process control of the workers that run it.
+
+Every executor trains a run through :func:`train_one`: a fresh :class:`nlbench.train.engine.Engine`
+on the spec, which resumes an interrupted run, skips a done one, and reports a run whose lock
+another process holds as trained elsewhere instead of failing the sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from nlbench.executors import ExecutorOptions, RunReport
+
+
+def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int | None = None) -> RunReport:
+    """Train one run of a sweep in this process: the body every executor runs."""
+    import torch
+
+    from nlbench.errors import NlbenchError
+    from nlbench.plugins import get_registry
+    from nlbench.progress import make_reporter
+    from nlbench.spec.runspec import RunSpec
+    from nlbench.store import RunLocked
+    from nlbench.train.engine import Engine
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = RunSpec.from_json(spec_json)
+    registry = get_registry([Path(p) for p in options.plugin_paths])
+    reporter = make_reporter(options.quiet or threads is not None)  # workers: one line per epoch, no bars
+    engine = Engine(spec, registry, Path(options.runs_dir), reporter)
+    try:
+        outcome = engine.execute(keep_checkpoint=options.keep_checkpoint)
+    except RunLocked as err:
+        return RunReport(spec.run_id, "locked", str(engine.run.path), str(err))
+    except NlbenchError as err:
+        return RunReport(spec.run_id, "failed", str(engine.run.path), str(err).splitlines()[0])
+    except Exception as err:  # a bug in a plugin or in nlbench: the sweep goes on, the run says why
+        return RunReport(spec.run_id, "failed", str(engine.run.path), f"{type(err).__name__}: {err}")
+    finally:
+        reporter.close()
+    return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path))
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - a broken CUDA install: run on the CPU
+        return 0
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """CPU threads each of ``jobs`` workers may use so that together they never oversubscribe."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, jobs))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (what SLURM and `kill` send) like Ctrl-C: the run is left interrupted, resumable."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the sweep's process dies (even by kill -9)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: an orphaned worker finishes its run, then exits
+        pass
+
+
+def _init_worker(gpus: Any, threads: int) -> None:
+    """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
+    _die_with_parent()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+    _WORKER["threads"] = threads
+
+
+def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions) -> RunReport:
+    return train_one(spec_json, options, _WORKER.get("threads", 1))
