@@ -13,7 +13,6 @@ from torch import nn
 
 from nlbench.seeding import derive_seed
 from nlbench.settings import TrainSettings
-from nlbench.train.backbone import BackboneFactory
 
 __all__ = ["Context", "LabelStore", "RegisteredOptimizer", "derive_seed"]
 
@@ -84,8 +83,9 @@ class Context:
     noise_rate: float
     seed: int
     settings: TrainSettings
-    #: Builds a new network per call (a BackboneFactory in runs; tests may pass any callable).
-    backbones: BackboneFactory | Callable[..., nn.Module]
+    #: Builds a new network per call (a :class:`nlbench.train.backbone.BackboneFactory` in runs;
+    #: tests may pass any callable).
+    backbones: Callable[..., nn.Module]
     labels: LabelStore
     phase: str = "train"
     epoch: int = 0

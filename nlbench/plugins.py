@@ -39,8 +39,6 @@ from nlbench.registry import Entry, PluginInfo, Registry
 ENTRY_POINT_GROUP = "nlbench"
 DISABLE_AUTOLOAD_ENV = "NLBENCH_DISABLE_PLUGIN_AUTOLOAD"
 PRIVATE_NAMESPACE = "nlbench._loaded_plugins"
-#: The module that registers the built-in executors (imported by name when the registry is built).
-BUILTIN_EXECUTORS = "nlbench.sweep.builtin"
 
 
 def builtin_plugin_dirs() -> list[Path]:
@@ -134,7 +132,7 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
 
     # The built-in executors are loaded by module name, as pytest's default_plugins are: the
     # manager stays below the sweep stage that implements them.
-    executors = importlib.import_module(BUILTIN_EXECUTORS)
+    executors = importlib.import_module("nlbench.sweep.builtin")
     sources: list[tuple[PluginInfo, Any]] = [(PluginInfo("executors", "built-in", executors.__name__, __version__),
                                               executors)]
     for folder in builtin_plugin_dirs():

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nlbench.errors import UsageError
 from nlbench import fileio
+from nlbench.errors import UsageError
 from nlbench.fileio import FILE_MODE, json_default, read_json_or_none
 
 

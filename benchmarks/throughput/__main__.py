@@ -33,7 +33,7 @@ installation. The modules:
 * ``suite``: the device, the data, the rows in order, the environment and the summary;
 * ``data``: the JPEG data set, the AffectNet-scale memmap, scratch space;
 * ``bench``: specs and the engine's assembly, one training row, method, eval and AffectNet rows;
-* ``levers``: the lever rows and what they switch;  ``reference``: the reference loop and its rows;
+* ``lever_rows``: the lever rows, ``levers``: what they switch;  ``reference``: the reference loop and its rows;
 * ``measure``: the row runner, clocks, memory, the probe, syncs, FLOPs, compile graphs and logs.
 
 See benchmarks/README.md for what each row and column means.

@@ -16,7 +16,7 @@ import torch
 from bench import Bench
 from cli import GROUPS
 from data import host_memory_available, prepare_data
-from levers import compile_rows, cudagraph_row, lever_rows
+from lever_rows import compile_rows, cudagraph_row, lever_rows
 from measure import run_row
 from reference import reference_rows
 from report import Report, print_summary

@@ -102,8 +102,8 @@ def simulate(
     """Write a simulated crowd with known truth (and each annotator's kind) for comparing inference methods."""
     from nlbench.data import crowd
     from nlbench.errors import UsageError
-    from nlbench.progress import stdout_console
     from nlbench.fileio import atomic_write_bytes
+    from nlbench.progress import stdout_console
 
     if not 0.0 < difficulty < 1.0:
         raise UsageError(f"--difficulty must be in (0, 1) (the mean of a Beta distribution), got {difficulty}.")

@@ -39,9 +39,9 @@ def load_deployable(method: Any, weights: dict[str, Any]) -> None:
 
 def rebuild(run_dir: Path, registry: Any) -> Any:
     """The assembly of a finished run with its deployable weights loaded (CPU)."""
+    from nlbench.fileio import read_json_or_none
     from nlbench.safe_load import load_tensors
     from nlbench.spec.runspec import RunSpec
-    from nlbench.fileio import read_json_or_none
     from nlbench.store import MODEL, SPEC
     from nlbench.train.assemble import assemble
 
