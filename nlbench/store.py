@@ -36,6 +36,7 @@ import numpy as np
 from nlbench import fileio
 from nlbench.errors import UsageError
 from nlbench.fileio import FILE_MODE, json_default, read_json_or_none
+from nlbench.result import DamagedResult, Result, is_result, parse_metrics, read_result
 
 
 class RunLocked(UsageError):
@@ -90,7 +91,7 @@ class RunDir:
     # -- state ------------------------------------------------------------------------------
     def is_done(self) -> bool:
         """A run is done exactly when its result.json holds a complete result."""
-        return _is_result(read_json_or_none(self.file(RESULT)))
+        return is_result(read_json_or_none(self.file(RESULT)))
 
     def has_damaged_result(self) -> bool:
         """Whether a result.json exists that is not a complete result (truncated, ``{}``, edited)."""
@@ -129,6 +130,18 @@ class RunDir:
         """Append one epoch's line to metrics.jsonl."""
         with open(self.file(METRICS), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True, default=json_default) + "\n")
+
+    def read_metrics(self) -> tuple[list[dict[str, Any]], int]:
+        """The epoch records of metrics.jsonl (none if absent) and how many damaged lines were skipped.
+
+        The one tolerant reader of the history: a torn last line (a crash mid-write), ``null`` or
+        a line without the types of an epoch record is skipped (:func:`nlbench.result.parse_metrics`).
+        """
+        try:
+            text = self.file(METRICS).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return [], 0
+        return parse_metrics(text)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Replace checkpoint.pt atomically."""
@@ -276,30 +289,23 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every finished run under ``root``: (run folder, parsed result.json).
+def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tuple[Path, Result]]:
+    """Every finished run under ``root``: (run folder, checked result).
 
-    A result.json that is not a complete result (truncated, ``{}``, ``null``, edited by hand) is
-    skipped and appended to ``damaged``, so a reader can say which files it left out.
+    A result.json that is not a complete result (truncated, ``{}``, ``null``, a string where a
+    number belongs, edited by hand) is skipped and appended to ``damaged``, so a reader can say
+    which files it left out (:mod:`nlbench.result`).
     """
     if not root.is_dir():
         return
     for path in sorted(root.rglob(RESULT)):
-        result = read_json_or_none(path)
-        if not _is_result(result):
+        try:
+            result = read_result(path)
+        except DamagedResult:
             if damaged is not None:
                 damaged.append(path)
             continue
         yield path.parent, result
-
-
-def _is_result(value: Any) -> bool:
-    """Whether parsed JSON has the fields every reader of results relies on."""
-    if not isinstance(value, dict):
-        return False
-    noise, metrics = value.get("noise"), value.get("metrics")
-    return (isinstance(noise, dict) and "rate" in noise and isinstance(metrics, dict)
-            and isinstance(metrics.get("model"), dict) and all(k in value for k in ("method", "dataset", "seed")))
 
 
 #: The states a run can be in, in the order listings show them.

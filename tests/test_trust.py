@@ -44,16 +44,16 @@ def test_real_noise_forget_rate_is_the_realised_rate_not_the_run_default(tmp_pat
 
 
 def test_result_records_where_the_forget_rate_came_from():
-    from nlbench.train.engine import _forget_rate_source
+    from nlbench.train.result import forget_rate_source
 
     class Spec:  # the two fields the function reads
         def __init__(self, forget, source):
             self.hparams = {"forget_rate": forget}
             self.noise = type("N", (), {"source": source})()
 
-    assert _forget_rate_source(Spec(-1.0, "dataset")) == "the realised rate of the dataset's own noisy labels"
-    assert _forget_rate_source(Spec(-1.0, "injected")) == "the injected noise rate"
-    assert _forget_rate_source(Spec(0.3, "dataset")) == "the forget_rate option"
+    assert forget_rate_source(Spec(-1.0, "dataset")) == "the realised rate of the dataset's own noisy labels"
+    assert forget_rate_source(Spec(-1.0, "injected")) == "the injected noise rate"
+    assert forget_rate_source(Spec(0.3, "dataset")) == "the forget_rate option"
 
 
 # -- model selection -----------------------------------------------------------------------

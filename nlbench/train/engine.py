@@ -18,16 +18,16 @@ from typing import Any
 import torch
 
 from nlbench.context import Context
-from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.errors import UsageError
 from nlbench.progress import Reporter
 from nlbench.registry import Registry
+from nlbench.result import Result
 from nlbench.spec.runspec import RunSpec
 from nlbench.store import NOISY_LABELS, RunDir, run_dir_name
 from nlbench.train.assemble import Assembly, assemble
 from nlbench.train.epoch import EpochRunner, epoch_order
-from nlbench.train.evaluate import accuracies, confusion, per_class_report, predict_split, predict_with_confidence, scores
-from nlbench.train.model_selection import summarise_history
+from nlbench.train.evaluate import accuracies, predict_split, predict_with_confidence, scores
+from nlbench.train.result import build_result
 
 
 @dataclass
@@ -187,89 +187,10 @@ class Engine:
         return self._result(run, history, final_predictions, elapsed, train_images_total, train_seconds, attempts)
 
     def _result(self, run: Assembly, history: list[dict[str, Any]], predictions: dict[str, torch.Tensor],
-                elapsed: float, images: int, train_seconds: float, attempts: int = 1) -> dict[str, Any]:
-        spec, dataset = self.spec, run.dataset
-        classes = tuple(dataset.class_names)
-        matrix = confusion(predictions["model"], run.test_labels, dataset.num_classes)
-        members = {
-            name: per_class_report(confusion(pred, run.test_labels, dataset.num_classes), classes)
-            for name, pred in predictions.items() if name != "model"
-        }
-        method_cls = self.registry.method(spec.method)
-        identity, recorded = spec.identity(), spec.to_json()
-        return {
-            "run_id": spec.run_id,
-            "method": spec.method,
-            "dataset": spec.data.name,
-            "dataset_version": spec.data.version,
-            "dataset_options": dict(spec.data.options),
-            "data_fingerprint": spec.data.fingerprint,
-            "noise": noise_record(spec, run, dataset.num_classes),
-            "seed": spec.seed,
-            **{f"hp_{k}": v for k, v in spec.hparams.items()},
-            "hparams": dict(spec.hparams),
-            "train": identity["train"],
-            # Recorded, not part of the run id: where it ran and how fast (settings that change no number).
-            "runtime": {"device": str(run.device), "cache_dir": spec.cache_dir,
-                        **{k: v for k, v in recorded["train"].items() if k not in identity["train"]}},
-            "uses_noise_rate": bool(method_cls.uses_noise_rate),
-            **({"forget_rate_from": _forget_rate_source(spec)} if method_cls.uses_noise_rate else {}),
-            "pretrained": ({"sha256": spec.pretrained_sha256, "path": spec.train.pretrained}
-                           if spec.pretrained_sha256 else None),
-            "initialisation": "pretrained file" if spec.pretrained_sha256 else "random",
-            "metrics": summarise_history(history, spec.train.last_k),
-            "final": {"model": per_class_report(matrix, classes), "members": members},
-            "diagnostics": history[-1]["train"] if history else {},
-            "selection_rule": ("val = test accuracy of the epoch with the highest accuracy on the held-out noisy "
-                               "validation split; best = highest test accuracy over epochs (selected on the test "
-                               "set: an oracle)"),
-            "deployment": run.method.deployment(),
-            "validation": {"fraction": spec.train.val_fraction, "size": int(run.val_index.size),
-                           "labels": "noisy (as trained on)"},
-            "cost": {
-                "network_epochs": sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
-                # Forward-backward passes over the training set: EAC passes each image and its flip.
-                "pass_epochs": float(run.method.passes_per_step)
-                * sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
-                # Every attempt's epochs up to its last checkpoint (work lost after one is not counted).
-                "seconds": elapsed,
-                "attempts": attempts,
-                "train_images_per_s": images / train_seconds if train_seconds > 0 else None,
-                "peak_memory_mb": peak_memory_mb(run.device),
-            },
-            "environment": describe_environment(run.device),
-            "test_size": int(run.test_labels.numel()),
-            "finished": time.time(),
-        }
-
-
-def noise_record(spec: RunSpec, run: Assembly, num_classes: int) -> dict[str, Any]:
-    """What the result says about the run's label noise: settings, realised rate, transitions (counts)."""
-    clean = run.train.table.labels
-    record: dict[str, Any] = {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
-                              "realised_rate": run.realised_rate,
-                              # Rows: clean class, columns: the label trained on; every training
-                              # sample (the held-out validation ones too) counted once.
-                              "transitions": run.noise.transitions(clean, num_classes).tolist()}
-    if run.noise.note:
-        record["note"] = run.noise.note
-    rule = getattr(run.train.table, "noise_rule", "given")
-    if spec.noise.source == "dataset" and rule != "given":
-        record["rule"] = rule  # drawn from votes: the rate differs a little per seed, the rule does not
-    if run.noise.seed is not None:
-        record["generator_seed"] = run.noise.seed
-    if spec.noise.source == "file":
-        record["file"] = {"path": spec.noise.file, "sha256": spec.noise.file_sha256}
-    return record
-
-
-def _forget_rate_source(spec: RunSpec) -> str:
-    """Where a noise-rate-driven method's forget rate came from, for the result."""
-    if spec.hparams.get("forget_rate", -1.0) != -1.0:
-        return "the forget_rate option"
-    if spec.noise.source == "dataset":
-        return "the realised rate of the dataset's own noisy labels"
-    return "the injected noise rate"
+                elapsed: float, images: int, train_seconds: float, attempts: int = 1) -> Result:
+        cost = {"seconds": elapsed, "attempts": attempts,
+                "train_images_per_s": images / train_seconds if train_seconds > 0 else None}
+        return build_result(self.spec, self.registry.method(self.spec.method), run, history, predictions, cost)
 
 
 def _first_lr(ctx: Context, phase: str) -> float | None:
