@@ -77,9 +77,10 @@ def test_each_kind_writes_png_and_pdf(cli, store, tmp_path, kind):
 
 
 def test_confusion_values_are_the_stored_matrices_summed_over_seeds(store, tmp_path):
-    from nlbench.report.figures import load_runs, plot_confusion
+    from nlbench.report.figures import plot_confusion
+    from nlbench.report.runs import read_runs
 
-    runs = [r for r in load_runs(store) if r.method == "scn"]
+    runs = [r for r in read_runs(store).runs if r.method == "scn"]
     figure = plot_confusion(runs, tmp_path)
     [(name, drawn)] = figure.data.items()
     counts = sum(np.asarray(read_result(r.path)["final"]["model"]["confusion_matrix"], float) for r in runs)
@@ -92,9 +93,10 @@ def test_confusion_values_are_the_stored_matrices_summed_over_seeds(store, tmp_p
 
 
 def test_memorisation_values_are_the_stored_history(store, tmp_path):
-    from nlbench.report.figures import load_runs, plot_memorisation
+    from nlbench.report.figures import plot_memorisation
+    from nlbench.report.runs import read_runs
 
-    runs = [r for r in load_runs(store) if r.method == "scn"]
+    runs = [r for r in read_runs(store).runs if r.method == "scn"]
     figure = plot_memorisation(runs, tmp_path)
     drawn = figure.data["synthfer|40|scn"]
     per_seed = [[h["train"]["acc_noisy"] for h in r.history if h["phase"] == "train"] for r in runs]
@@ -106,9 +108,10 @@ def test_temperature_and_ranks_from_the_store(cli, store, tmp_path):
     [cct] = [r for r in run_dirs(store) if read_result(r)["method"] == "cct" and read_result(r)["noise"]["rate"] > 0]
     fake = tmp_path / "runs"
     fake_cct_results(fake, read_result(cct))
-    from nlbench.report.figures import load_runs, plot_temperature
+    from nlbench.report.figures import plot_temperature
+    from nlbench.report.runs import read_runs
 
-    figure = plot_temperature(load_runs(fake), tmp_path / "out")
+    figure = plot_temperature(read_runs(fake).runs, tmp_path / "out")
     assert figure.data == {"synthfer|40": {1.0: 31.0, 4.0: 42.0}}
     out = cli("plot", "ranks", "--runs-dir", str(store), "--out", str(tmp_path / "ranks"))
     assert out.code == 2 and "every method on every cell" in out.err  # SCN ran at 40% only
@@ -126,9 +129,10 @@ def test_gradcam_maps_of_the_deployed_model(cli, store, tmp_path):
     assert out.code == 0, out.err
     assert "gradcam 2/2" in out.err  # progress on stderr
     from nlbench.plugins import get_registry
-    from nlbench.report.figures import load_runs, plot_gradcam
+    from nlbench.report.figures import plot_gradcam
+    from nlbench.report.runs import read_runs
 
-    [run] = [r for r in load_runs(store) if r.method == "standard" and r.result["noise"]["rate"] > 0]
+    [run] = [r for r in read_runs(store).runs if r.method == "standard" and r.result["noise"]["rate"] > 0]
     figure = plot_gradcam([run], tmp_path / "one", get_registry(), images=4)
     [data] = figure.data.values()
     maps = np.asarray(data["maps"])

@@ -186,9 +186,9 @@ def test_a_run_stores_its_transitions_and_show_prints_them(cli, tmp_path):
 
 
 def test_runs_drawn_from_votes_share_one_table_row_whatever_their_seed():
-    from nlbench.report.tables import _noise_label
+    from nlbench.report.runs import noise_label
 
     one = {"rate": 0.187, "mode": "flip", "source": "dataset", "realised_rate": 0.187, "rule": "vote"}
     two = {**one, "rate": 0.191, "realised_rate": 0.191}
-    assert _noise_label(one) == _noise_label(two) == "real (vote)"
-    assert _noise_label({**one, "rule": None}) == "real (18.7%)"
+    assert noise_label(one) == noise_label(two) == "real (vote)"
+    assert noise_label({**one, "rule": None}) == "real (18.7%)"

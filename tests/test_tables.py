@@ -10,7 +10,8 @@ import statistics
 import pytest
 
 from nlbench.report.render import render
-from nlbench.report.tables import Usual, build_table, compare, cost_rows, ranks
+from nlbench.report.runs import ConfiguredSettings
+from nlbench.report.tables import build_table, compare, cost_rows, ranks
 
 
 def _result(root, method, dataset, rate, seed, last, best, hparams=None, train=None, data=None, val=None,
@@ -104,20 +105,20 @@ def test_variants_get_their_own_row_only_where_they_exist_and_the_configured_val
         _result(tmp_path, "cct", "rafdb", 0.4, seed, 60.0 + seed, 61.0, hparams={"lambda_max": 0.5})
     _result(tmp_path, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
     # a majority vote would call lambda_max = 0.5 usual; the configuration says 0.9
-    table = build_table(tmp_path, "last", usual=Usual(hparams={"cct": {"lambda_max": 0.9}}))
+    table = build_table(tmp_path, "last", usual=ConfiguredSettings(hparams={"cct": {"lambda_max": 0.9}}))
     assert table.rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct"), ("40", "cct [lambda_max=0.5]")]
     only_20 = tmp_path / "b"
     _result(only_20, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
     _result(only_20, "cct", "rafdb", 0.2, 0, 55.0, 51.0, hparams={"lambda_max": 0.5})
     _result(only_20, "cct", "rafdb", 0.4, 0, 40.0, 41.0, hparams={"lambda_max": 0.9})
-    rows = build_table(only_20, "last", usual=Usual(hparams={"cct": {"lambda_max": 0.9}})).rows
+    rows = build_table(only_20, "last", usual=ConfiguredSettings(hparams={"cct": {"lambda_max": 0.9}})).rows
     assert rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct")]  # no row of dashes
 
 
 def test_a_setting_shared_by_every_run_is_not_a_variant(tmp_path):
     for seed in (0, 1):
         _result(tmp_path, "standard", "synthfer", 0.4, seed, 80.0, 81.0, train={"epochs": 5, "image_size": 48})
-    table = build_table(tmp_path, "last", usual=Usual(train={"synthfer": {"epochs": 40, "image_size": 224}}))
+    table = build_table(tmp_path, "last", usual=ConfiguredSettings(train={"synthfer": {"epochs": 40, "image_size": 224}}))
     assert table.rows == [("40", "standard")]
     assert "epochs 5; image 48 px" in table.caption
 
@@ -332,7 +333,7 @@ def test_rank_column_and_pretrained_name_in_the_caption(tmp_path):
 
 def test_configured_settings_come_from_the_configuration_and_the_plugins():
     from nlbench.plugins import get_registry
-    from nlbench.report.tables import configured_settings
+    from nlbench.report.runs import configured_settings
     from nlbench.spec.config import Config
 
     usual = configured_settings(Config(methods={"cct": {"lambda_max": 0.8}}), get_registry())

@@ -50,13 +50,16 @@ def export(
 
     from nlbench.cli.common import runs_dir
     from nlbench.errors import UsageError
+    from nlbench.report.runs import read_runs
     from nlbench.spec.config import find_config, load_config
-    from nlbench.store import iter_results
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     folder = runs_dir(runs, load_config(find_config(config)))
-    frame = pd.DataFrame.from_records([flatten_result(result, path) for path, result in iter_results(folder)])
+    found = read_runs(folder)  # the latest copy of each run id, as `nlbench table` counts it
+    for warning in found.warnings():
+        print(warning, file=sys.stderr)
+    frame = pd.DataFrame.from_records([flatten_result(run.result, run.path) for run in found.runs])
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401

@@ -24,9 +24,9 @@ def filter_options():
 
 
 def make_filters(methods, datasets, noise, seeds, run):
-    """A :class:`nlbench.report.figures.Filters` from the comma-separated options."""
+    """A :class:`nlbench.report.runs.Filters` from the comma-separated options."""
     from nlbench.cli.sweep import _items, _numbers
-    from nlbench.report.figures import Filters
+    from nlbench.report.runs import Filters
 
     return Filters(methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
                    seeds=_numbers(seeds, int, "--seeds"), run_ids=_items(run))
@@ -77,6 +77,7 @@ def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, 
     from nlbench.errors import UsageError
     from nlbench.progress import stderr_console
     from nlbench.report import figures
+    from nlbench.report.runs import read_runs
 
     figures.require()
     if kind == "lambda":
@@ -88,9 +89,12 @@ def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, 
         return figures.plot_lambda(out, values, epochs)
     if kind == "ranks":
         narrowed = any(getattr(filters, f) for f in ("methods", "datasets", "noise", "seeds", "run_ids"))
-        ids = {str(r.result.get("run_id")) for r in figures.load_runs(folder, filters)} if narrowed else None
+        ids = {r.run_id for r in read_runs(folder, filters).runs} if narrowed else None
         return figures.plot_ranks(folder, out, layout, metric, ids)
-    runs = figures.load_runs(folder, filters)
+    found = read_runs(folder, filters)
+    for warning in found.warnings():
+        stderr_console().print(warning, markup=False)
+    runs = found.runs
     if not runs:
         raise UsageError(f"no finished runs in {folder} match the filters; `nlbench status --runs-dir {folder}` lists them.")
     if len(runs) > 20:

@@ -81,10 +81,11 @@ def print_result(console: Console, result: dict, path: Path) -> None:
 
     noise = result["noise"]
     how = {"dataset": "the dataset's own noisy labels", "file": "noise file"}.get(
-        noise.get("source"), f"noise {noise['rate']:.2f} {noise['mode']}")
+        noise.get("source"), f"noise {noise['rate']:.2f} {noise.get('mode', 'flip')}")
     title = (
         f"{result['method']} on {result['dataset']}, {how} "
-        f"(realised {100 * noise['realised_rate']:.1f}%), seed {result['seed']}"
+        + (f"(realised {100 * noise['realised_rate']:.1f}%), " if noise.get("realised_rate") is not None else "")
+        + f"seed {result['seed']}"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("model")
@@ -92,7 +93,7 @@ def print_result(console: Console, result: dict, path: Path) -> None:
     table.add_column(f"mean last {result['metrics']['model']['k']}", justify="right")
     table.add_column("val-sel. (epoch)", justify="right")
     table.add_column("best* (epoch)", justify="right")
-    for name, summary in result["metrics"]["members"].items():
+    for name, summary in (result["metrics"].get("members") or {"model": result["metrics"]["model"]}).items():
         val = f"{summary['val']:.2f} ({summary['val_epoch']})" if "val" in summary else "–"
         table.add_row(name, f"{summary['last']:.2f}", f"{summary['lastk']:.2f}", val,
                       f"{summary['best']:.2f} ({summary['best_epoch']})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,20 +48,16 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
     from rich.table import Table
 
     from nlbench.fileio import read_json_or_none
-    from nlbench.store import METRICS, RESULT, SPEC
+    from nlbench.result import DamagedResult, read_result
+    from nlbench.store import METRICS, RESULT, SPEC, RunDir
 
     spec = read_json_or_none(folder / SPEC)
     if not isinstance(spec, dict):
         raise UsageError(f"{folder / SPEC} is missing or damaged; this is not a readable run folder.")
     blocks: list[Any] = [f"[bold]run {spec.get('run_id', '?')}[/bold]  {folder}", _spec_text(spec)]
-    history = []
-    metrics_file = folder / METRICS
-    if metrics_file.is_file():
-        for line in metrics_file.read_text().splitlines():
-            try:
-                history.append(json.loads(line))
-            except json.JSONDecodeError:
-                blocks.append(f"warning: a damaged line in {metrics_file} was skipped")
+    history, skipped = RunDir(folder).read_metrics()
+    if skipped:
+        blocks.append(f"warning: {skipped} damaged line(s) of {folder / METRICS} were skipped")
     if history:
         curves = Table(title="Curves (test accuracy %, validation accuracy % on noisy labels)")
         for name in ("phase", "epoch", "train loss", "lr", "test", "val", "val (clean)"):
@@ -75,9 +70,13 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
                            _num(record.get("train", {}).get("loss"), ".4f"), _num(record.get("lr"), ".2e"),
                            _num(test, ".2f"), _num(val, ".2f"), _num(clean, ".2f"))
         blocks.append(curves)
-    result = read_json_or_none(folder / RESULT)
-    if not isinstance(result, dict):
+    if not (folder / RESULT).exists():
         blocks.append("no result yet: the run is not finished (`nlbench status` shows its state).")
+        return blocks
+    try:
+        result = read_result(folder / RESULT)
+    except DamagedResult as err:
+        blocks.append(f"warning: {err} Training the run again with --force repairs it.")
         return blocks
     blocks.append(_selection_text(result, member))
     names = tuple((result.get("final", {}).get("model") or {}).get("class_names", ()))

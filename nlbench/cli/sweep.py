@@ -115,7 +115,8 @@ def sweep(
         import sys
 
         from nlbench.report.render import render
-        from nlbench.report.tables import build_table, configured_settings
+        from nlbench.report.runs import configured_settings
+        from nlbench.report.tables import build_table
 
         render(build_table(folder, run_ids={run.spec.run_id for run in grid}, usual=lambda: configured_settings(cfg, registry),
                            warn=lambda note: print(note, file=sys.stderr)), "rich")

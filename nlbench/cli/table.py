@@ -35,21 +35,21 @@ def table(
     """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
     from nlbench.cli.common import runs_dir
     from nlbench.report.render import render
+    from nlbench.report.runs import configured_settings
     from nlbench.report.tables import (
         ALL_SCORES,
         FORMATS,
         LAYOUT_SPECS,
         LAYOUTS,
-        METRICS,
         build_table,
-        configured_settings,
         cost_rows,
         ranks,
     )
     from nlbench.report.tables import compare as compare_to
     from nlbench.spec.config import find_config, load_config
+    from nlbench.train.model_selection import SELECTIONS
 
-    for value, allowed, what in ((layout, LAYOUTS, "layout"), (fmt, FORMATS, "format"), (metric, METRICS, "metric"),
+    for value, allowed, what in ((layout, LAYOUTS, "layout"), (fmt, FORMATS, "format"), (metric, SELECTIONS, "metric"),
                                  (score, ALL_SCORES, "score")):
         if value not in allowed:
             raise UsageError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}.")

@@ -54,12 +54,16 @@ def build(runs_dir: Path, out: Path, filters: Any, *, gradcam_runs: int = 2,
           progress: Callable[[str], None] = lambda text: None) -> list[Section]:
     """Every section of the report of the runs under ``runs_dir`` passing ``filters`` (figures written under out/figures)."""
     from nlbench.report import figures
+    from nlbench.report.runs import read_runs
 
-    runs = figures.load_runs(runs_dir, filters)
+    found = read_runs(runs_dir, filters)
+    for warning in found.warnings():
+        progress(warning)
+    runs = found.runs
     if not runs:
         raise UsageError(f"no finished runs in {runs_dir} match the filters; `nlbench status --runs-dir {runs_dir}` "
                          f"lists them.")
-    ids = {r.result.get("run_id") for r in runs}
+    ids = {r.run_id for r in runs}
     sections = [protocol_section(runs, runs_dir)]
     sections += table_sections(runs_dir, ids)
     figures.require()

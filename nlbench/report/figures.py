@@ -1,7 +1,7 @@
 """The figures of ``nlbench plot`` and ``nlbench report``, drawn from the run store with matplotlib.
 
 Every figure is written as PNG (150 dpi) and PDF. Each ``plot_*`` function takes the runs (see
-:func:`load_runs`) and an output folder, returns the files it wrote, and keeps the numbers it drew
+:func:`nlbench.report.runs.read_runs`) and an output folder, returns the files it wrote, and keeps the numbers it drew
 in :attr:`Figure.data` so that tests (and users) can check them. Colours are the Okabe-Ito
 palette (safe for colour-blind readers), one colour per method across figures, and lines differ
 in style too where colour alone would carry meaning.
@@ -11,7 +11,6 @@ matplotlib is an optional dependency (``pip install "nlbench[plots]"``): :func:`
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from nlbench.catalogue import method_order_key
 from nlbench.errors import UsageError
+from nlbench.report.runs import FinishedRun as Run
+from nlbench.report.runs import seeds_text, variant_labels
 
 #: Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -62,52 +62,9 @@ def colour(method: str) -> str:
     return PALETTE[zlib.crc32(base.encode()) % len(PALETTE)]
 
 
-def variant_labels(runs: list[Run]) -> dict[int, str]:
-    """A label per run (by id()): its method, plus the settings in which it differs from its method's other runs."""
-    by_method: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        by_method[run.method].append(run)
-    labels = {}
-    for method, group in by_method.items():
-        keys = sorted({k for r in group for k in r.result.get("hparams", {})})
-        differing = [k for k in keys if len({json.dumps(r.result.get("hparams", {}).get(k)) for r in group}) > 1]
-        for run in group:
-            hp = run.result.get("hparams", {})
-            extra = ", ".join(f"{k}={hp.get(k)}" for k in differing)
-            labels[id(run)] = f"{method} [{extra}]" if extra else method
-    return labels
-
-
 def _by_variant(runs: list[Run]) -> dict[str, list[Run]]:
     labels = variant_labels(runs)
-    return _groups(runs, lambda r: labels[id(r)])
-
-
-@dataclass
-class Run:
-    """One finished run as the figures need it: its result, its per-epoch history and its folder."""
-
-    path: Path
-    result: dict[str, Any]
-    history: list[dict[str, Any]]
-
-    @property
-    def method(self) -> str:
-        return self.result["method"]
-
-    @property
-    def dataset(self) -> str:
-        return self.result["dataset"]
-
-    @property
-    def noise(self) -> str:
-        from nlbench.report.tables import _noise_label
-
-        return _noise_label(self.result["noise"])
-
-    @property
-    def seed(self) -> int:
-        return int(self.result["seed"])
+    return _groups(runs, lambda r: labels[r.path])
 
 
 @dataclass
@@ -116,52 +73,6 @@ class Figure:
 
     files: list[Path] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Filters:
-    """Which runs a figure uses (empty: all)."""
-
-    methods: list[str] = field(default_factory=list)
-    datasets: list[str] = field(default_factory=list)
-    noise: list[float] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
-
-    def keep(self, result: dict[str, Any]) -> bool:
-        """Whether a result passes every filter."""
-        rate = float(result["noise"].get("rate", 0.0))
-        return ((not self.methods or result["method"] in self.methods)
-                and (not self.datasets or result["dataset"] in self.datasets)
-                and (not self.noise or any(abs(rate - r) < 1e-9 for r in self.noise))
-                and (not self.seeds or int(result["seed"]) in self.seeds)
-                and (not self.run_ids or any(str(result.get("run_id", "")).startswith(p) for p in self.run_ids)))
-
-
-def load_runs(runs_dir: Path, filters: Filters | None = None) -> list[Run]:
-    """Every finished run under ``runs_dir`` passing ``filters``, with its history, latest copy of each run id."""
-    from nlbench.store import METRICS, iter_results
-
-    filters = filters or Filters()
-    latest: dict[str, tuple[float, Path, dict[str, Any]]] = {}
-    for path, result in iter_results(Path(runs_dir)):
-        if not filters.keep(result):
-            continue
-        key = str(result.get("run_id") or path)
-        if key not in latest or float(result.get("finished") or 0) >= latest[key][0]:
-            latest[key] = (float(result.get("finished") or 0), path, result)
-    runs = []
-    for _, path, result in latest.values():
-        history = []
-        metrics = path / METRICS
-        if metrics.is_file():
-            for line in metrics.read_text().splitlines():
-                try:
-                    history.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a torn last line of an interrupted write
-        runs.append(Run(path, result, history))
-    return sorted(runs, key=lambda r: (r.dataset, r.noise, method_order_key(r.method), r.seed))
 
 
 def save(fig: Any, out: Path, name: str) -> list[Path]:
@@ -213,9 +124,13 @@ def _series(run: Run, pick: Callable[[dict[str, Any]], float | None], phase: str
 
 
 def _mean_band(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and min/max over seeds, epoch by epoch (runs of different length: up to the shortest)."""
-    length = min(len(s) for s in series)
-    stack = np.vstack([s[:length] for s in series])
+    """Mean and min/max over seeds, epoch by epoch, over the runs that reached each epoch.
+
+    Runs of one cell share their epochs; a history that lost lines (a damaged metrics.jsonl) is
+    padded, never the others cut to it.
+    """
+    length = max(len(s) for s in series)
+    stack = np.vstack([np.pad(s, (0, length - len(s)), constant_values=np.nan) for s in series])
     with np.errstate(all="ignore"):
         return np.nanmean(stack, axis=0), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
 
@@ -265,7 +180,7 @@ def plot_curves(runs: list[Run], out: Path) -> Figure:
     variants = variant_labels(runs)
     style_of = {label: STYLES[i % len(STYLES)] for i, label in enumerate(dict.fromkeys(variants.values()))}
     for ax, ((dataset, noise), members) in zip(axes, panels.items()):
-        for label, group in _groups(members, lambda r: variants[id(r)]).items():
+        for label, group in _groups(members, lambda r: variants[r.path]).items():
             mean, low, high = _mean_band([_series(r, lambda h: h.get("test", {}).get("model")) for r in group])
             x = np.arange(1, len(mean) + 1)
             ax.plot(x, mean, color=colour(label), linestyle=style_of[label], label=label)
@@ -275,8 +190,7 @@ def plot_curves(runs: list[Run], out: Path) -> Figure:
             boundary = _phase_boundary(group[0])
             if boundary:
                 ax.axvline(boundary + 0.5, color="0.6", linewidth=0.8, linestyle=":")
-        seeds = sorted({r.seed for r in members})
-        ax.set(title=f"{dataset}, noise {noise} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})",
+        ax.set(title=f"{dataset}, noise {noise} ({seeds_text(members)})",
                xlabel="epoch",
                ylabel="test accuracy (%)")
     _legend_below(fig, axes)
@@ -299,7 +213,7 @@ def plot_memorisation(runs: list[Run], out: Path) -> Figure:
     runs = [r for r in runs if any(h.get("train", {}).get("acc_noisy") is not None for h in r.history)]
     _need(runs, "training accuracy on noisy samples (runs with label noise)")
     variants = variant_labels(runs)
-    panels = _groups(runs, lambda r: (r.dataset, r.noise, variants[id(r)]))
+    panels = _groups(runs, lambda r: (r.dataset, r.noise, variants[r.path]))
     fig, axes = _grid(len(panels), 3.4, 2.6)
     figure = Figure()
     for ax, ((dataset, noise, method), group) in zip(axes, panels.items()):
@@ -312,7 +226,7 @@ def plot_memorisation(runs: list[Run], out: Path) -> Figure:
         ax.plot(x, test, color="0.35", linestyle=":", label="test accuracy")
         figure.data[f"{dataset}|{noise}|{method}"] = {"clean": clean.tolist(), "noisy": noisy.tolist(),
                                                        "test": test.tolist()}
-        ax.set(title=f"{method}: {dataset}, noise {noise} ({len(group)} seed{'s' * (len(group) > 1)})",
+        ax.set(title=f"{method}: {dataset}, noise {noise} ({seeds_text(group)})",
                xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
     _legend_below(fig, axes)
     fig.suptitle("Memorisation: training accuracy against the labels trained on (mean over seeds)", fontsize=9)
@@ -327,18 +241,20 @@ def plot_selection(runs: list[Run], out: Path) -> Figure:
     relabel = [r for r in noisy if any(h.get("train", {}).get("labels_changed") for h in r.history)]
     _need(precise + relabel, "sample selection or relabelling diagnostics (Co-teaching, Co-teaching+, JoCoR, SCN)")
     panels = list(_groups(precise, lambda r: (r.dataset, r.noise)).items())
-    panels += [(("relabel", *key), group) for key, group in _groups(relabel, lambda r: (r.dataset, r.noise)).items()]
+    relabelled = variant_labels(relabel)
+    panels += [(("relabel", *key), group) for key, group in
+               _groups(relabel, lambda r: (r.dataset, r.noise, relabelled[r.path])).items()]
     fig, axes = _grid(len(panels))
     figure = Figure()
     for ax, (key, members) in zip(axes, panels):
         if key[0] == "relabel":
-            _, dataset, noise = key
+            _, dataset, noise, variant = key
             for i, (name, style) in enumerate((("labels_changed", "-"), ("labels_restored", "--"))):
                 mean = _mean_band([_series(r, lambda h, n=name: h.get("train", {}).get(n), "train") for r in members])[0]
                 ax.plot(np.arange(1, len(mean) + 1), mean, color=PALETTE[3 + i], linestyle=style,
                         label=name.replace("_", " ").replace("labels ", "labels ") + " (cumulative)")
-                figure.data[f"relabel|{dataset}|{noise}|{name}"] = mean.tolist()
-            ax.set(title=f"SCN relabelling: {dataset}, noise {noise}", xlabel="epoch", ylabel="samples")
+                figure.data[f"relabel|{dataset}|{noise}|{variant}|{name}"] = mean.tolist()
+            ax.set(title=f"{variant} relabelling: {dataset}, noise {noise}", xlabel="epoch", ylabel="samples")
         else:
             dataset, noise = key
             for method, group in _by_variant(members).items():
@@ -358,6 +274,8 @@ def plot_selection(runs: list[Run], out: Path) -> Figure:
 def confusion_matrix(runs: list[Run]) -> tuple[np.ndarray, list[str]]:
     """The row-normalised (%) confusion matrix of the deployed model summed over ``runs`` (counts added first)."""
     reports = [r.result.get("final", {}).get("model") or {} for r in runs]
+    if len({tuple(rep.get("class_names", ())) for rep in reports}) > 1:
+        raise UsageError("these runs were evaluated on different classes; a confusion matrix sums one set only.")
     counts = np.sum([np.asarray(rep["confusion_matrix"], dtype=np.float64) for rep in reports], axis=0)
     totals = counts.sum(axis=1, keepdims=True)
     return 100.0 * counts / np.where(totals > 0, totals, 1), list(reports[0].get("class_names", []))
@@ -369,8 +287,11 @@ def plot_confusion(runs: list[Run], out: Path, per_run: bool = False) -> Figure:
     _need(runs, "a confusion matrix")
     plt = require()
     variants = variant_labels(runs)
-    key = ((lambda r: (r.dataset, r.noise, variants[id(r)], r.seed)) if per_run
-           else (lambda r: (r.dataset, r.noise, variants[id(r)])))
+    def classes(run: Run) -> tuple[str, ...]:
+        return tuple(run.result["final"]["model"].get("class_names", ()))
+
+    key = ((lambda r: (r.dataset, r.noise, variants[r.path], r.seed, classes(r))) if per_run
+           else (lambda r: (r.dataset, r.noise, variants[r.path], classes(r))))
     figure = Figure()
     for group_key, group in _groups(runs, key).items():
         matrix, names = confusion_matrix(group)
@@ -384,7 +305,7 @@ def plot_confusion(runs: list[Run], out: Path, per_run: bool = False) -> Figure:
                 ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if matrix[i, j] > 55 else "black")
         dataset, noise, method = group_key[:3]
-        seeds = f"seed {group_key[3]}" if per_run else f"{len(group)} seed{'s' * (len(group) > 1)}"
+        seeds = f"seed {group_key[3]}" if per_run else seeds_text(group)
         ax.set(xlabel="predicted", ylabel="true", title=f"{method}: {dataset}, noise {noise} ({seeds})")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
         name = _safe(f"confusion-{dataset}-{noise}-{method}" + (f"-seed{group_key[3]}" if per_run else ""))
@@ -404,7 +325,9 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
     plt = require()
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     figure = Figure()
-    for i, ((dataset, noise), group) in enumerate(_groups(runs, lambda r: (r.dataset, r.noise)).items()):
+    variants = variant_labels(runs, axes=("temperature_kd",))  # the curve's x axis is no variant
+    for i, ((dataset, noise, variant), group) in enumerate(
+            _groups(runs, lambda r: (r.dataset, r.noise, variants[r.path])).items()):
         by_u = _groups(group, lambda r: float(r.result["hparams"]["temperature_kd"]))
         us = sorted(by_u)
         if len(us) < 2:  # one temperature in this cell: nothing to compare
@@ -416,8 +339,8 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
         mean = [float(np.mean(v)) for v in values]
         std = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
         ax.errorbar(us, mean, yerr=std, color=PALETTE[i % len(PALETTE)], marker="os^D"[i % 4], capsize=3,
-                    label=f"{dataset}, noise {noise}")
-        figure.data[f"{dataset}|{noise}"] = dict(zip(us, mean))
+                    label=f"{variant}: {dataset}, noise {noise}" if variant != "cct" else f"{dataset}, noise {noise}")
+        figure.data[f"{dataset}|{noise}" + (f"|{variant}" if variant != "cct" else "")] = dict(zip(us, mean))
     if not figure.data:
         plt.close(fig)
         raise UsageError("plot temperature needs, in one dataset x noise cell, CCT students at two or more "

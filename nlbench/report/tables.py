@@ -30,11 +30,10 @@ from typing import Any
 import pandas as pd
 
 from nlbench.catalogue import METHOD_ORDER, PAPER_DATASETS
-from nlbench.store import iter_results
-from nlbench.train.model_selection import SCORES, SELECTIONS
+from nlbench.report.runs import ConfiguredSettings, RunSet, read_runs, variant_labels
+from nlbench.train.model_selection import SCORES
 
 FORMATS = ("rich", "markdown", "latex", "csv")
-METRICS = SELECTIONS
 LAYOUTS = ("table1", "table2", "table3", "table8")
 ALL_SCORES = ("accuracy", *SCORES)
 MISSING = "–"
@@ -54,55 +53,6 @@ AXES = {"table8": ("networks", "consistency")}
 
 
 # -- rows: one per finished run ------------------------------------------------------------
-@dataclass
-class Usual:
-    """The configured settings (benchmark.toml over the defaults) per method and dataset."""
-
-    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
-    train: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def configured_settings(config: Any, registry: Any) -> Usual:
-    """The settings a run gets without --set, for every registered method and dataset."""
-    import dataclasses
-
-    from nlbench.errors import NlbenchError
-    from nlbench.options import build_options
-    from nlbench.spec.resolve import resolve_train_settings
-
-    usual = Usual()
-    for name in registry.methods:
-        try:
-            cls = registry.method(name)
-            usual.hparams[name] = dataclasses.asdict(cls.canonical(build_options(cls.HParams, config.method_hparams(name),
-                                                                                 f"methods.{name}")))
-        except NlbenchError:  # a broken table or plugin is reported by the commands that use it
-            continue
-    for name in registry.datasets:
-        try:
-            cls = registry.dataset(name)
-            usual.train[name] = dataclasses.asdict(resolve_train_settings(config, cls, name, {}))
-            options = build_options(cls.Options, config.dataset_options(name), f"datasets.{name}.options")
-            usual.data[name] = {"version": str(cls.version), **dataclasses.asdict(options)}
-        except NlbenchError:
-            continue
-    return usual
-
-
-def _noise_label(noise: dict[str, Any]) -> str:
-    if noise.get("source") == "file":  # runs on one noise file are compared with each other only
-        sha = (noise.get("file") or {}).get("sha256") or "?"
-        return f"file {sha[:8]} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
-    if noise.get("source") == "dataset" and noise.get("rule"):
-        return f"real ({noise['rule']})"  # seeds of one rule belong in one cell
-    if noise.get("source") == "dataset":
-        realised = noise.get("realised_rate")
-        return "real" if realised is None else f"real ({100 * realised:.1f}%)"
-    label = f"{100 * noise['rate']:g}"
-    return label if noise.get("mode", "flip") == "flip" else f"{label} ({noise['mode']})"
-
-
 def _summary(metrics: dict[str, Any], key: str) -> dict[str, Any] | None:
     return metrics.get("model") if key == "model" else metrics.get("members", {}).get(key)
 
@@ -117,28 +67,20 @@ def _value(summary: dict[str, Any] | None, metric: str, score: str) -> float | N
     return None if value is None else float(value)
 
 
-def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
-            damaged: list[Path] | None = None, score: str = "accuracy", lacking: Counter | None = None) -> pd.DataFrame:
-    """One row per finished run (of ``run_ids``, if given) with the chosen value.
+def collect(runs: RunSet, metric: str = "last", member: str = "model", score: str = "accuracy",
+            lacking: Counter | None = None) -> pd.DataFrame:
+    """One row per finished run of ``runs`` (:func:`nlbench.report.runs.read_runs`) with the chosen value.
 
     ``member`` is ``model`` (the deployable model, plus the models a method shows beside it, e.g.
     CCT's teachers' ensemble), ``single`` (the one network a method declares: net1 of the
-    co-training methods, CCT's student) or a stored member
-    key such as ``train/ensemble``. Damaged result files are listed in ``damaged``; runs without
-    the requested value (e.g. ``val`` of a run that held out no validation split) are counted in
-    ``lacking``. The same run id stored twice counts once (the latest).
+    co-training methods, CCT's student) or a stored member key such as ``train/ensemble``. Runs
+    without the requested value (e.g. ``val`` of a run that held out no validation split) are
+    counted in ``lacking``.
     """
-    latest: dict[str, tuple[float, Path, dict[str, Any]]] = {}
-    for path, result in iter_results(runs_dir, damaged):
-        if run_ids is not None and result.get("run_id") not in run_ids:
-            continue
-        key = result.get("run_id") or str(path)
-        finished = float(result.get("finished") or 0.0)
-        if key not in latest or finished >= latest[key][0]:
-            latest[key] = (finished, path, result)
     records = []
-    for _, path, result in latest.values():
-        metrics = result.get("metrics", {})
+    for run in runs.runs:
+        path, result = run.path, run.result
+        metrics = result["metrics"]
         deployment = result.get("deployment") or {}
         shown: list[tuple[str, str]] = []  # (suffix of the method label, member key)
         if member == "model":
@@ -152,73 +94,21 @@ def collect(runs_dir: Path, metric: str = "last", member: str = "model", run_ids
             value = _value(_summary(metrics, key), metric, score)
             if value is None:
                 if lacking is not None and not suffix:
-                    lacking[result["method"]] += 1
+                    lacking[result.method] += 1
                 continue
-            hparams = result.get("hparams", {})
             records.append({
-                "path": str(path), "run_id": result.get("run_id", str(path)), "dataset": result["dataset"],
-                "method": result["method"], "suffix": suffix, "noise": _noise_label(result["noise"]),
+                "path": str(path), "run_id": result.run_id, "dataset": result.dataset,
+                "method": result.method, "suffix": suffix, "noise": run.noise,
                 "noise_rate": result["noise"]["rate"], "source": result["noise"].get("source", "injected"),
-                "realised_rate": result["noise"].get("realised_rate"), "seed": result["seed"], "value": value,
-                "k": (_summary(metrics, key) or {}).get("k"), "hparams": hparams, "train": result.get("train", {}),
-                # Runs made before results recorded the dataset's version and options have neither.
-                "data": {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})},
+                "realised_rate": result["noise"].get("realised_rate"), "seed": result.seed, "value": value,
+                "k": (_summary(metrics, key) or {}).get("k"), "hparams": result.get("hparams", {}),
+                "train": result.get("train", {}),
                 "pretrained": (result.get("pretrained") or {}).get("sha256") or "",
                 "pretrained_name": Path((result.get("pretrained") or {}).get("path") or "").name,
                 "deploys": deployment.get("deploys", "the model"), "member_key": key,
                 "cost": result.get("cost", {}),
             })
     return pd.DataFrame.from_records(records)
-
-
-def _label_variants(frame: pd.DataFrame, usual: Usual | Callable[[], Usual] | None,
-                    axes: tuple[str, ...]) -> list[str]:
-    """The row label of every run: its method plus the settings where it differs from the others.
-
-    ``usual`` may be a function: it is called only when some setting differs (reading the
-    configured settings imports every plugin, and so torch).
-    """
-    loaded: list[Usual] = []
-
-    def configured() -> Usual:
-        if not loaded:
-            loaded.append((usual() if callable(usual) else usual) or Usual())
-        return loaded[0]
-
-    def differing(column: str, group_by: str, usual_of: str) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {i: [] for i in frame.index}
-        for name, group in frame.groupby(group_by):
-            values = [row for row in group[column]]
-            keys = sorted({k for v in values for k in v} - set(axes))
-            for key in keys:
-                seen = [json.dumps(v.get(key), sort_keys=True) for v in values]
-                if len(set(seen)) < 2:
-                    continue  # the same in every run shown: not a difference
-                settings = getattr(configured(), usual_of).get(str(name).split("|", 1)[0])
-                if settings is not None and key in settings:
-                    plain = json.dumps(settings[key], sort_keys=True)
-                else:  # a setting the configuration does not know: the most common value is plain
-                    plain = Counter(seen).most_common(1)[0][0]
-                for index, text in zip(group.index, seen):
-                    if text != plain:
-                        out[index].append(f"{key}={json.loads(text)}")
-        return out
-
-    hp = differing("hparams", "method", "hparams")
-    train = differing("train", "dataset", "train")
-    # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
-    # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
-    frame["data_group"] = [f"{d}|{s}" for d, s in zip(frame["dataset"], frame["source"])]
-    data = differing("data", "data_group", "data")
-    initialisations = {p or "" for p in frame["pretrained"]}
-    labels = []
-    for row in frame.itertuples():
-        extra = sorted(hp[row.Index]) + sorted(train[row.Index]) + sorted(data[row.Index])
-        if len(initialisations) > 1:  # an initialisation shared by every run shown is in the caption
-            if row.pretrained:
-                extra.append(f"pretrained={row.pretrained[:8]}")
-        labels.append(row.method + (f" [{', '.join(extra)}]" if extra else "") + row.suffix)
-    return labels
 
 
 # -- layouts -----------------------------------------------------------------------------------
@@ -323,16 +213,14 @@ def _settings_text(frame: pd.DataFrame) -> str:
 
 
 def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
-                layout: str = "table1", score: str = "accuracy", usual: Usual | Callable[[], Usual] | None = None,
+                layout: str = "table1", score: str = "accuracy",
+                usual: ConfiguredSettings | Callable[[], ConfiguredSettings] | None = None,
                 with_paper: bool = False, warn: Callable[[str], None] | None = None) -> ComparisonTable:
     """Aggregate the finished runs under ``runs_dir`` (or those of ``run_ids``) into ``layout``."""
-    damaged: list[Path] = []
     lacking: Counter = Counter()
-    frame = collect(runs_dir, metric, member, run_ids, damaged, score, lacking)
-    notes = []
-    if damaged:
-        notes.append(f"warning: skipped {len(damaged)} damaged result file(s), e.g. {damaged[0]}; "
-                     f"`nlbench status --failed` lists the runs, and training them again with --force repairs them.")
+    runs = read_runs(runs_dir, run_ids=run_ids)
+    frame = collect(runs, metric, member, score, lacking)
+    notes = runs.warnings()
     if lacking:
         what = "the val metric (they held out no validation split)" if metric == "val" else f"{member!r} / {score}"
         notes.append(f"note: {sum(lacking.values())} finished run(s) lack {what}: "
@@ -347,7 +235,9 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         caption = f"{SCORE_TEXT[score]} of {who}; selection: {METRIC_TEXT[metric]}."
         return ComparisonTable(layout, pd.DataFrame(columns=["row", "column", "mean", "std", "n", "seeds"]), [],
                                spec.row_names, [], caption, title, lower, frame, notes)
-    frame["variant"] = _label_variants(frame, usual, AXES.get(layout, ()))
+    shown = [run for run in runs.runs if str(run.path) in set(frame["path"])]
+    labels = variant_labels(shown, usual, AXES.get(layout, ()))
+    frame["variant"] = [labels[Path(p)] + suffix for p, suffix in zip(frame["path"], frame["suffix"])]
     frame["row"] = [spec.row(r) for r in frame.itertuples()]
     frame["column"] = [spec.column(r) for r in frame.itertuples()]
     groups = frame.groupby(["row", "column"], sort=False)

@@ -21,9 +21,9 @@ from nlbench.context import Context
 from nlbench.errors import UsageError
 from nlbench.progress import Reporter
 from nlbench.registry import Registry
-from nlbench.result import Result
+from nlbench.result import Result, read_result
 from nlbench.spec.runspec import RunSpec
-from nlbench.store import NOISY_LABELS, RunDir, run_dir_name
+from nlbench.store import NOISY_LABELS, RESULT, RunDir, run_dir_name
 from nlbench.train.assemble import Assembly, assemble
 from nlbench.train.epoch import EpochRunner, epoch_order
 from nlbench.train.evaluate import accuracies, predict_split, predict_with_confidence, scores
@@ -58,7 +58,7 @@ class Engine:
         checkpoint unless ``keep_checkpoint``.
         """
         if self.run.is_done() and not force:
-            return Outcome(self.run, self.run.read_json("result.json"), skipped=True)
+            return Outcome(self.run, read_result(self.run.file(RESULT)), skipped=True)
         if self.run.has_damaged_result() and not force:
             raise UsageError(f"{self.run.file('result.json')} is damaged (not a complete result); "
                              f"train the run again with --force, or delete its folder.")

@@ -1,0 +1,266 @@
+"""The one reader of finished runs, and the one definition of a cell: which runs are comparable.
+
+Every report (``table``, ``plot``, ``report``, ``export``) reads the store through
+:func:`read_runs`: the latest copy of each run id (a run stored twice counts once), results
+checked by :mod:`nlbench.result` (damaged files are listed, never a crash), the same filters,
+and each run's history read once, on first use.
+
+A *cell* is what a table cell and a figure's line average over: runs of one dataset, one noise
+(:func:`noise_label`) and one *variant* (:func:`variant_labels`): the method plus every setting
+in which it differs from the other runs shown: its hyperparameters, the training settings, the
+dataset's version, options and files (so runs on other test splits never share a cell) and the
+initialisation. Only the seed varies inside a cell.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nlbench.catalogue import method_order_key
+from nlbench.result import Result
+from nlbench.store import RunDir, iter_results
+
+
+@dataclass
+class FinishedRun:
+    """One finished run: its folder, its checked result and (read on first use) its history."""
+
+    path: Path
+    result: Result
+    _history: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: Lines of metrics.jsonl skipped as damaged (known once the history is read).
+    skipped_lines: int = 0
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The per-epoch records of metrics.jsonl (damaged lines skipped)."""
+        if self._history is None:
+            self._history, self.skipped_lines = RunDir(self.path).read_metrics()
+        return self._history
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def method(self) -> str:
+        return self.result.method
+
+    @property
+    def dataset(self) -> str:
+        return self.result.dataset
+
+    @property
+    def seed(self) -> int:
+        return self.result.seed
+
+    @property
+    def noise(self) -> str:
+        """The noise as tables and figures label it (:func:`noise_label`)."""
+        return noise_label(self.result["noise"])
+
+
+@dataclass
+class Filters:
+    """Which runs a report uses (an empty list: all)."""
+
+    methods: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    noise: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    #: Run id prefixes.
+    run_ids: list[str] = field(default_factory=list)
+
+    def keep(self, result: Result) -> bool:
+        """Whether a result passes every filter."""
+        rate = float(result["noise"]["rate"])
+        return ((not self.methods or result.method in self.methods)
+                and (not self.datasets or result.dataset in self.datasets)
+                and (not self.noise or any(abs(rate - r) < 1e-9 for r in self.noise))
+                and (not self.seeds or result.seed in self.seeds)
+                and (not self.run_ids or any(result.run_id.startswith(p) for p in self.run_ids)))
+
+
+@dataclass
+class RunSet:
+    """What :func:`read_runs` found: the runs, the damaged result files, and copies left out."""
+
+    runs: list[FinishedRun]
+    damaged: list[Path] = field(default_factory=list)
+    #: Older copies of a run id stored more than once (only the latest counts).
+    duplicates: int = 0
+
+    def warnings(self) -> list[str]:
+        """One line per problem a reader should show (damaged files, damaged history lines)."""
+        out = []
+        if self.damaged:
+            shown = ", ".join(str(p) for p in self.damaged[:3]) + (", ..." if len(self.damaged) > 3 else "")
+            out.append(f"warning: skipped {len(self.damaged)} damaged result file(s): {shown}; "
+                       f"`nlbench status --failed` lists the runs, and training them again with --force repairs them.")
+        torn = [r for r in self.runs if r._history is not None and r.skipped_lines]
+        for run in torn[:3]:
+            out.append(f"warning: skipped {run.skipped_lines} damaged line(s) of {run.path / 'metrics.jsonl'}.")
+        return out
+
+
+def read_runs(runs_dir: Path, filters: Filters | None = None, run_ids: Iterable[str] | None = None) -> RunSet:
+    """Every finished run under ``runs_dir`` passing ``filters`` (and in ``run_ids``), latest copy
+    of each run id, in table order (dataset, noise, method, seed)."""
+    filters = filters or Filters()
+    wanted = set(run_ids) if run_ids is not None else None
+    damaged: list[Path] = []
+    latest: dict[str, tuple[Path, Result]] = {}
+    copies = 0
+    for path, result in iter_results(Path(runs_dir), damaged):
+        if (wanted is not None and result.run_id not in wanted) or not filters.keep(result):
+            continue
+        if result.run_id in latest:
+            copies += 1
+            if result.finished < latest[result.run_id][1].finished:
+                continue
+        latest[result.run_id] = (path, result)
+    runs = [FinishedRun(path, result) for path, result in latest.values()]
+    runs.sort(key=lambda r: (r.dataset, r.noise, method_order_key(r.method), r.seed, r.run_id))
+    return RunSet(runs, damaged, copies)
+
+
+def noise_label(noise: dict[str, Any]) -> str:
+    """The noise of a run as a row or panel label: the injected rate (and mode), real, or a noise file."""
+    if noise.get("source") == "file":  # runs on one noise file are compared with each other only
+        sha = (noise.get("file") or {}).get("sha256") or "?"
+        return f"file {sha[:8]} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
+    if noise.get("source") == "dataset" and noise.get("rule"):
+        return f"real ({noise['rule']})"  # seeds of one rule belong in one cell
+    if noise.get("source") == "dataset":
+        realised = noise.get("realised_rate")
+        return "real" if realised is None else f"real ({100 * realised:.1f}%)"
+    label = f"{100 * noise['rate']:g}"
+    return label if noise.get("mode", "flip") == "flip" else f"{label} ({noise['mode']})"
+
+
+# -- variants: the settings that tell runs of one method apart --------------------------------
+@dataclass
+class ConfiguredSettings:
+    """The configured settings (benchmark.toml over the defaults) per method and dataset: the
+    values a variant label leaves out, so only deliberate changes show."""
+
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def configured_settings(config: Any, registry: Any) -> ConfiguredSettings:
+    """The settings a run gets without --set, for every registered method and dataset."""
+    import dataclasses
+
+    from nlbench.errors import NlbenchError
+    from nlbench.options import build_options
+    from nlbench.spec.resolve import resolve_train_settings
+
+    usual = ConfiguredSettings()
+    for name in registry.methods:
+        try:
+            cls = registry.method(name)
+            usual.hparams[name] = dataclasses.asdict(cls.canonical(build_options(cls.HParams, config.method_hparams(name),
+                                                                                 f"methods.{name}")))
+        except NlbenchError:  # a broken table or plugin is reported by the commands that use it
+            continue
+    for name in registry.datasets:
+        try:
+            cls = registry.dataset(name)
+            usual.train[name] = dataclasses.asdict(resolve_train_settings(config, cls, name, {}))
+            options = build_options(cls.Options, config.dataset_options(name), f"datasets.{name}.options")
+            usual.data[name] = {"version": str(cls.version), **dataclasses.asdict(options)}
+        except NlbenchError:
+            continue
+    return usual
+
+
+def _data_of(result: Result) -> dict[str, Any]:
+    """The dataset's identity a run was evaluated on: version, options and (when recorded) files."""
+    data = {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})}
+    if result.get("data_fingerprint"):
+        data["files"] = result["data_fingerprint"][:8]
+    return data
+
+
+def variant_labels(runs: list[FinishedRun],
+                   usual: ConfiguredSettings | Callable[[], ConfiguredSettings] | None = None,
+                   axes: tuple[str, ...] = ()) -> dict[Path, str]:
+    """The label of every run's variant (by run folder): its method plus the settings where it
+    differs from the other runs shown.
+
+    Hyperparameters are compared within a method, training settings and the dataset's identity
+    (version, options, files) within a dataset; a setting that differs is shown where it departs
+    from the configured value (``usual``), or from the most common one. ``usual`` may be a
+    function: it is called only when some setting differs (reading the configured settings
+    imports every plugin, and so torch). ``axes``: hyperparameters a layout shows as columns.
+    """
+    loaded: list[ConfiguredSettings] = []
+
+    def configured() -> ConfiguredSettings:
+        if not loaded:
+            loaded.append((usual() if callable(usual) else usual) or ConfiguredSettings())
+        return loaded[0]
+
+    def differing(values: Callable[[FinishedRun], dict[str, Any]], group: Callable[[FinishedRun], str],
+                  usual_of: str) -> dict[Path, list[str]]:
+        out: dict[Path, list[str]] = {run.path: [] for run in runs}
+        groups: dict[str, list[FinishedRun]] = defaultdict(list)
+        for run in runs:
+            groups[group(run)].append(run)
+        for name, members in groups.items():
+            keys = sorted({k for run in members for k in values(run)} - set(axes))
+            for key in keys:
+                seen = [json.dumps(values(run).get(key), sort_keys=True) for run in members]
+                if len(set(seen)) < 2:
+                    continue  # the same in every run shown: not a difference
+                settings = getattr(configured(), usual_of).get(name.split("|", 1)[0])
+                if settings is not None and key in settings:
+                    plain = json.dumps(settings[key], sort_keys=True)
+                else:  # a setting the configuration does not know: the most common value is plain
+                    plain = Counter(seen).most_common(1)[0][0]
+                for run, text in zip(members, seen):
+                    if text != plain:
+                        out[run.path].append(f"{key}={json.loads(text)}")
+        return out
+
+    hp = differing(lambda r: r.result.get("hparams", {}), lambda r: r.method, "hparams")
+    train = differing(lambda r: r.result.get("train", {}), lambda r: r.dataset, "train")
+    # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
+    # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
+    data = differing(lambda r: _data_of(r.result), lambda r: f"{r.dataset}|{r.result['noise'].get('source', 'injected')}", "data")
+    initialisations = {_pretrained(run) for run in runs}
+    labels = {}
+    for run in runs:
+        extra = sorted(hp[run.path]) + sorted(train[run.path]) + sorted(data[run.path])
+        if len(initialisations) > 1 and _pretrained(run):  # one shared initialisation is in the caption
+            extra.append(f"pretrained={_pretrained(run)[:8]}")
+        labels[run.path] = run.method + (f" [{', '.join(extra)}]" if extra else "")
+    return labels
+
+
+def _pretrained(run: FinishedRun) -> str:
+    return (run.result.get("pretrained") or {}).get("sha256") or ""
+
+
+def cells(runs: list[FinishedRun], labels: dict[Path, str] | None = None) -> dict[tuple[str, str, str], list[FinishedRun]]:
+    """The runs of each cell, keyed (dataset, noise label, variant label); only the seed varies inside."""
+    labels = labels if labels is not None else variant_labels(runs)
+    out: dict[tuple[str, str, str], list[FinishedRun]] = defaultdict(list)
+    for run in runs:
+        out[(run.dataset, run.noise, labels[run.path])].append(run)
+    return dict(out)
+
+
+def seeds_text(runs: list[FinishedRun]) -> str:
+    """The seeds of a cell as a title says them: "seed 1" or "3 seeds (1, 2, 3)"."""
+    seeds = sorted({run.seed for run in runs})
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
