@@ -87,7 +87,6 @@ class _AffectNet(Dataset):
 
     def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(root, options)
-        self._tables: dict[str, SampleTable] = {}
         self._listings: dict[Path, set[str]] = {}
 
     def _sources(self, split: str) -> tuple[Path, Path]:
@@ -119,16 +118,9 @@ class _AffectNet(Dataset):
                     f"datasets.{self.name}.options.{option} to the folder holding them."
                 )
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """The rows of ``split`` with a kept expression and an existing image."""
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}")
-        if split not in self._tables:
-            self.check()
-            self._tables[split] = self._read(split)
-        return self._tables[split]
-
-    def _read(self, split: str) -> SampleTable:
+        self.check()
         listing, images = self._sources(split)
         try:
             frame = pd.read_csv(listing, dtype={PATH_COLUMN: str}, keep_default_na=False, low_memory=False)

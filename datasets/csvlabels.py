@@ -24,12 +24,12 @@ CSV without the named columns, or with no usable row, is an error naming the col
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
@@ -81,7 +81,6 @@ class CsvLabels(Dataset):
         super().__init__(root, options)
         self.storage_size = self.options.size
         self.mean, self.std = NORMALISATIONS[self.options.normalisation]
-        self._tables: dict[str, SampleTable] | None = None
         self._rows: list[dict[str, str]] | None = None
         if self.root is not None and self._csv_path().is_file():
             self.class_names = tuple(self._classes())
@@ -141,15 +140,13 @@ class CsvLabels(Dataset):
         lowered = {c.lower(): i for i, c in enumerate(self.class_names)}
         return lowered.get(text.lower())
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """The rows of ``split`` whose label is known and whose image exists."""
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}")
-        if self._tables is None:
-            self._tables = self._build()
-        return self._tables[split]
+        return self._both[split]
 
-    def _build(self) -> dict[str, SampleTable]:
+    @functools.cached_property
+    def _both(self) -> dict[str, SampleTable]:
+        """Both splits, read together: the CSV is parsed once and the split drawn over all its rows."""
         assert self.root is not None
         o = self.options
         name = self._csv_path().name
@@ -214,12 +211,6 @@ class CsvLabels(Dataset):
             chosen = stratified_test_draw(len(rows), class_name, self.options.test_fraction, self.options.split_seed)
             out += [("test" if i in chosen else "train", *r[1:]) for i, r in enumerate(rows)]
         return out
-
-    def read_image(self, ref: Any) -> np.ndarray:
-        """One image as an HxWx3 uint8 array."""
-        with Image.open(ref) as image:
-            return np.asarray(image.convert("RGB"))
-
 
 @nlbench.hookimpl
 def register_datasets(register) -> None:

@@ -89,7 +89,6 @@ class Fec(Dataset):
 
     def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
         super().__init__(root, options)
-        self._tables: dict[str, SampleTable] = {}
         self._listings: dict[Path, set[str]] = {}
 
     def _path(self, name: str) -> Path:
@@ -127,15 +126,8 @@ class Fec(Dataset):
                     f"downloads data), or set datasets.fec.options.{option} to their folder."
                 )
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """The rows of ``split`` with an expression 0..6, a usable box and a photo on disk."""
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}")
-        if split not in self._tables:
-            self._tables[split] = self._read(split)
-        return self._tables[split]
-
-    def _read(self, split: str) -> SampleTable:
         super().check()
         listing, images = self._sources(split)
         for path, kind in ((listing, "annotation file"), (images, "photo folder")):

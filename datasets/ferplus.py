@@ -43,7 +43,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
@@ -122,7 +121,6 @@ class Ferplus(Dataset):
         super().__init__(root, options)
         self._layout: str | None = None
         self._rows: _Rows | None = None
-        self._tables: dict[str, SampleTable] = {}
         self._pixels: np.ndarray | None = None
         self._bad_pixel_rows: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -192,41 +190,37 @@ class Ferplus(Dataset):
             self._rows = self._load_csv() if self.layout() == "csv" else self._load_folders()
         return self._rows
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """Samples of ``split`` kept by the majority rule, labels in FERPlus order."""
-        if split not in USAGES:
-            raise ValueError(f"unknown split {split!r}")
-        if split not in self._tables:
-            rows = self._load()
-            labels = majority_labels(np.where(rows.votes < 0, 0, rows.votes))
-            chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0)
-                                    & (labels < len(self.class_names)))
-            problems = [message for where, message in rows.problems if where == split]
-            noisy, votes, rule, note = None, None, "given", ""
-            real = self.options.real_noise if split == "train" else "none"
-            if real == "fer2013":
-                if rows.fer2013 is None:
-                    raise DataError(
-                        f"real_noise = fer2013 needs FER2013's own labels, which only fer2013.csv carries: "
-                        f"use the csv layout (fer2013.csv with fer2013new.csv under {self.root}).")
-                chosen = chosen[rows.fer2013[chosen] >= 0]
-                noisy = rows.fer2013[chosen]
-                contempt = int(np.sum(labels[chosen] == CLASS_NAMES.index("contempt")))
-                note = (f"FER2013's single-annotator labels mapped to the FERPlus classes; FER2013 has no contempt, "
-                        f"so the {contempt} contempt faces keep their FER2013 label (always wrong)"
-                        if len(self.class_names) == 8 else
-                        "FER2013's single-annotator labels mapped to the seven basic FERPlus classes")
-            elif real in ("vote", "worst"):
-                # The eight emotions' votes (unknown and not-a-face votes are no expression label).
-                votes, rule = rows.votes[chosen, : len(self.class_names)], real
-                note = ("one of each face's own FERPlus annotators' votes (unknown and not-a-face votes left out), "
-                        "drawn with the run's seed" if real == "vote" else
-                        "a wrong FERPlus annotator vote whenever the face has one, drawn with the run's seed")
-            self._tables[split] = SampleTable(
-                refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems, noisy_labels=noisy,
-                votes=votes, noise_rule=rule, noise_note=note,
-            )
-        return self._tables[split]
+        rows = self._load()
+        labels = majority_labels(np.where(rows.votes < 0, 0, rows.votes))
+        chosen = np.flatnonzero((rows.usage == split) & (labels >= 0) & (rows.votes[:, 0] >= 0)
+                                & (labels < len(self.class_names)))
+        problems = [message for where, message in rows.problems if where == split]
+        noisy, votes, rule, note = None, None, "given", ""
+        real = self.options.real_noise if split == "train" else "none"
+        if real == "fer2013":
+            if rows.fer2013 is None:
+                raise DataError(
+                    f"real_noise = fer2013 needs FER2013's own labels, which only fer2013.csv carries: "
+                    f"use the csv layout (fer2013.csv with fer2013new.csv under {self.root}).")
+            chosen = chosen[rows.fer2013[chosen] >= 0]
+            noisy = rows.fer2013[chosen]
+            contempt = int(np.sum(labels[chosen] == CLASS_NAMES.index("contempt")))
+            note = (f"FER2013's single-annotator labels mapped to the FERPlus classes; FER2013 has no contempt, "
+                    f"so the {contempt} contempt faces keep their FER2013 label (always wrong)"
+                    if len(self.class_names) == 8 else
+                    "FER2013's single-annotator labels mapped to the seven basic FERPlus classes")
+        elif real in ("vote", "worst"):
+            # The eight emotions' votes (unknown and not-a-face votes are no expression label).
+            votes, rule = rows.votes[chosen, : len(self.class_names)], real
+            note = ("one of each face's own FERPlus annotators' votes (unknown and not-a-face votes left out), "
+                    "drawn with the run's seed" if real == "vote" else
+                    "a wrong FERPlus annotator vote whenever the face has one, drawn with the run's seed")
+        return SampleTable(
+            refs=[rows.refs[i] for i in chosen], labels=labels[chosen], problems=problems, noisy_labels=noisy,
+            votes=votes, noise_rule=rule, noise_note=note,
+        )
 
     def _load_csv(self) -> _Rows:
         pixels_path, votes_path = self._csv_files()
@@ -357,8 +351,7 @@ class Ferplus(Dataset):
                 raise ValueError(self._bad_pixel_rows[row])
             gray = pixels[row].reshape(SIDE, SIDE)
             return np.repeat(gray[:, :, None], 3, axis=2)
-        with Image.open(ref) as image:
-            return np.asarray(image.convert("RGB"))
+        return super().read_image(ref)
 
     def _csv_pixels(self) -> np.ndarray:
         """Every row's pixels, parsed once (numpy, in one call) on the first image read."""

@@ -25,13 +25,13 @@ train.augmentation=...`` changes it), no other training defaults.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
@@ -68,7 +68,6 @@ class ImageFolder(Dataset):
         super().__init__(root, options)
         self.storage_size = self.options.size
         self.mean, self.std = NORMALISATIONS[self.options.normalisation]
-        self._tables: dict[str, SampleTable] | None = None
         if self.root is not None and self.root.is_dir():
             self.class_names = tuple(self._class_folders(self._train_root()))
             self.to_affectnet = affectnet_mapping(self.class_names)
@@ -97,23 +96,24 @@ class ImageFolder(Dataset):
                 f"optionally under train/ and test/ folders."
             )
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """The images of ``split`` with their class indices (sorted folder names)."""
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}")
-        if self._tables is None:
-            self.check()
-            tables = self._split_tables() if self._has_splits() else self._drawn_tables()
-            counts = np.bincount(tables["train"].labels, minlength=len(self.class_names))
-            empty = [name for name, count in zip(self.class_names, counts) if count == 0]
-            if empty:  # a class no training sample has would still receive flipped labels
-                raise DataError(
-                    f"class folder(s) {', '.join(repr(e) for e in empty)} under {self._train_root()} hold no training "
-                    f"images, so they would become classes that only label noise puts samples into; add images "
-                    f"or remove the folder(s)."
-                )
-            self._tables = tables
-        return self._tables[split]
+        return self._both[split]
+
+    @functools.cached_property
+    def _both(self) -> dict[str, SampleTable]:
+        """Both splits, listed together (a drawn test split needs every image of each class)."""
+        self.check()
+        tables = self._split_tables() if self._has_splits() else self._drawn_tables()
+        counts = np.bincount(tables["train"].labels, minlength=len(self.class_names))
+        empty = [name for name, count in zip(self.class_names, counts) if count == 0]
+        if empty:  # a class no training sample has would still receive flipped labels
+            raise DataError(
+                f"class folder(s) {', '.join(repr(e) for e in empty)} under {self._train_root()} hold no training "
+                f"images, so they would become classes that only label noise puts samples into; add images "
+                f"or remove the folder(s)."
+            )
+        return tables
 
     def _scan(self, folder: Path, problems: list[str]) -> dict[str, list[str]]:
         """Image paths per class folder under ``folder`` (sorted); other files are reported."""
@@ -168,12 +168,6 @@ class ImageFolder(Dataset):
                                problems=problems if split == "train" else [])
             for split, (refs, labels) in parts.items()
         }
-
-    def read_image(self, ref: Any) -> np.ndarray:
-        """One image as an HxWx3 uint8 array."""
-        with Image.open(ref) as image:
-            return np.asarray(image.convert("RGB"))
-
 
 @nlbench.hookimpl
 def register_datasets(register) -> None:

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
@@ -82,7 +81,6 @@ class Rafdb(Dataset):
         self.storage_size = IMAGE_KINDS[self.options.images]
         self._entries: list[tuple[str, str, int, str]] | None = None  # (split, name, label, where)
         self._problems: list[tuple[str, str]] = []
-        self._tables: dict[str, SampleTable] = {}
 
     def base(self) -> Path:
         """The RAF-DB folder: the data root, or its basic/ or raf-basic/ subfolder holding EmoLabel/."""
@@ -163,12 +161,8 @@ class Rafdb(Dataset):
             return f"{stem or name}_aligned.jpg"
         return name
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         """The rows of ``split`` whose image exists, labels in RAF-DB order (0 = surprise)."""
-        if split not in PREFIXES:
-            raise ValueError(f"unknown split {split!r}")
-        if split in self._tables:
-            return self._tables[split]
         entries = self._read_entries()
         folder = self.image_folder()
         present = set(os.listdir(folder))
@@ -185,9 +179,7 @@ class Rafdb(Dataset):
             labels.append(label)
             names.append(name)
         noisy = self._noisy_labels(names, problems) if split == "train" and self.options.noisy_list else None
-        self._tables[split] = SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64),
-                                          noisy_labels=noisy, problems=problems)
-        return self._tables[split]
+        return SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64), noisy_labels=noisy, problems=problems)
 
     def _noisy_labels(self, names: list[str], problems: list[str]) -> np.ndarray:
         """The noisy label of each training image, matched by image name."""
@@ -216,12 +208,6 @@ class Rafdb(Dataset):
                 f"(first: {', '.join(missing[:3])}); it must list every training image by name."
             )
         return np.asarray([given[n] for n in names], dtype=np.int64)
-
-    def read_image(self, ref: Any) -> np.ndarray:
-        """One face as an HxWx3 uint8 array."""
-        with Image.open(ref) as image:
-            return np.asarray(image.convert("RGB"))
-
 
 @nlbench.hookimpl
 def register_datasets(register) -> None:

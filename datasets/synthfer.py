@@ -83,7 +83,7 @@ class Synthfer(Dataset):
             return opts.test_size, opts.seed * 2 + 1
         raise ValueError(f"unknown split {split!r}")
 
-    def table(self, split: str) -> SampleTable:
+    def read_table(self, split: str) -> SampleTable:
         count, seed = self._split(split)
         labels = sample_labels(count, seed)
         return SampleTable(refs=list(range(count)), labels=labels)

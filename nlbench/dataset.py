@@ -166,12 +166,31 @@ class Dataset:
             raise DataError(f"data root {str(self.root)!r} of dataset {self.name!r} is not a folder.")
 
     def table(self, split: str) -> SampleTable:
-        """List the samples of ``split`` ("train" or "test") with their labels."""
-        raise NotImplementedError(f"dataset {self.name!r} must implement table(split)")
+        """The samples of ``split`` ("train" or "test") with their labels: read once, then kept.
+
+        Plugins implement :meth:`read_table`; this checks the split's name and keeps its table.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
+        tables = self.__dict__.setdefault("_table_cache", {})
+        if split not in tables:
+            tables[split] = self.read_table(split)
+        return tables[split]
+
+    def read_table(self, split: str) -> SampleTable:
+        """Read the samples of ``split`` (a name of :data:`SPLITS`) with their labels; called once per split."""
+        raise NotImplementedError(f"dataset {self.name!r} must implement read_table(split)")
 
     def read_image(self, ref: Any) -> np.ndarray:
-        """Read the image of one sample as an HxWx3 uint8 array (any size; the core resizes)."""
-        raise NotImplementedError(f"dataset {self.name!r} must implement read_image(ref)")
+        """Read the image of one sample as an HxWx3 uint8 array (any size; the core resizes).
+
+        The default reads ``ref`` as the path of an image file (any format Pillow reads, converted
+        to RGB); datasets whose references are something else (a CSV row, a crop box) override it.
+        """
+        from PIL import Image
+
+        with Image.open(ref) as image:
+            return np.asarray(image.convert("RGB"))
 
     def render(self, split: str) -> tuple[np.ndarray, SampleTable] | None:
         """Produce the pixels of a whole split directly (N x 3 x S x S uint8), for generated datasets.
