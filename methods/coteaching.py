@@ -20,7 +20,14 @@ from torch import Tensor
 
 import nlbench
 from nlbench import Batch, Method, Phase
-from nlbench.lib.selection import FORGET_SCHEDULES, coteaching_forget_rate, cross_update, peer_members, resolve_forget_rate
+from nlbench.lib.selection import (
+    FORGET_SCHEDULES,
+    check_forget_rate,
+    coteaching_forget_rate,
+    cross_update,
+    peer_members,
+    resolve_forget_rate,
+)
 from nlbench.options import Range
 
 FIDELITIES = ("paper", "code")
@@ -63,11 +70,7 @@ class CoTeaching(Method):
 
     @classmethod
     def validate(cls, hp: CoTeachingParams, settings: dict) -> None:
-        if hp.forget_rate != -1.0 and not 0 <= hp.forget_rate < 1:
-            raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {hp.forget_rate}")
-        tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
-        if not 0 <= tau < 1:
-            raise ValueError(f"the forget rate must be in [0, 1), got {tau} (from the noise rate)")
+        check_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
 
     def build(self, ctx) -> None:
         super().build(ctx)

@@ -23,6 +23,7 @@ import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.lib.selection import (
     COTEACHING_PLUS_SCHEDULES,
+    check_forget_rate,
     coteaching_plus_forget_rate,
     cross_update,
     peer_members,
@@ -93,11 +94,9 @@ class CoTeachingPlus(Method):
 
     @classmethod
     def validate(cls, hp: CoTeachingPlusParams, settings: dict) -> None:
-        if hp.forget_rate != -1.0 and not 0 <= hp.forget_rate < 1:
-            raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {hp.forget_rate}")
+        tau = check_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
         if hp.fidelity == "code" and hp.schedule == "rise":
             raise ValueError("fidelity = code uses the code's schedule (type_1); drop schedule = rise or use fidelity = paper")
-        tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
         epochs = int(settings.get("epochs", 1))
         form = "code" if hp.fidelity == "code" else hp.schedule
         worst = max(coteaching_plus_forget_rate(e, tau, hp.num_gradual, epochs, form) for e in range(epochs))

@@ -25,6 +25,7 @@ from nlbench import Batch, Method, Phase
 from nlbench.lib.losses import cross_entropy_per_sample, kl_divergence_per_sample
 from nlbench.lib.selection import (
     FORGET_SCHEDULES,
+    check_forget_rate,
     coteaching_forget_rate,
     keep_count,
     masked_mean,
@@ -72,11 +73,7 @@ class JoCoR(Method):
 
     @classmethod
     def validate(cls, hp: JoCoRParams, settings: dict) -> None:
-        if hp.forget_rate != -1.0 and not 0 <= hp.forget_rate < 1:
-            raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {hp.forget_rate}")
-        tau = resolve_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
-        if not 0 <= tau < 1:
-            raise ValueError(f"the forget rate must be in [0, 1), got {tau} (from the noise rate)")
+        check_forget_rate(hp.forget_rate, settings.get("noise_rate", 0.0))
 
     @staticmethod
     def joint_loss_per_sample(logits1: Tensor, logits2: Tensor, labels: Tensor, co_lambda: float) -> Tensor:

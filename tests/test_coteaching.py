@@ -152,3 +152,16 @@ def test_predict_members_expose_both_networks_and_net1_is_deployable() -> None:
     assert torch.equal(members["model"], method.net1(x))
     expected = (F.softmax(method.net1(x), 1) + F.softmax(method.net2(x), 1)) / 2
     assert torch.allclose(members["ensemble"], expected)
+
+
+@pytest.mark.parametrize("method", ["coteaching", "coteaching_plus", "jocor"])
+def test_the_forget_rate_is_checked_alike_by_every_selection_method(method):
+    from nlbench.plugins import get_registry
+    from nlbench.spec.resolve import build_hparams
+
+    cls = get_registry().method(method)
+    with pytest.raises(ConfigError, match=r"forget_rate must be in \[0, 1\) or -1 \(= the noise rate\), got 1.5"):
+        build_hparams(cls, {"forget_rate": 1.5}, epochs=10, noise_rate=0.2, batch_size=64)
+    with pytest.raises(ConfigError, match=r"the forget rate must be in \[0, 1\), got 1.0 \(from the noise rate\)"):
+        build_hparams(cls, {}, epochs=10, noise_rate=1.0, batch_size=64)
+    assert build_hparams(cls, {}, epochs=10, noise_rate=0.4, batch_size=64).forget_rate == -1.0

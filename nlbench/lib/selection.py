@@ -203,6 +203,17 @@ def resolve_forget_rate(forget_rate: float, noise_rate: float) -> float:
     return noise_rate if forget_rate < 0 else forget_rate
 
 
+def check_forget_rate(forget_rate: float, noise_rate: float) -> float:
+    """tau of a ``validate``: the ``forget_rate`` option must be in [0, 1) or -1 (= the noise rate),
+    and so must the rate it resolves to; raises ValueError saying which, returns tau."""
+    if forget_rate != -1.0 and not 0 <= forget_rate < 1:
+        raise ValueError(f"forget_rate must be in [0, 1) or -1 (= the noise rate), got {forget_rate}")
+    tau = resolve_forget_rate(forget_rate, noise_rate)
+    if not 0 <= tau < 1:
+        raise ValueError(f"the forget rate must be in [0, 1), got {tau} (from the noise rate)")
+    return tau
+
+
 def peer_members(logits1: Tensor, logits2: Tensor) -> dict[str, Tensor]:
     """Evaluation members of a two-network method whose deployable model is net1.
 
