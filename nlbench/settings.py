@@ -13,7 +13,10 @@ from nlbench.errors import ConfigError
 from nlbench.options import Range, added, runtime
 
 #: Training augmentation pipelines (:mod:`nlbench.data.augment`); "" = the dataset's own.
-AUGMENTATIONS = ("", "cct", "affectnet", "scn", "eac", "erase", "none")
+#: The batched augmentation pipelines (:mod:`nlbench.data.augment` implements each).
+PIPELINES = ("cct", "affectnet", "scn", "eac", "erase", "none")
+#: What ``train.augmentation`` accepts: a pipeline, or "" for the dataset's own.
+AUGMENTATIONS = ("", *PIPELINES)
 #: Label-noise modes (:mod:`nlbench.data.noise`).
 NOISE_MODES = ("flip", "exact", "uniform", "pair", "fer-confusion", "instance")
 POSITIVE = Range(0, None, low_open=True)

@@ -81,7 +81,9 @@ def test_no_source_imports_click():
 
 
 @pytest.mark.slow
-def test_a_wheel_carries_the_builtin_plugins(tmp_path):
+def test_a_wheel_carries_every_module_and_the_builtin_plugins(tmp_path):
+    """A built wheel, installed on its own, holds every module of nlbench/, the built-in plugins and
+    the paper's values, and imports each module (a subpackage missing from pyproject.toml fails here)."""
     source = tmp_path / "src"  # a copy: building writes build/ and egg-info next to the sources
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs",
                                                                 "__pycache__", ".pytest_cache", ".ruff_cache"))
@@ -90,9 +92,26 @@ def test_a_wheel_carries_the_builtin_plugins(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = tmp_path.glob("nlbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nlbench").rglob("*.py"))
+    assert [m for m in modules if m not in names] == []
+    assert "nlbench/report/published/cct_paper.toml" in names
     for plugin in ("methods/standard.py", "methods/cct.py", "datasets/synthfer.py", "datasets/ferplus.py"):
         assert f"nlbench/_builtin/{plugin}" in names, plugin
     assert not any(n.startswith(("datasets/", "methods/", "tests/", "benchmarks/")) for n in names)
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dotted = [m.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for m in modules
+              if not m.endswith("__main__.py")]
+    code = ("import importlib, warnings, nlbench\nwarnings.simplefilter('ignore')\n"
+            f"for name in {dotted!r}:\n    importlib.import_module(name)\n"
+            "from nlbench.plugins import get_registry\nregistry = get_registry()\n"
+            "print(nlbench.__file__, sorted(registry.methods), sorted(registry.datasets))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(site)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(str(site)) and "'cct'" in run.stdout and "'synthfer'" in run.stdout, run.stdout
 
 
 @pytest.mark.slow

@@ -183,7 +183,7 @@ def test_report_links_every_figure_and_embeds_it(cli, store, tmp_path):
         assert is_pdf(tmp_path / pdf)
     assert page.count("data:image/png;base64,") == len(linked)  # self-contained: no image fetched
     assert not re.search(r"(src|href)=['\"]https?://", page)
-    for section in ("Protocol", "Label noise (Table 1 layout)", "Clean labels (Table 3 layout)", "Figures"):
+    for section in ("Protocol", "Table 1: label noise", "Table 3: clean labels", "Figures"):
         anchor = re.sub(r"[^a-z0-9]+", "-", section.lower()).strip("-")
         assert f"(#{anchor})" in md and f"id='{anchor}'" in page and f"href='#{anchor}'" in page
     assert "<table>" in page and "gradcam-" in md and "memorisation" in md

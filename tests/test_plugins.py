@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -137,21 +136,6 @@ def test_example_package_installs_registers_and_runs(tmp_path):
     disabled = subprocess.run([sys.executable, "-m", "nlbench.cli", "methods"], capture_output=True, text=True,
                               env=dict(env, NLBENCH_DISABLE_PLUGIN_AUTOLOAD="1"), cwd=tmp_path)
     assert "bootstrap" not in disabled.stdout
-
-
-@pytest.mark.slow
-def test_wheel_carries_the_builtin_plugins(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    [wheel] = tmp_path.glob("nlbench-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "nlbench/_builtin/methods/cct.py" in names
-    assert "nlbench/_builtin/datasets/synthfer.py" in names
-    assert not any(n.startswith(("methods/", "datasets/")) for n in names)
 
 
 def test_a_misspelt_hook_fails_its_plugin_with_the_reason(cli, tmp_path):

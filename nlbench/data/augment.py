@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PIPELINES = ("cct", "affectnet", "scn", "eac", "erase", "none")
+from nlbench.settings import PIPELINES  # the one list, shared with the settings' choices
+
 NOISE_STD = math.sqrt(30.0) / 255.0
 JITTER = 0.25
 TRANSLATE = 0.1

@@ -13,9 +13,7 @@ from torch import Tensor
 
 def kl_divergence(target_logits: Tensor, input_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Batch mean of KL(softmax(target/T) || softmax(input/T)); gradients flow into both sides."""
-    log_q = F.log_softmax(target_logits.float() / temperature, dim=1)
-    log_p = F.log_softmax(input_logits.float() / temperature, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum(dim=1).mean()
+    return kl_divergence_per_sample(target_logits, input_logits, temperature).mean()
 
 
 def kl_divergence_per_sample(target_logits: Tensor, input_logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -33,8 +33,6 @@ FIGURES = {
     "lambda": "CCT's dynamic balancing weight for several beta (the schedule code itself).",
     "gradcam": "Grad-CAM maps of the deployed models on sample test images.",
 }
-LAYOUT_TITLES = {"table1": "Label noise (Table 1 layout)", "table2": "Real label noise (Table 2 layout)",
-                 "table3": "Clean labels (Table 3 layout)", "table8": "CCT ablation (Table 8 layout)"}
 
 
 @dataclass
@@ -155,7 +153,7 @@ def protocol_section(runs: list[Any], runs_dir: Path) -> Section:
 def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
     """One section per table layout that has runs, in Markdown, with --compare standard where it ran."""
     from nlbench.report.render import render
-    from nlbench.report.tables import LAYOUT_SPECS, build_table, compare, ranks
+    from nlbench.report.tables import LAYOUT_SPECS, TITLES, build_table, compare, ranks
 
     sections = []
     for layout in ("table1", "table2", "table3", "table8"):
@@ -169,7 +167,7 @@ def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
         can_compare = baseline is not None and LAYOUT_SPECS[layout].method_rows
         render(table, "markdown", out=text, comparison=compare(table, baseline) if can_compare else None,
                rank_result=ranks(table) if can_compare else None)
-        sections.append(Section(LAYOUT_TITLES[layout], [text.getvalue().strip()]))
+        sections.append(Section(TITLES[layout], [text.getvalue().strip()]))
     return sections
 
 

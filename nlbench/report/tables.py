@@ -46,6 +46,7 @@ METRIC_TEXT = {
 SCORE_TEXT = {"accuracy": "Test accuracy (%)", "balanced_accuracy": "Balanced (mean-class) test accuracy (%)",
               "macro_f1": "Macro-F1 on the test set (%)",
               "ece": "Expected calibration error on the test set (%, lower is better)"}
+#: The title of each layout, in tables and as the report's section headings.
 TITLES = {"table1": "Table 1: label noise", "table2": "Table 2: real noisy labels",
           "table3": "Table 3: clean labels", "table8": "Table 8: CCT networks x consistency"}
 #: Hyperparameters that are a layout's columns, hence never a row variant.
