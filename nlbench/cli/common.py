@@ -1,13 +1,51 @@
-"""Pieces shared by the CLI commands: loading the config and the plugin registry."""
+"""Pieces shared by the CLI commands: their common options, list parsing, loading the config and plugins."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.registry import Registry
     from nlbench.spec.config import Config
+
+# -- options every command declares alike (``config: ConfigOption = None``) --------------------------
+ConfigOption = Annotated[Optional[str], typer.Option(
+    "--config", help="benchmark.toml to read (default: ./benchmark.toml).")]
+RunsDirOption = Annotated[Optional[str], typer.Option("--runs-dir", help="Where runs are stored (default: ./runs).")]
+# The run filters of plot and report (comma-separated lists; empty: all).
+MethodsFilter = Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all).")]
+DatasetsFilter = Annotated[Optional[str], typer.Option("--datasets", help="Comma-separated datasets (default: all).")]
+NoiseFilter = Annotated[Optional[str], typer.Option("--noise", help="Comma-separated noise rates (default: all).")]
+SeedsFilter = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds (default: all).")]
+RunFilter = Annotated[Optional[str], typer.Option("--run", help="Comma-separated run ids (or their first characters).")]
+
+
+def split_items(text: Optional[str]) -> list[str]:
+    """The items of a comma-separated option (blanks dropped); [] for None."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else []
+
+
+def parse_numbers(text: Optional[str], kind: type, flag: str) -> list:
+    """The numbers of a comma-separated option, or a usage error naming ``flag``."""
+    from nlbench.errors import UsageError
+
+    try:
+        return [kind(part) for part in split_items(text)]
+    except ValueError:
+        raise UsageError(f"{flag} takes a comma-separated list of numbers, got {text!r}.") from None
+
+
+def make_filters(methods: Optional[str], datasets: Optional[str], noise: Optional[str], seeds: Optional[str],
+                 run: Optional[str]) -> Any:
+    """A :class:`nlbench.report.runs.Filters` from the filter options."""
+    from nlbench.report.runs import Filters
+
+    return Filters(methods=split_items(methods), datasets=split_items(datasets),
+                   noise=parse_numbers(noise, float, "--noise"), seeds=parse_numbers(seeds, int, "--seeds"),
+                   run_ids=split_items(run))
 
 
 def load(config_path: str | None, sets: list[str] | None = None,
@@ -51,3 +89,31 @@ def runs_dir(option: str | None, config: Config) -> Path:
         raise UsageError(f"the runs folder {folder} is a file, not a folder; choose another --runs-dir "
                          f"(or [run] runs_dir in benchmark.toml).")
     return folder
+
+
+def transition_blocks(noise: dict[str, Any], class_names: tuple[str, ...]) -> list[Any]:
+    """The realised noise of a run and its transition matrix (counts; rows: true class, columns: label trained on)."""
+    from rich.table import Table
+
+    counts = noise.get("transitions") or []
+    source = noise.get("source", "injected")
+    how = {"injected": f"{noise.get('mode')} noise at rate {noise.get('rate', 0):.2f}",
+           "dataset": "the dataset's own noisy labels", "file": "the labels of a noise file"}.get(source, source)
+    lines = [f"label noise: {how}; {100 * float(noise.get('realised_rate') or 0):.1f}% of the training labels wrong"]
+    if noise.get("note"):
+        lines.append(f"  {noise['note']}")
+    if noise.get("file"):
+        lines.append(f"  noise file {noise['file'].get('path')} (sha256 {noise['file'].get('sha256')})")
+    from rich import box
+
+    matrix = Table(title="Noise transitions (counts; rows: true class, columns: label trained on)",
+                   box=box.SIMPLE_HEAD, padding=(0, 1))
+    matrix.add_column("true")
+    for name in class_names:
+        matrix.add_column(name[:4], justify="right")
+    matrix.add_column("noisy%", justify="right")
+    for name, row in zip(class_names, counts):
+        total = sum(row)
+        own = row[class_names.index(name)]
+        matrix.add_row(name, *[str(v) for v in row], f"{100 * (total - own) / total:.1f}" if total else "–")
+    return ["\n".join(lines), matrix]

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import typer
 
+from nlbench.cli.common import ConfigOption, RunsDirOption
+
 FORMATS = ("csv", "jsonl", "parquet")
 
 
@@ -40,8 +42,8 @@ def flatten_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
 def export(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv (default), jsonl or parquet (needs pyarrow)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="File to write (default: stdout; parquet needs a file)."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    runs: RunsDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Write one row per finished run: identity, settings, every metric and the cost."""
     import sys

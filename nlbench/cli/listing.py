@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import typer
 
+from nlbench.cli.common import ConfigOption
+
 
 def _source(entry: Any) -> str:
     plugin = entry.plugin
@@ -21,7 +23,7 @@ def _source(entry: Any) -> str:
 
 def methods(
     name: Optional[str] = typer.Argument(None, help="A method to describe with all its options."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    config: ConfigOption = None,
 ) -> None:
     """List the registered training methods, or every option of one."""
     from rich.table import Table
@@ -46,7 +48,7 @@ def methods(
 
 def datasets(
     name: Optional[str] = typer.Argument(None, help="A dataset to describe with all its options."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    config: ConfigOption = None,
 ) -> None:
     """List the registered datasets, or every option of one."""
     from rich.table import Table
@@ -71,7 +73,7 @@ def datasets(
     _warn_failures(registry)
 
 
-def plugins(config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read.")) -> None:
+def plugins(config: ConfigOption = None) -> None:
     """List every plugin found, what it registered, and why any failed to load."""
     from rich.table import Table
 

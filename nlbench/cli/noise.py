@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from nlbench.cli.common import ConfigOption
 
 app = typer.Typer(help="Preview or export the noisy training labels of a dataset, noise rate, mode and seed.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
 def _draw(dataset: Optional[str], noise: Optional[float], noise_mode: Optional[str], noise_source: Optional[str],
-          seed: Optional[int], data_root: Optional[str], set_: list[str], config: Optional[str],
+          seed: Optional[int], data_root: Optional[str], set_: Optional[list[str]], config: Optional[str],
           cache_dir: Optional[str], noise_file: Optional[str] = None, noise_file_base: Optional[int] = None):
     """The spec (of a Standard run: the method never changes the labels), the dataset and the noise draw."""
     from nlbench.cli.common import load
@@ -23,7 +25,7 @@ def _draw(dataset: Optional[str], noise: Optional[float], noise_mode: Optional[s
     cfg, registry = load(config)
     request = RunRequest(method="standard", dataset=dataset, noise=noise, noise_mode=noise_mode,
                          noise_source=noise_source, seed=seed, data_root=data_root, cache_dir=cache_dir,
-                         noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_))
+                         noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_ or []))
     spec = resolve_spec(request, cfg, registry)
     data = make_dataset(registry, spec)
     if spec.noise.source == "injected" and spec.noise.mode == "instance":
@@ -33,34 +35,31 @@ def _draw(dataset: Optional[str], noise: Optional[float], noise_mode: Optional[s
     return spec, data, train.table, training_labels(data, train, spec)
 
 
-def _options():
-    return dict(
-        dataset=typer.Option(None, "--dataset", "-d", help="Dataset (default: [run] of benchmark.toml)."),
-        noise=typer.Option(None, "--noise", "-n", help="Label-noise rate in [0, 1)."),
-        noise_mode=typer.Option(None, "--noise-mode", help="flip, exact, uniform, pair, fer-confusion or instance."),
-        noise_source=typer.Option(None, "--noise-source", help="injected (default) or dataset (its own noisy labels)."),
-        seed=typer.Option(None, "--seed", "-s", help="Run seed (picks the noisy labels)."),
-        data_root=typer.Option(None, "--data-root", help="Folder holding the dataset's files."),
-        set_=typer.Option([], "--set", help="Override a setting, e.g. datasets.ferplus.options.real_noise=vote."),
-        config=typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
-        cache_dir=typer.Option(None, "--cache-dir", help="Decoded-image cache (instance noise reads the images)."),
-    )
-
-
-_O = _options()
+# The options of a noise draw, shared by preview and export.
+DatasetOption = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset (default: [run] of benchmark.toml).")]
+NoiseOption = Annotated[Optional[float], typer.Option("--noise", "-n", help="Label-noise rate in [0, 1).")]
+ModeOption = Annotated[Optional[str], typer.Option(
+    "--noise-mode", help="flip, exact, uniform, pair, fer-confusion or instance.")]
+SourceOption = Annotated[Optional[str], typer.Option(
+    "--noise-source", help="injected (default) or dataset (its own noisy labels).")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", "-s", help="Run seed (picks the noisy labels).")]
+DataRootOption = Annotated[Optional[str], typer.Option("--data-root", help="Folder holding the dataset's files.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a setting, e.g. datasets.ferplus.options.real_noise=vote.")]
+CacheOption = Annotated[Optional[str], typer.Option(
+    "--cache-dir", help="Decoded-image cache (instance noise reads the images).")]
 
 
 @app.command("preview")
 def preview(
-    dataset: Optional[str] = _O["dataset"], noise: Optional[float] = _O["noise"],
-    noise_mode: Optional[str] = _O["noise_mode"], noise_source: Optional[str] = _O["noise_source"],
-    seed: Optional[int] = _O["seed"], data_root: Optional[str] = _O["data_root"], set_: list[str] = _O["set_"],
-    config: Optional[str] = _O["config"], cache_dir: Optional[str] = _O["cache_dir"],
+    dataset: DatasetOption = None, noise: NoiseOption = None, noise_mode: ModeOption = None,
+    noise_source: SourceOption = None, seed: SeedOption = None, data_root: DataRootOption = None,
+    set_: SetOption = None, config: ConfigOption = None, cache_dir: CacheOption = None,
     noise_file: Optional[str] = typer.Option(None, "--noise-file", help="Preview the labels of a noise file instead."),
     noise_file_base: Optional[int] = typer.Option(None, "--noise-file-base", help="First class number of a list file."),
 ) -> None:
     """Print the realised noise rate and the transition matrix (counts) of a noise draw, without training."""
-    from nlbench.cli.show import transition_blocks
+    from nlbench.cli.common import transition_blocks
     from nlbench.progress import stdout_console
 
     spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
@@ -77,10 +76,9 @@ def preview(
 @app.command("export")
 def export(
     out: str = typer.Option(..., "--out", "-o", help="File to write (nlbench's noise-file format)."),
-    dataset: Optional[str] = _O["dataset"], noise: Optional[float] = _O["noise"],
-    noise_mode: Optional[str] = _O["noise_mode"], noise_source: Optional[str] = _O["noise_source"],
-    seed: Optional[int] = _O["seed"], data_root: Optional[str] = _O["data_root"], set_: list[str] = _O["set_"],
-    config: Optional[str] = _O["config"], cache_dir: Optional[str] = _O["cache_dir"],
+    dataset: DatasetOption = None, noise: NoiseOption = None, noise_mode: ModeOption = None,
+    noise_source: SourceOption = None, seed: SeedOption = None, data_root: DataRootOption = None,
+    set_: SetOption = None, config: ConfigOption = None, cache_dir: CacheOption = None,
 ) -> None:
     """Write the noisy training labels by sample name, with a sha256 and the settings that made them."""
     import nlbench

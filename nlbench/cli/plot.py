@@ -3,51 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
+
+from nlbench.cli.common import (
+    ConfigOption,
+    DatasetsFilter,
+    MethodsFilter,
+    NoiseFilter,
+    RunFilter,
+    RunsDirOption,
+    SeedsFilter,
+    make_filters,
+)
 
 KIND_HELP = ("lambda (CCT's balancing curves), curves (test accuracy per epoch), memorisation (training accuracy "
              "on clean and noisy samples), selection (label precision; SCN's relabelling), confusion, temperature "
              "(CCT student vs distillation temperature), gradcam, ranks (critical-difference diagram)")
 
 
-def filter_options():
-    """The run filters shared by ``plot`` and ``report``."""
-    return dict(
-        methods=typer.Option(None, "--methods", help="Comma-separated methods (default: all)."),
-        datasets=typer.Option(None, "--datasets", help="Comma-separated datasets (default: all)."),
-        noise=typer.Option(None, "--noise", help="Comma-separated noise rates (default: all)."),
-        seeds=typer.Option(None, "--seeds", help="Comma-separated seeds (default: all)."),
-        run=typer.Option(None, "--run", help="Comma-separated run ids (or their first characters)."),
-    )
-
-
-def make_filters(methods, datasets, noise, seeds, run):
-    """A :class:`nlbench.report.runs.Filters` from the comma-separated options."""
-    from nlbench.cli.sweep import _items, _numbers
-    from nlbench.report.runs import Filters
-
-    return Filters(methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
-                   seeds=_numbers(seeds, int, "--seeds"), run_ids=_items(run))
-
-
-_F = filter_options()
-
-
 def plot(
     kind: str = typer.Argument(..., help=KIND_HELP),
     out: str = typer.Option("figures", "--out", "-o", help="Folder to write the PNG and PDF files to."),
-    methods: Optional[str] = _F["methods"], datasets: Optional[str] = _F["datasets"],
-    noise: Optional[str] = _F["noise"], seeds: Optional[str] = _F["seeds"], run: Optional[str] = _F["run"],
+    methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None,
     per_run: bool = typer.Option(False, "--per-run", help="confusion: one matrix per run, not summed over seeds."),
     metric: str = typer.Option("last", "--metric", help="temperature, ranks: last, lastk, val or best."),
     layout: str = typer.Option("table1", "--layout", help="ranks: the table layout whose cells are ranked."),
     images: int = typer.Option(8, "--images", help="gradcam: test images per run."),
     betas: str = typer.Option("0.25,0.5,0.65,1,2", "--betas", help="lambda: the beta values to draw."),
     epochs: int = typer.Option(100, "--epochs", help="lambda: epochs of the schedule."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    runs: RunsDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Draw one kind of figure from the stored runs (PNG and PDF under --out)."""
     from nlbench.cli.common import runs_dir
@@ -73,7 +60,7 @@ def plot(
 def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, metric: str = "last",
          layout: str = "table1", images: int = 8, betas: str = "0.25,0.5,0.65,1,2", epochs: int = 100):
     """Draw one figure kind; shared by ``plot`` and ``report``."""
-    from nlbench.cli.sweep import _numbers
+    from nlbench.cli.common import parse_numbers
     from nlbench.errors import UsageError
     from nlbench.progress import stderr_console
     from nlbench.report import figures
@@ -81,7 +68,7 @@ def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, 
 
     figures.require()
     if kind == "lambda":
-        values = _numbers(betas, float, "--betas")
+        values = parse_numbers(betas, float, "--betas")
         if not values or any(b <= 0 for b in values):
             raise UsageError("--betas takes positive numbers, e.g. 0.25,0.65,2.")
         if epochs < 2:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from nlbench.cli.common import ConfigOption
+
 
 def prepare(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset to check (see `nlbench datasets`)."),
@@ -13,7 +15,7 @@ def prepare(
     set_: list[str] = typer.Option(
         [], "--set", help="Override a setting, e.g. datasets.ferplus.options.layout=folders (repeatable)."
     ),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
+    config: ConfigOption = None,
     cache_dir: Optional[str] = typer.Option(
         None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."
     ),

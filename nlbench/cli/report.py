@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from nlbench.cli.plot import _F, make_filters
+from nlbench.cli.common import (
+    ConfigOption,
+    DatasetsFilter,
+    MethodsFilter,
+    NoiseFilter,
+    RunFilter,
+    RunsDirOption,
+    SeedsFilter,
+    make_filters,
+)
 
 
 def report(
     out: str = typer.Option("report", "--out", "-o", help="Folder to write report.md, report.html and figures/ to."),
-    methods: Optional[str] = _F["methods"], datasets: Optional[str] = _F["datasets"],
-    noise: Optional[str] = _F["noise"], seeds: Optional[str] = _F["seeds"], run: Optional[str] = _F["run"],
+    methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None,
     title: str = typer.Option("nlbench report", "--title", help="Title of the report."),
     gradcam: int = typer.Option(2, "--gradcam", help="Runs to draw Grad-CAM maps for (0: none; each rebuilds a run)."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    runs: RunsDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Write one report of the stored runs: every table layout with data, the figures, the protocol."""
     from nlbench.cli.common import runs_dir

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from nlbench.cli.common import ConfigOption, RunsDirOption
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
@@ -34,8 +36,8 @@ def run(
     set_: list[str] = typer.Option(
         [], "--set", help="Override a setting, e.g. methods.cct.lambda_max=0.8 or train.batch_size=128 (repeatable)."
     ),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    config: ConfigOption = None,
+    runs: RunsDirOption = None,
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
     force: bool = typer.Option(False, "--force", help="Train again even if an identical run is done."),
     keep_checkpoint: bool = typer.Option(

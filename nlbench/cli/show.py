@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from nlbench.cli.common import ConfigOption, RunsDirOption, transition_blocks
 from nlbench.errors import UsageError
 
 
 def show(
     run: str = typer.Argument(..., help="A run folder, or a run id (or its first characters) in the store."),
     member: str = typer.Option("model", "--member", help="Which model's per-class results: model or e.g. train/net1."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    runs: RunsDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Show one stored run: the resolved spec, the per-epoch curves, per-class accuracy and the confusion matrix."""
     from rich.console import Console
@@ -136,31 +137,3 @@ def _per_class(report: dict[str, Any]) -> list[Any]:
     for name, row in zip(names, report.get("confusion_matrix", [])):
         matrix.add_row(name, *[str(v) for v in row])
     return [per_class, matrix]
-
-
-def transition_blocks(noise: dict[str, Any], class_names: tuple[str, ...]) -> list[Any]:
-    """The realised noise of a run and its transition matrix (counts; rows: true class, columns: label trained on)."""
-    from rich.table import Table
-
-    counts = noise.get("transitions") or []
-    source = noise.get("source", "injected")
-    how = {"injected": f"{noise.get('mode')} noise at rate {noise.get('rate', 0):.2f}",
-           "dataset": "the dataset's own noisy labels", "file": "the labels of a noise file"}.get(source, source)
-    lines = [f"label noise: {how}; {100 * float(noise.get('realised_rate', 0)):.1f}% of the training labels wrong"]
-    if noise.get("note"):
-        lines.append(f"  {noise['note']}")
-    if noise.get("file"):
-        lines.append(f"  noise file {noise['file'].get('path')} (sha256 {noise['file'].get('sha256')})")
-    from rich import box
-
-    matrix = Table(title="Noise transitions (counts; rows: true class, columns: label trained on)",
-                   box=box.SIMPLE_HEAD, padding=(0, 1))
-    matrix.add_column("true")
-    for name in class_names:
-        matrix.add_column(name[:4], justify="right")
-    matrix.add_column("noisy%", justify="right")
-    for name, row in zip(class_names, counts):
-        total = sum(row)
-        own = row[class_names.index(name)]
-        matrix.add_row(name, *[str(v) for v in row], _num(100 * (total - own) / total if total else None, ".1f"))
-    return ["\n".join(lines), matrix]

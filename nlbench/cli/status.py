@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
+
+from nlbench.cli.common import ConfigOption, RunsDirOption
 
 
 def status(
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    runs: RunsDirOption = None,
     failed: bool = typer.Option(False, "--failed", help="Also list every failed and interrupted run with its error."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    config: ConfigOption = None,
 ) -> None:
     """Done, running (epoch, last heartbeat), interrupted and failed runs per cell; exit 1 if any failed."""
     import time

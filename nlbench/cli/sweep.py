@@ -6,18 +6,7 @@ from typing import Optional
 
 import typer
 
-
-def _items(text: Optional[str]) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else []
-
-
-def _numbers(text: Optional[str], kind: type, flag: str) -> list:
-    from nlbench.errors import UsageError
-
-    try:
-        return [kind(part) for part in _items(text)]
-    except ValueError:
-        raise UsageError(f"{flag} takes a comma-separated list of numbers, got {text!r}.") from None
+from nlbench.cli.common import ConfigOption, RunsDirOption, parse_numbers, split_items
 
 
 def sweep(
@@ -52,8 +41,8 @@ def sweep(
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs (default: not on SLURM)."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep finished runs' resumable checkpoints."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table of the grid at the end."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read (default: ./benchmark.toml)."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
+    config: ConfigOption = None,
+    runs: RunsDirOption = None,
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
 ) -> None:
@@ -68,8 +57,8 @@ def sweep(
 
     cfg, registry = load(config, report=True)
     request = SweepRequest(
-        methods=_items(methods), datasets=_items(datasets), noise=_numbers(noise, float, "--noise"),
-        noise_modes=_items(noise_modes), seeds=_numbers(seeds, int, "--seeds"), sets=list(set_),
+        methods=split_items(methods), datasets=split_items(datasets), noise=parse_numbers(noise, float, "--noise"),
+        noise_modes=split_items(noise_modes), seeds=parse_numbers(seeds, int, "--seeds"), sets=list(set_),
         data_roots=parse_data_roots(data_root), epochs=epochs, noise_source=noise_source, pretrained=pretrained,
         device=device, cache_dir=cache_dir, noise_file=noise_file, noise_file_base=noise_file_base,
     )

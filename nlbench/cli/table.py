@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from nlbench.cli.common import ConfigOption, RunsDirOption
 from nlbench.errors import UsageError
 
 
@@ -29,8 +30,8 @@ def table(
                                                "bootstrap interval and a paired t-test, and average ranks."),
     with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
     cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
-    runs: Optional[str] = typer.Option(None, "--runs-dir", help="Where runs are stored (default: ./runs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="benchmark.toml to read."),
+    runs: RunsDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
     from nlbench.cli.common import runs_dir
