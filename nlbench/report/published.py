@@ -1,6 +1,6 @@
 """Published numbers of the paper we reproduce, for ``nlbench table --with-paper``.
 
-The values live in ``nlbench/published/cct_paper.toml`` (one entry per printed cell, with its
+The values live in ``nlbench/report/published/cct_paper.toml`` (one entry per printed cell, with its
 table), transcribed from the CCT paper; cells the paper does not print are absent.
 """
 
