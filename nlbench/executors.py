@@ -4,7 +4,7 @@ An executor only decides where and how many runs train at once; every run trains
 same :func:`train_one` (a fresh :class:`nlbench.train.engine.Engine` on the spec), which resumes an
 interrupted run, skips a done one, and reports a run whose lock another process holds as
 trained elsewhere instead of failing the sweep. Built-in executors, registered through the
-``register_executors`` hook like a site's own (:mod:`nlbench.sweep.builtin`):
+``register_executors`` hook like a site's own (the built-in plugin folder ``executors/``):
 
 - ``local``: worker processes on this machine, ``--jobs N`` at once; CPU threads are split
   between them (N jobs never oversubscribe the cores); on a machine with several GPUs each worker

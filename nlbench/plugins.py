@@ -45,11 +45,12 @@ def builtin_plugin_dirs() -> list[Path]:
     """The built-in plugin folders: inside the installed package (wheel) or beside it (source)."""
     package = Path(__file__).resolve().parent
     for base in (package / "_builtin", package.parent):
-        methods, datasets = base / "methods", base / "datasets"
-        if (methods / "standard.py").is_file() and (datasets / "synthfer.py").is_file():
-            return [methods, datasets]
+        methods, datasets, executors = base / "methods", base / "datasets", base / "executors"
+        if (methods / "standard.py").is_file() and (datasets / "synthfer.py").is_file() and (executors / "local.py").is_file():
+            return [methods, datasets, executors]
     raise PluginError(
-        f"the built-in plugin folders methods/ and datasets/ were not found next to {package}; reinstall nlbench."
+        f"the built-in plugin folders methods/, datasets/ and executors/ were not found next to {package}; "
+        f"reinstall nlbench."
     )
 
 
@@ -128,13 +129,7 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager=manager)
-    from nlbench import __version__
-
-    # The built-in executors are loaded by module name, as pytest's default_plugins are: the
-    # manager stays below the sweep stage that implements them.
-    executors = importlib.import_module("nlbench.sweep.builtin")
-    sources: list[tuple[PluginInfo, Any]] = [(PluginInfo("executors", "built-in", executors.__name__, __version__),
-                                              executors)]
+    sources: list[tuple[PluginInfo, Any]] = []
     for folder in builtin_plugin_dirs():
         sources.extend(_folder_plugins(folder, "built-in"))
     for folder in extra_dirs:

@@ -95,9 +95,10 @@ def test_a_wheel_carries_every_module_and_the_builtin_plugins(tmp_path):
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nlbench").rglob("*.py"))
     assert [m for m in modules if m not in names] == []
     assert "nlbench/report/published/cct_paper.toml" in names
-    for plugin in ("methods/standard.py", "methods/cct.py", "datasets/synthfer.py", "datasets/ferplus.py"):
+    for plugin in ("methods/standard.py", "methods/cct.py", "datasets/synthfer.py", "datasets/ferplus.py",
+                   "executors/local.py", "executors/slurm.py"):
         assert f"nlbench/_builtin/{plugin}" in names, plugin
-    assert not any(n.startswith(("datasets/", "methods/", "tests/", "benchmarks/")) for n in names)
+    assert not any(n.startswith(("datasets/", "methods/", "executors/", "tests/", "benchmarks/")) for n in names)
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                           capture_output=True, text=True, timeout=300)
@@ -107,11 +108,12 @@ def test_a_wheel_carries_every_module_and_the_builtin_plugins(tmp_path):
     code = ("import importlib, warnings, nlbench\nwarnings.simplefilter('ignore')\n"
             f"for name in {dotted!r}:\n    importlib.import_module(name)\n"
             "from nlbench.plugins import get_registry\nregistry = get_registry()\n"
-            "print(nlbench.__file__, sorted(registry.methods), sorted(registry.datasets))")
+            "print(nlbench.__file__, sorted(registry.methods), sorted(registry.datasets), sorted(registry.executors))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(site)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith(str(site)) and "'cct'" in run.stdout and "'synthfer'" in run.stdout, run.stdout
+    assert "'local'" in run.stdout and "'slurm'" in run.stdout, run.stdout
 
 
 @pytest.mark.slow

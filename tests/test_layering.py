@@ -38,8 +38,6 @@ EXCEPTIONS = {
     ("nlbench.testing", "nlbench.data.augment"): "check_method predicts through the run's augmenter",
     # The store names a run's folder after its spec (type-only: it reads the spec's fields).
     ("nlbench.store", "nlbench.spec.runspec"): "run_dir_name(spec) annotation",
-    # The plugin manager loads the built-in executors by module name, as pytest's default_plugins.
-    ("nlbench.plugins", "nlbench.sweep.builtin"): "built-in executors are plugins of the manager",
     # Old import paths, kept for one release (module __getattr__ with a DeprecationWarning).
     ("nlbench.executors", "nlbench.sweep.slurm"): "nlbench.executors.TrainTask: queued SLURM jobs unpickle it",
     ("nlbench.executors", "nlbench.sweep.local"): "old path of LocalExecutor, one release",

@@ -3,7 +3,7 @@
 - :mod:`nlbench.sweep.grid`: a grid expanded into run specs, its states from the store;
 - :mod:`nlbench.sweep.worker`: the body every executor runs for one run (:func:`train_one`);
 - :mod:`nlbench.sweep.local`, :mod:`nlbench.sweep.slurm`: the built-in executors, registered by
-  :mod:`nlbench.sweep.builtin` through the same hook as a site's own.
+  the built-in plugin folder ``executors/`` through the same hook as a site's own.
 
 The contract an executor plugin implements is :mod:`nlbench.executors`. The grid's public names
 stay importable from ``nlbench.sweep`` and load on first use.
