@@ -127,9 +127,13 @@ def test_states_come_from_the_files_and_the_lock(tmp_path):
         other.unlock()
     _write_status(run.path, "failed", error="RunFailed: the loss became nan\nmore")
     assert (run.state().state, run.state().detail) == ("failed", "RunFailed: the loss became nan")
-    (run.path / "result.json").write_text(json.dumps({"method": "standard", "dataset": "synthfer", "seed": 1,
-                                                      "noise": {"rate": 0.0}, "metrics": {"model": {"last": 1.0}}}))
+    summary = {"last": 1.0, "lastk": 1.0, "k": 1, "best": 1.0, "best_epoch": 1, "curve": [1.0]}
+    complete = {"run_id": "abc", "method": "standard", "dataset": "synthfer", "seed": 1, "noise": {"rate": 0.0},
+                "metrics": {"model": summary}}
+    (run.path / "result.json").write_text(json.dumps(complete))
     assert run.state().state == "done"
+    (run.path / "result.json").write_text(json.dumps({**complete, "seed": "1"}))  # the wrong type: not done
+    assert run.state().state == "failed"
     (run.path / "result.json").write_text('{"metrics": {}}')  # not a complete result: not done
     assert run.state().state == "failed"
     (run.path / "result.json").write_text('{"metr')  # torn or damaged: not done
