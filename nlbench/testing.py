@@ -60,6 +60,18 @@ TINY_DATASET = {"train_size": 140, "test_size": 70, "size": 16}
 TINY_TRAIN = {"image_size": 16, "batch_size": 32, "eval_batch_size": 70, "last_k": 1}
 
 
+def tiny_sets(dataset: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> list[str]:
+    """The tiny run as ``--set`` items (synthfer options, then ``[train]`` settings).
+
+    ``dataset`` and ``train`` change :data:`TINY_DATASET` and :data:`TINY_TRAIN`; a value of None
+    leaves that setting at its default. A plugin's own CLI tests can train the same tiny run.
+    """
+    options = {k: v for k, v in {**TINY_DATASET, **(dataset or {})}.items() if v is not None}
+    settings = {k: v for k, v in {**TINY_TRAIN, **(train or {})}.items() if v is not None}
+    return ([f"datasets.synthfer.options.{k}={v}" for k, v in options.items()]
+            + [f"train.{k}={v}" for k, v in settings.items()])
+
+
 class ConformanceError(AssertionError):
     """A method plugin broke the method contract."""
 
