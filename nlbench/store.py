@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -196,6 +197,39 @@ class RunDir:
         for name in (RESULT, CHECKPOINT, MODEL, METRICS, STATUS, NOISY_LABELS):
             self.file(name).unlink(missing_ok=True)
 
+    # -- retraining a finished run (--force) --------------------------------------------------
+    def aside(self) -> RunDir:
+        """The hidden folder beside this one where ``--force`` retrains a finished run."""
+        return RunDir(self.path.parent / f".{self.path.name}.force")
+
+    def discard(self) -> None:
+        """Delete this folder and everything in it (a ``--force`` attempt that will not finish)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def replace_with(self, other: RunDir) -> None:
+        """Put ``other``'s folder in this one's place: two renames, then the old folder is deleted.
+
+        A kill between the renames leaves no folder here, the old one and the new one beside it:
+        :meth:`finish_interrupted_swap` completes the swap the next time the run is touched.
+        """
+        old = self._replaced()
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(self.path, old)
+        os.rename(other.path, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def finish_interrupted_swap(self) -> None:
+        """Complete a :meth:`replace_with` that a kill cut between its two renames."""
+        old = self._replaced()
+        if self.path.exists() or not old.exists():
+            return
+        new = self.aside()
+        os.rename(new.path if new.is_done() else old, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _replaced(self) -> Path:
+        return self.path.parent / f".{self.path.name}.old"
+
     # -- locking ----------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the run's lock, or raise RunLocked if another process is training it."""
@@ -299,6 +333,8 @@ def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tupl
     if not root.is_dir():
         return
     for path in sorted(root.rglob(RESULT)):
+        if _hidden(path.parent, root):
+            continue
         try:
             result = read_result(path)
         except DamagedResult:
@@ -306,6 +342,11 @@ def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tupl
                 damaged.append(path)
             continue
         yield path.parent, result
+
+
+def _hidden(folder: Path, root: Path) -> bool:
+    """Whether a folder under the store is nlbench's own scratch (``--force`` attempts, .submitit logs)."""
+    return any(part.startswith(".") for part in folder.relative_to(root).parts)
 
 
 #: The states a run can be in, in the order listings show them.
@@ -332,6 +373,8 @@ def scan_store(root: Path) -> tuple[list[StoreEntry], list[Path]]:
     if not Path(root).is_dir():
         return entries, damaged
     for spec_path in sorted(Path(root).rglob(SPEC)):
+        if _hidden(spec_path.parent, Path(root)):
+            continue
         spec = read_json_or_none(spec_path)
         try:
             noise = spec["noise"]

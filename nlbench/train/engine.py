@@ -55,8 +55,12 @@ class Engine:
         """Run (or resume, or skip) the spec and return its outcome.
 
         A finished run keeps ``model.pt`` (the deployable weights) and drops its resumable
-        checkpoint unless ``keep_checkpoint``.
+        checkpoint unless ``keep_checkpoint``. "Done" is checked again once the run's lock is held
+        (another process may have finished it meanwhile), and ``force`` retrains a finished run in
+        a hidden folder beside it that replaces it only once the new result exists: a killed or
+        failed ``--force`` leaves the finished run as it was.
         """
+        self.run.finish_interrupted_swap()
         if self.run.is_done() and not force:
             return Outcome(self.run, read_result(self.run.file(RESULT)), skipped=True)
         if self.run.has_damaged_result() and not force:
@@ -65,60 +69,79 @@ class Engine:
         run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
         self.run.lock()
         try:
+            if self.run.is_done() and not force:  # finished by another process while this one assembled
+                return Outcome(self.run, read_result(self.run.file(RESULT)), skipped=True)
             leftovers = self.run.remove_leftover_temp_files()  # we hold the lock: their writer is dead
             if leftovers:
                 self.reporter.message(f"removed {len(leftovers)} partial file(s) left by a killed attempt "
                                       f"in {self.run.path}: {', '.join(p.name for p in leftovers)}")
-            if force:
+            self.run.aside().discard()  # a --force attempt killed earlier: we hold the lock, it is dead
+            target = self.run
+            if force and self.run.is_done():
+                target = self.run.aside()
+                target.path.mkdir(parents=True)
+            elif force:
                 self.run.clear()
-            self.run.write_spec(self.spec.to_json())
-            self.run.set_status("running", started=time.time())
             try:
-                result = self._train(run)
+                result = self._attempt(run, target, keep_checkpoint)
             except BaseException as err:
-                state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                self.run.set_status(state, error=f"{type(err).__name__}: {err}")
+                if target is not self.run:
+                    target.discard()  # the finished run was never touched
                 if self.hook is not None:
                     self.hook.on_run_end(run=self.run, result=None, error=err)
                 raise
-            self.run.save_model({"method": self.spec.method, "run_id": self.spec.run_id,
-                                 "weights": run.method.deployable_state()})
-            self.run.write_result(result)
-            self.run.set_status("done", finished=time.time())
-            if not keep_checkpoint:
-                self.run.delete_checkpoint()
+            if target is not self.run:
+                self.run.replace_with(target)
             if self.hook is not None:
                 self.hook.on_run_end(run=self.run, result=result, error=None)
             return Outcome(self.run, result)
         finally:
             self.run.unlock()
 
+    def _attempt(self, run: Assembly, store: RunDir, keep_checkpoint: bool) -> Result:
+        """Train into ``store`` (the run's folder, or the folder a ``--force`` retrains in) up to its result."""
+        store.write_spec(self.spec.to_json())
+        store.set_status("running", started=time.time())
+        try:
+            result = self._train(run, store)
+        except BaseException as err:
+            state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            store.set_status(state, error=f"{type(err).__name__}: {err}")
+            raise
+        store.save_model({"method": self.spec.method, "run_id": self.spec.run_id,
+                          "weights": run.method.deployable_state()})
+        store.write_result(result)
+        store.set_status("done", finished=time.time())
+        if not keep_checkpoint:
+            store.delete_checkpoint()
+        return result
+
     # -------------------------------------------------------------------------------------------
-    def _train(self, run: Assembly) -> dict[str, Any]:
+    def _train(self, run: Assembly, store: RunDir) -> Result:
         spec, device, method, ctx = self.spec, run.device, run.method, run.ctx
         settings = spec.train
-        if not self.run.file(NOISY_LABELS).is_file():
-            self.run.write_noisy_labels(run.noisy)
+        if not store.file(NOISY_LABELS).is_file():
+            store.write_noisy_labels(run.noisy)
         phases = method.phases()
 
         history: list[dict[str, Any]] = []
         start_phase, start_epoch, elapsed, attempts = 0, 0, 0.0, 1
-        if self.run.has_checkpoint():
-            state = self.run.load_checkpoint()
+        if store.has_checkpoint():
+            state = store.load_checkpoint()
             if state.get("run_id") != spec.run_id:
-                raise UsageError(f"checkpoint in {self.run.path} belongs to another run; remove it or use --force.")
+                raise UsageError(f"checkpoint in {store.path} belongs to another run; remove it or use --force.")
             method.load_state_dict(state["method"])
             run.labels.load_state_dict(state["labels"])
             history = state["history"]
             start_phase, start_epoch, elapsed = state["phase_index"], state["next_epoch"], state["elapsed"]
             attempts = int(state.get("attempts", 1)) + 1
-            self.run.write_metrics(history)
+            store.write_metrics(history)
             if start_phase < len(phases):
-                self.reporter.message(f"resuming {self.run.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
+                self.reporter.message(f"resuming {store.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
         else:
-            self.run.write_metrics([])
+            store.write_metrics([])
         if self.hook is not None:
-            self.hook.on_run_start(run=self.run)
+            self.hook.on_run_start(run=store)
 
         train_images_total, train_seconds = 0, 0.0
         last_saved = time.perf_counter()  # checkpoint_interval counts from the start of this attempt
@@ -166,20 +189,20 @@ class Engine:
                     "train_images_per_s": steps * runner.settings.batch_size / trained if trained > 0 else 0.0,
                 }
                 history.append(record)
-                self.run.append_metrics(record)
+                store.append_metrics(record)
                 last_epoch = epoch + 1 == phase.epochs
                 next_phase, next_epoch = (phase_index + 1, 0) if last_epoch else (phase_index, epoch + 1)
                 if last_epoch or time.perf_counter() - last_saved >= settings.checkpoint_interval:
-                    self.run.save_checkpoint({
+                    store.save_checkpoint({
                         "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
                         "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
                         "elapsed": elapsed, "attempts": attempts,
                     })
                     last_saved = time.perf_counter()
-                self.run.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
+                store.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
                 self.reporter.epoch_end(record)
                 if self.hook is not None:
-                    self.hook.on_epoch_end(run=self.run, record=record)
+                    self.hook.on_epoch_end(run=store, record=record)
 
         if not final_predictions:  # resumed after the last epoch: predict once more for the report
             final_predictions = predict_split(method, phases[-1], run.test_images, run.augmenter, ctx,
