@@ -91,8 +91,21 @@ class RunDir:
 
     # -- state ------------------------------------------------------------------------------
     def is_done(self) -> bool:
-        """A run is done exactly when its result.json holds a complete result."""
-        return is_result(read_json_or_none(self.file(RESULT)))
+        """A run is done exactly when its result.json holds a complete result of this folder's run."""
+        value = read_json_or_none(self.file(RESULT))
+        return is_result(value) and self.foreign_result(value) is None
+
+    def foreign_result(self, result: Any) -> str | None:
+        """Why ``result`` is not this folder's run (its spec.json names another run id), or None.
+
+        A result.json copied from another run folder would otherwise be shown as this run's.
+        """
+        spec = read_json_or_none(self.file(SPEC))
+        expected = spec.get("run_id") if isinstance(spec, dict) else None
+        found = result.get("run_id") if isinstance(result, dict) else None
+        if expected and found != expected:
+            return f"its result.json is of run {found}, but its spec.json is of run {expected}"
+        return None
 
     def has_damaged_result(self) -> bool:
         """Whether a result.json exists that is not a complete result (truncated, ``{}``, edited)."""
@@ -338,6 +351,10 @@ def iter_results(root: Path, damaged: list[Path] | None = None) -> Iterator[tupl
         try:
             result = read_result(path)
         except DamagedResult:
+            if damaged is not None:
+                damaged.append(path)
+            continue
+        if RunDir(path.parent).foreign_result(result):  # copied in from another run: not this run's result
             if damaged is not None:
                 damaged.append(path)
             continue

@@ -136,3 +136,41 @@ def test_force_killed_mid_retrain_leaves_the_finished_run_byte_identical(cli, tm
     assert again.code == 0, again.err
     assert not aside.exists() and RunDir(run).state().state == "done"
     assert digest(run)["result.json"] != before["result.json"]  # retrained (another finish time)
+
+
+def test_nan_predictions_fail_the_run_instead_of_becoming_a_result(cli, tmp_path, monkeypatch):
+    import torch
+
+    from nlbench.method import Method
+
+    real = Method.predict_members
+
+    def nan_scores(self, x, phase):
+        members = real(self, x, phase)
+        return {name: torch.full_like(value, float("nan")) for name, value in members.items()}
+
+    monkeypatch.setattr(Method, "predict_members", nan_scores)
+    root = tmp_path / "runs"
+    out = cli(*ARGS, "--runs-dir", str(root))
+    assert out.code == 1 and "non-finite scores (NaN or inf)" in out.err and "internal error" not in out.err
+    [run] = run_dirs(root)
+    assert not (run / "result.json").exists() and RunDir(run).state().state == "failed"
+
+
+def test_a_result_copied_from_another_run_is_not_shown_as_this_runs(cli, tmp_path):
+    import shutil
+
+    root = tmp_path / "runs"
+    first = finished(cli, root)
+    assert cli(*ARGS, "--runs-dir", str(root), "--seed", "2").code == 0
+    [second] = [r for r in run_dirs(root) if r != first]
+    shutil.copy(first / "result.json", second / "result.json")
+    shown = cli("show", str(second))
+    assert shown.code == 0 and "is not this run's result" in " ".join(shown.out.split())
+    assert RunDir(second).state().state != "done"
+    table = cli("table", "--runs-dir", str(root), "--format", "csv")
+    assert table.code == 0 and "skipped 1 damaged result file(s)" in table.err
+    again = cli(*ARGS, "--runs-dir", str(root), "--seed", "2")
+    assert again.code == 2 and "result.json is of run" in again.err
+    assert cli(*ARGS, "--runs-dir", str(root), "--seed", "2", "--force").code == 0
+    assert RunDir(second).state().state == "done"

@@ -76,6 +76,9 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
         return blocks
     try:
         result = read_result(folder / RESULT)
+        foreign = RunDir(folder).foreign_result(result)
+        if foreign:
+            raise DamagedResult(f"{folder / RESULT} is not this run's result: {foreign}.")
     except DamagedResult as err:
         blocks.append(f"warning: {err} Training the run again with --force repairs it.")
         return blocks

@@ -19,6 +19,7 @@ import torch
 
 from nlbench.context import Context
 from nlbench.errors import UsageError
+from nlbench.fileio import read_json_or_none
 from nlbench.progress import Reporter
 from nlbench.registry import Registry
 from nlbench.result import Result, read_result
@@ -64,7 +65,8 @@ class Engine:
         if self.run.is_done() and not force:
             return Outcome(self.run, read_result(self.run.file(RESULT)), skipped=True)
         if self.run.has_damaged_result() and not force:
-            raise UsageError(f"{self.run.file('result.json')} is damaged (not a complete result); "
+            foreign = self.run.foreign_result(read_json_or_none(self.run.file(RESULT)))
+            raise UsageError(f"{self.run.file(RESULT)} is damaged ({foreign or 'not a complete result'}); "
                              f"train the run again with --force, or delete its folder.")
         run = assemble(self.spec, self.registry, device=self.device, reporter=self.reporter)
         self.run.lock()

@@ -54,7 +54,9 @@ def predict_with_confidence(
 
 
 def check_members(method: Method, members: Any, batch: int, num_classes: int, phase: Phase) -> None:
-    """``predict_members`` must give {name: B x C tensor} with a ``model`` entry; say which rule it broke."""
+    """``predict_members`` must give {name: B x C tensor of finite scores} with a ``model`` entry; say
+    which rule it broke. Non-finite scores fail the run as a non-finite loss does: an argmax over NaN
+    is class 0, and would be stored as an accuracy."""
     problem = None
     if not isinstance(members, dict) or "model" not in members:
         problem = f"must return a dict with a 'model' entry, got {type(members).__name__}"
@@ -63,6 +65,11 @@ def check_members(method: Method, members: Any, batch: int, num_classes: int, ph
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch, num_classes):
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 problem = f"member {name!r} must be a {batch} x {num_classes} tensor of scores, got {shape}"
+                break
+            bad = int((~torch.isfinite(value.float())).any(dim=1).sum())
+            if bad:
+                problem = (f"gave non-finite scores (NaN or inf) for member {name!r} on {bad} of {batch} images: "
+                           f"the network diverged (try a lower learning rate)")
                 break
     if problem:
         raise RunFailed(f"{describe_method(method)}: predict_members {problem} (evaluating phase {phase.name})")
