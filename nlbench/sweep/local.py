@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
+from nlbench.errors import RunFailed
 from nlbench.executors import Executor, RunReport
+from nlbench.spec.runspec import RunSpec
+from nlbench.store import RunDir, run_dir_name
 from nlbench.sweep.worker import _cuda_count, _init_worker, _worker_train, threads_per_job, train_one
 
 
@@ -34,8 +38,34 @@ class LocalExecutor(Executor):
         return report
 
     def _pool(self, specs: list[dict[str, Any]], jobs: int, gpus: int, reporter: Any) -> list[RunReport]:
+        """Train ``specs`` in worker processes; a worker that dies (the OOM killer's SIGKILL) costs its
+        own run only: it is reported and left resumable, and the others go on in a fresh pool."""
+        reports: dict[str, RunReport] = {}
+        pending = list(specs)
+        while pending:
+            if not self._pool_round(pending, jobs, gpus, reporter, reports):
+                break
+            pending = [spec for spec in pending if spec["run_id"] not in reports]
+            lost = [spec for spec in pending if _worker_died(spec, self.options)]
+            if not lost:
+                raise RunFailed("a worker process of the sweep died and its run could not be told apart; "
+                                "run the sweep again to resume what was interrupted.")
+            for spec in lost:
+                run = _run_dir(spec, self.options)
+                run.set_status("interrupted", error="its worker process was killed (signal 9: perhaps out of memory)")
+                reports[spec["run_id"]] = self._announce(reporter, RunReport(
+                    spec["run_id"], "failed", str(run.path),
+                    "its worker process was killed (signal 9: perhaps out of memory); the run is left resumable: "
+                    "run the sweep again (with fewer --jobs if memory is short)"))
+            pending = [spec for spec in pending if spec["run_id"] not in reports]
+        return [reports[spec["run_id"]] for spec in specs]
+
+    def _pool_round(self, specs: list[dict[str, Any]], jobs: int, gpus: int, reporter: Any,
+                    reports: dict[str, RunReport]) -> bool:
+        """One pool over ``specs``, filling ``reports``; True when a worker died and broke the pool."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked CUDA or thread state
         queue = None
@@ -44,13 +74,17 @@ class LocalExecutor(Executor):
             for index in range(jobs):
                 queue.put(index % gpus)
         threads = threads_per_job(jobs)
-        reports: dict[str, RunReport] = {}
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(queue, threads))
         futures = {pool.submit(_worker_train, spec, self.options): spec["run_id"] for spec in specs}
         try:
             for future in as_completed(futures):
-                reports[futures[future]] = self._announce(reporter, future.result())
+                try:
+                    reports[futures[future]] = self._announce(reporter, future.result())
+                except BrokenProcessPool:
+                    # The pool stops every worker (SIGTERM: each leaves its run resumable).
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    return True
         except KeyboardInterrupt:
             # Workers started from a terminal got the SIGINT too; others are told here. Each marks
             # its run interrupted and exits; nothing is lost (the last checkpoint stays).
@@ -62,4 +96,14 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-        return [reports[spec["run_id"]] for spec in specs]
+        return False
+
+
+def _run_dir(spec: dict[str, Any], options: Any) -> RunDir:
+    return RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec)))
+
+
+def _worker_died(spec: dict[str, Any], options: Any) -> bool:
+    """Whether the run's process died without a word: its status still says running, nobody holds its lock."""
+    state = _run_dir(spec, options).state()
+    return state.state == "interrupted" and state.status.get("state") == "running"

@@ -88,6 +88,7 @@ def _init_worker(gpus: Any, threads: int) -> None:
     """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt_on_sigterm()
+    _WORKER["parent"] = os.getppid()
     _die_with_parent()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
@@ -97,4 +98,10 @@ def _init_worker(gpus: Any, threads: int) -> None:
 
 
 def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions) -> RunReport:
-    return train_one(spec_json, options, _WORKER.get("threads", 1))
+    """One run in a pool worker. Interrupted (Ctrl-C, SIGTERM, the sweep's death), the worker has
+    left its run resumable and exits at once: a worker waiting for more work from a sweep that is
+    gone would block forever, holding its memory."""
+    try:
+        return train_one(spec_json, options, _WORKER.get("threads", 1))
+    except KeyboardInterrupt:
+        os._exit(130)
