@@ -93,7 +93,7 @@ def _folder_plugins(folder: Path, kind: str) -> Iterable[tuple[PluginInfo, Any]]
         info = PluginInfo(f"{folder.name}/{path.stem}", kind, str(path), version)
         try:
             module = load_module_from_path(path, folder.name)
-        except Exception as err:  # a broken plugin must never stop the others
+        except (Exception, SystemExit) as err:  # a broken plugin (even one calling sys.exit) never stops the others
             info.error = _describe(err)
             module = None
         yield info, module
@@ -105,7 +105,7 @@ def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
         info = PluginInfo(ep.name, "entry point", dist.name if dist else ep.value, dist.version if dist else "")
         try:
             obj = ep.load()
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plugin's sys.exit is its failure, not nlbench's exit
             info.error = _describe(err)
             obj = None
         yield info, obj
@@ -161,7 +161,7 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
                 continue
             try:
                 caller(register=_registrar(registry, info, table, kind))
-            except Exception as err:
+            except (Exception, SystemExit) as err:  # a plugin's sys.exit is its failure, not nlbench's exit
                 info.error = _describe(err)
     return registry
 

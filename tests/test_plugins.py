@@ -213,3 +213,42 @@ def test_run_reports_a_missing_or_broken_plugin_folder_once(cli, tmp_path):
               "--runs-dir", str(tmp_path / "r"), *TINY)
     assert ran.code == 0
     assert ran.err.count("does not exist") == 1 and "warning: plugin" in ran.err and "nlbench plugins" in ran.err
+
+
+def _misbehaving(tmp_path: Path, name: str, edit) -> Path:
+    """A benchmark.toml whose plugin folder holds a good method and one edited to misbehave."""
+    folder = _folder(tmp_path, {"good.py": GOOD.format(name="good"), f"{name}.py": edit(GOOD.format(name=name))})
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder}"]\n')
+    return config
+
+
+def test_a_plugin_calling_sys_exit_at_import_fails_alone(cli, tmp_path):
+    config = _misbehaving(tmp_path, "quitter", lambda text: "import sys\nsys.exit(7)\n" + text)
+    listed = cli("methods", "--config", str(config))
+    assert listed.code == 0 and "good" in listed.out
+    plugins = cli("plugins", "--config", str(config))
+    assert plugins.code == 0 and "SystemExit" in " ".join(plugins.out.split())
+    ran = cli("run", "-m", "good", "-e", "1", "--config", str(config), "--runs-dir", str(tmp_path / "runs"), "-q",
+              *TINY)
+    assert ran.code == 0, ran.err
+
+
+@pytest.mark.parametrize(("where", "edit", "message"), [
+    ("train_step", lambda t: t.replace("        loss = F.cross_entropy", "        raise SystemExit(0)\n        loss ="),
+     "train_step raised SystemExit"),
+    ("build", lambda t: t.replace("        self.net = ctx.backbone()", "        raise ValueError('no GPU here')"),
+     "build raised ValueError: no GPU here"),
+    ("on_epoch_end", lambda t: t.replace("    def predict(self, x):",
+                                         "    def on_epoch_end(self, phase, epoch):\n        raise SystemExit(3)\n\n"
+                                         "    def predict(self, x):"),
+     "called sys.exit(3) while training"),
+])
+def test_a_plugin_that_exits_or_raises_fails_its_run_named(cli, tmp_path, where, edit, message):
+    config = _misbehaving(tmp_path, "broken", edit)
+    ran = cli("run", "-m", "broken", "-e", "1", "--config", str(config), "--runs-dir", str(tmp_path / "runs"), "-q",
+              *TINY)
+    assert ran.code == 1, (ran.code, ran.err)
+    assert message in ran.err and "internal error" not in ran.err
+    if where != "build":
+        assert "broken" in ran.err

@@ -30,11 +30,11 @@ from nlbench.data.noise import NoiseResult, dataset_noise, inject_noise
 from nlbench.data.validation import training_subset, validation_split
 from nlbench.dataset import open_dataset
 from nlbench.environment import cpu_has_bf16
-from nlbench.errors import UsageError
+from nlbench.errors import NlbenchError, RunFailed, UsageError
 from nlbench.method import Method
 from nlbench.seeding import derive_seed
 from nlbench.train.backbone import BackboneFactory
-from nlbench.train.epoch import ImageCache
+from nlbench.train.epoch import ImageCache, describe_method
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.dataset import Dataset
@@ -125,7 +125,12 @@ def build_method(spec: RunSpec, registry: Registry, ctx: Context) -> Method:
     """The spec's method with its hyperparameters, built on ``ctx``."""
     cls = registry.method(spec.method)
     method = cls(spec.hp(cls.HParams))
-    method.build(ctx)
+    try:
+        method.build(ctx)
+    except (NlbenchError, KeyboardInterrupt):
+        raise
+    except (Exception, SystemExit) as err:  # the plugin's failure, named: never an "internal error"
+        raise RunFailed(f"{describe_method(method)}: build raised {type(err).__name__}: {err}") from err
     return method
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from nlbench.context import Context
-from nlbench.errors import UsageError
+from nlbench.errors import RunFailed, UsageError
 from nlbench.fileio import read_json_or_none
 from nlbench.progress import Reporter
 from nlbench.registry import Registry
@@ -105,7 +105,10 @@ class Engine:
         store.write_spec(self.spec.to_json())
         store.set_status("running", started=time.time())
         try:
-            result = self._train(run, store)
+            try:
+                result = self._train(run, store)
+            except SystemExit as exit_:  # a plugin called sys.exit: its run failed, nlbench does not exit
+                raise RunFailed(f"method {self.spec.method!r} called sys.exit({exit_.code!r}) while training") from None
         except BaseException as err:
             state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             store.set_status(state, error=f"{type(err).__name__}: {err}")

@@ -235,7 +235,7 @@ class EpochRunner:
                                              self.phase, self.epoch)
         except (RunFailed, KeyboardInterrupt):
             raise
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plugin's sys.exit fails its run, it does not end nlbench
             raise RunFailed(f"{describe_method(self.method)}: train_step raised {type(err).__name__}: {err} "
                             f"({where})") from err
         if not isinstance(out, dict) or not isinstance(out.get("loss"), torch.Tensor) or out["loss"].numel() != 1:

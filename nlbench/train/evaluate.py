@@ -41,7 +41,7 @@ def predict_with_confidence(
                 members = method.predict_members(x, phase)
             except (KeyboardInterrupt, RunFailed):
                 raise
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 raise RunFailed(f"{describe_method(method)}: predict_members raised {type(err).__name__}: {err} "
                                 f"(evaluating phase {phase.name})") from err
         check_members(method, members, x.shape[0], ctx.num_classes, phase)
