@@ -11,12 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 def stderr_console() -> Console:
     """The console for logs and progress (data goes to stdout, everything else here)."""
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def stdout_console() -> Console:
     """The console for data (tables, results): full width when piped, so nothing wraps mid-name."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 
 
 def format_epoch(record: dict[str, Any]) -> str:

@@ -89,7 +89,15 @@ CASES = [
     ("table compare on table8", ["table", "--layout", "table8", "--compare", "standard"], "has no method rows"),
     ("table compare unknown", ["table", "--compare", "nosuch"], "--compare nosuch: no runs of that method"),
     ("show unknown run", ["show", "--runs-dir", "{tmp}", "zzzz"], "no run id starting with 'zzzz'"),
-    ("show damaged folder", ["show", "{tmp}/empty"], "no run id starting with"),
+    ("show damaged folder", ["show", "{tmp}/empty"], "spec.json is missing or damaged"),
+    ("show missing store", ["show", "--runs-dir", "{tmp}/typo", "abc"], "the runs folder"),
+    ("table missing store", ["table", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
+    ("export missing store", ["export", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
+    ("status missing store", ["status", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
+    ("plot missing store", ["plot", "curves", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
+    ("empty runs dir", ["table", "--runs-dir", ""], "--runs-dir is empty"),
+    ("empty method", ["run", "--method", ""], "--method is empty"),
+    ("empty dataset", ["run", "--dataset", ""], "--dataset is empty"),
     ("dataset without real noisy labels", ["run", "--method", "jocor", "--dataset", "imagefolder", "--data-root",
                                  "{tmp}/twoclasses", "--noise-source", "dataset"], "ships no noisy training labels"),
     ("ferplus real noise in folders", ["run", "--dataset", "ferplus", "--data-root", "{tmp}/ferfolders",
@@ -174,7 +182,7 @@ def test_the_catalogue_has_at_least_40_inputs():
 def test_bad_input_is_one_clear_message_and_exit_2(cli, store, helpers, name, args, message):
     before = _digest(store)
     argv = [a.replace("{tmp}", str(helpers)) for a in args]
-    if argv[0] in STORE_COMMANDS:
+    if argv[0] in STORE_COMMANDS and "--runs-dir" not in argv:
         argv += ["--runs-dir", str(store)]
     result = cli(*argv)
     assert result.code == 2, (result.code, result.err)

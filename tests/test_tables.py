@@ -289,8 +289,11 @@ def test_table_command_on_real_runs(cli, tmp_path):
     assert "| 20 | standard | **" in shown.out and "(2)**" in shown.out
     val = cli("table", "--runs-dir", str(tmp_path), "--format", "markdown", "--metric", "val", "--cost")
     assert val.code == 0 and "validation split" in val.out and "network-epochs" in val.out
-    empty = cli("table", "--runs-dir", str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    empty = cli("table", "--runs-dir", str(tmp_path / "empty"))
     assert empty.code == 0 and "no finished runs" in empty.out
+    typo = cli("table", "--runs-dir", str(tmp_path / "none"))  # a folder that does not exist is a typo
+    assert typo.code == 2 and "does not exist" in typo.err
     wrong = cli("table", "--runs-dir", str(tmp_path), "--layout", "table9")
     assert wrong.code == 2 and "unknown layout 'table9'" in wrong.err
     assert cli("table", "--runs-dir", str(tmp_path), "--layout", "table8", "--compare", "standard").code == 2

@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         advice = storage_advice(err)
         if advice is None:
-            raise_internal = err
-            _print_error(f"internal error: {type(raise_internal).__name__}: {raise_internal}\n"
-                         f"(set NLBENCH_DEBUG=1 to see the traceback)")
+            if debug:
+                from nlbench.progress import stderr_console
+
+                stderr_console().print_exception()
+            _print_error(f"internal error: {type(err).__name__}: {err}\n(set NLBENCH_DEBUG=1 to see the traceback)")
             code = 1
         else:
             _print_error(f"error: {advice}")

@@ -80,11 +80,19 @@ def report_plugin_failures(registry: Registry) -> None:
               f"{first[-1] if first else 'unknown error'}; `nlbench plugins` shows the details.", file=sys.stderr)
 
 
-def runs_dir(option: str | None, config: Config) -> Path:
-    """The runs folder: --runs-dir, else [run] runs_dir (relative to the working directory)."""
+def runs_dir(option: str | None, config: Config, must_exist: bool = False) -> Path:
+    """The runs folder: --runs-dir, else [run] runs_dir (relative to the working directory).
+
+    ``must_exist``: the command only reads the store, so a missing folder is a typo, not an empty store.
+    """
     from nlbench.errors import UsageError
 
+    if option is not None and not option.strip():
+        raise UsageError("--runs-dir is empty; give a folder, or leave the flag out for ./runs ([run] runs_dir).")
     folder = Path(option or config.run_defaults().runs_dir).expanduser()
+    if must_exist and not folder.exists():
+        raise UsageError(f"the runs folder {folder} does not exist; check --runs-dir (or [run] runs_dir in "
+                         f"benchmark.toml). Runs are stored there by `nlbench run` and `nlbench sweep`.")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"the runs folder {folder} is a file, not a folder; choose another --runs-dir "
                          f"(or [run] runs_dir in benchmark.toml).")

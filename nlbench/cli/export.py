@@ -57,7 +57,7 @@ def export(
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    folder = runs_dir(runs, load_config(find_config(config)))
+    folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     found = read_runs(folder)  # the latest copy of each run id, as `nlbench table` counts it
     for warning in found.warnings():
         print(warning, file=sys.stderr)

@@ -142,7 +142,7 @@ def _warn_failures(registry: Any) -> None:
 
     failed = [p for p in registry.plugins if not p.ok]
     if failed:
-        Console(stderr=True).print(
+        Console(stderr=True, emoji=False).print(
             f"{len(failed)} plugin(s) failed to load: {', '.join(p.name for p in failed)} (see `nlbench plugins`)",
             markup=False,
         )

@@ -49,7 +49,7 @@ def plot(
         raise UsageError(f"unknown metric {metric!r}; choose one of last, lastk, val, best.")
     if images < 1 or images > 64:
         raise UsageError(f"--images must be in [1, 64], got {images}.")
-    folder = runs_dir(runs, load_config(find_config(config)))
+    folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     figure = draw(kind, folder, Path(out).expanduser(), make_filters(methods, datasets, noise, seeds, run),
                   per_run=per_run, metric=metric, layout=layout, images=images, betas=betas, epochs=epochs)
     console = stdout_console()

@@ -33,7 +33,7 @@ def report(
     from nlbench.report import document as builder
     from nlbench.spec.config import find_config, load_config
 
-    folder = runs_dir(runs, load_config(find_config(config)))
+    folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     target = Path(out).expanduser()
     err = stderr_console()
     sections = builder.build(folder, target, make_filters(methods, datasets, noise, seeds, run), gradcam_runs=gradcam,

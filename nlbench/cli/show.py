@@ -24,9 +24,9 @@ def show(
     from nlbench.spec.config import find_config, load_config
 
     folder = Path(run)
-    if not (folder / "spec.json").is_file():
-        folder = _find(runs_dir(runs, load_config(find_config(config))), run)
-    console = Console()
+    if not folder.is_dir():  # a run id (or its start): a folder given by path is shown even when damaged
+        folder = _find(runs_dir(runs, load_config(find_config(config)), must_exist=True), run)
+    console = Console(emoji=False)
     for block in describe_run(folder, member):
         console.print(block)
 
@@ -38,7 +38,7 @@ def _find(root: Path, prefix: str) -> Path:
     found = [e.path for e in entries if e.run_id.startswith(prefix)]
     if not found:
         raise UsageError(f"no run folder {prefix!r} and no run id starting with {prefix!r} in {root}; "
-                         f"`nlbench status --runs-dir {root} --all` lists the runs.")
+                         f"`nlbench export --runs-dir {root}` lists the finished runs with their ids.")
     if len(found) > 1:
         raise UsageError(f"{len(found)} runs have an id starting with {prefix!r} in {root}; give more characters.")
     return found[0]

@@ -22,7 +22,7 @@ def status(
     from nlbench.spec.config import find_config, load_config
     from nlbench.store import STATES, scan_store
 
-    folder = runs_dir(runs, load_config(find_config(config)))
+    folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     entries, damaged = scan_store(folder)
     out = stdout_console()
     cells: dict[tuple[str, str, str], dict[str, int]] = {}

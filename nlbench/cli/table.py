@@ -57,7 +57,7 @@ def table(
     if compare is not None and not LAYOUT_SPECS[layout].method_rows:
         raise UsageError(f"--compare compares methods; layout {layout} has no method rows (use table1, table2 or table3).")
     cfg = load_config(find_config(config))
-    folder = runs_dir(runs, cfg)
+    folder = runs_dir(runs, cfg, must_exist=True)
     import sys
 
     def usual():  # read (importing the plugins, and so torch) only if runs differ in a setting

@@ -121,7 +121,7 @@ def prepare_dataset(registry: Registry, dataset: str, data_root: str | None, opt
     cache = Path(cache_dir or default_cache_dir()).expanduser()
     recorder = ReadRecorder(instance.read_image)
     instance.read_image = recorder  # this instance only: same identity, same cache key
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     out.print(header(instance), markup=False)
 
     loaded: dict[str, SplitData] = {}

@@ -17,7 +17,8 @@ from nlbench.report.tables import LAYOUT_SPECS, MISSING, CompareTable, Compariso
 def _console(out: Any, wide: int) -> Console:
     """The terminal's width on a terminal; written to a file or a pipe, wide enough not to wrap cells."""
     isatty = getattr(out, "isatty", None)
-    return Console(file=out) if isatty is not None and isatty() else Console(file=out, width=max(100, wide))
+    return (Console(file=out, emoji=False) if isatty is not None and isatty()
+            else Console(file=out, width=max(100, wide), emoji=False))
 
 
 def _best(table: ComparisonTable) -> set[tuple[tuple[str, ...], str]]:

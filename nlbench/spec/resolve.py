@@ -80,6 +80,10 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     config = config.with_sets(other_sets)
     check_plugin_tables(config, registry)
     defaults: RunDefaults = config.run_defaults()
+    for value, flag_name in ((request.method, "--method"), (request.dataset, "--dataset"),
+                             (request.noise_mode, "--noise-mode"), (request.device, "--device")):
+        if value is not None and not value.strip():  # "" would silently mean the default
+            raise UsageError(f"{flag_name} is empty; give a value or leave the flag out for the configured default.")
     method_name = request.method or defaults.method
     dataset_name = request.dataset or defaults.dataset
     method_cls = registry.method(method_name)
