@@ -23,6 +23,47 @@ SeedsFilter = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separ
 RunFilter = Annotated[Optional[str], typer.Option("--run", help="Comma-separated run ids (or their first characters).")]
 
 
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an existing output file that nlbench did not write.")]
+
+
+def output_file(text: str, ours: Any, overwrite: bool = False, flag: str = "--out") -> Path:
+    """The path of a file a command writes, refused when it would lose something.
+
+    Refused: an empty path, a folder, a path under a folder that does not exist (nothing is
+    created), and an existing file that nlbench did not write (``ours(path)`` says whether it
+    did), unless ``overwrite``.
+    """
+    from nlbench.errors import UsageError
+
+    if not text or not text.strip():
+        raise UsageError(f"{flag} is empty; give the path of the file to write.")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give the path of a file in it.")
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder of {flag} {path} does not exist; create it first (nlbench creates no folders "
+                         f"for output files).")
+    if path.exists() and not overwrite and not ours(path):
+        raise UsageError(f"{path} exists and was not written by this nlbench command; pass --overwrite to replace "
+                         f"it, or choose another {flag}.")
+    return path
+
+
+def starts_with(*prefixes: bytes) -> Any:
+    """A test for :func:`output_file`: the file's first bytes are one of ``prefixes`` (an nlbench header)."""
+
+    def check(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(max(len(p) for p in prefixes))
+        except OSError:
+            return False
+        return any(head.startswith(p) for p in prefixes)
+
+    return check
+
+
 def split_items(text: Optional[str]) -> list[str]:
     """The items of a comma-separated option (blanks dropped); [] for None."""
     return [part.strip() for part in text.split(",") if part.strip()] if text else []

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from nlbench.cli.common import OverwriteOption, output_file, starts_with
+
 app = typer.Typer(help="Infer labels from crowd votes (PM as in the CCT paper, majority, Dawid-Skene), "
                        "or simulate a crowd with known truth.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -19,14 +21,15 @@ def infer(
     out: str = typer.Option(..., "--out", "-o", help="Labels CSV to write (item, label, confidence)."),
     truth: Optional[str] = typer.Option(None, "--truth", help="CSV of true labels (item, label): print the accuracy."),
     pm_normaliser: str = typer.Option("max", "--pm-normaliser", help="PM's errors / max (the paper's) or / sum."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Infer each item's label and each annotator's expertise; items inferred "none of the above" are dropped."""
     from nlbench.data import crowd
     from nlbench.progress import stdout_console
 
+    path = output_file(out, starts_with(b"item,label,confidence"), overwrite)
     table = crowd.read_votes(Path(votes))
     result = crowd.infer(table, method, pm_normaliser)
-    path = Path(out).expanduser()
     kept = crowd.write_labels(path, table, result)
     items, annotators, labels = table.shape
     console = stdout_console()
@@ -98,6 +101,7 @@ def simulate(
     ordinary_accuracy: float = typer.Option(0.6, "--ordinary-accuracy", help="An ordinary annotator's accuracy."),
     difficulty: float = typer.Option(0.2, "--difficulty", help="Mean chance that a vote on an item is a guess."),
     seed: int = typer.Option(1, "--seed", help="Seed of the simulation."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Write a simulated crowd with known truth (and each annotator's kind) for comparing inference methods."""
     from nlbench.data import crowd
@@ -113,8 +117,9 @@ def simulate(
     design = crowd.CrowdDesign(items, classes, annotators, votes_per_item, experts, ordinary, spammers, adversarial,
                                expert_accuracy, ordinary_accuracy, difficulty, seed)
     votes, truth, kinds = crowd.simulate(design)
-    path = Path(out).expanduser()
-    truth_path = Path(truth_out).expanduser() if truth_out else path.with_name(path.stem + ".truth.csv")
+    path = output_file(out, starts_with(b"item,annotator,label"), overwrite)
+    truth_path = output_file(truth_out or str(path.with_name(path.stem + ".truth.csv")), starts_with(b"item,label"),
+                             overwrite, "--truth-out")
     atomic_write_bytes(path, ("item,annotator,label\n" + "".join(f"{i},{a},{v}\n" for i, a, v in votes)).encode())
     atomic_write_bytes(truth_path, ("item,label\n" + "".join(f"{i},{v}\n" for i, v in truth.items())).encode())
     kinds_path = path.with_name(path.stem + ".kinds.csv")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from nlbench.cli.common import ConfigOption, RunsDirOption
+from nlbench.cli.common import ConfigOption, OverwriteOption, RunsDirOption
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -44,13 +44,14 @@ def export(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="File to write (default: stdout; parquet needs a file)."),
     runs: RunsDirOption = None,
     config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Write one row per finished run: identity, settings, every metric and the cost."""
     import sys
 
     import pandas as pd
 
-    from nlbench.cli.common import runs_dir
+    from nlbench.cli.common import output_file, runs_dir, starts_with
     from nlbench.errors import UsageError
     from nlbench.report.runs import read_runs
     from nlbench.spec.config import find_config, load_config
@@ -58,6 +59,8 @@ def export(
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
+    # What an earlier export wrote (csv, jsonl) may be replaced; any other file only with --overwrite.
+    target = output_file(out, starts_with(b"path,run_id,", b'{"path":'), overwrite) if out is not None else None
     found = read_runs(folder)  # the latest copy of each run id, as `nlbench table` counts it
     for warning in found.warnings():
         print(warning, file=sys.stderr)
@@ -67,12 +70,15 @@ def export(
             import pyarrow  # noqa: F401
         except ImportError:
             raise UsageError("parquet needs pyarrow: pip install pyarrow (or use --format csv or jsonl).") from None
-        if out is None:
+        if target is None:
             raise UsageError("parquet is a binary format: give a file with --out FILE.parquet.")
-        frame.to_parquet(out, index=False)
+        frame.to_parquet(target, index=False)
         return
     text = frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", lines=True)
-    if out is None:
-        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    text = text if text.endswith("\n") or not text else text + "\n"
+    if target is None:
+        sys.stdout.write(text)
     else:
-        Path(out).write_text(text if text.endswith("\n") or not text else text + "\n", encoding="utf-8")
+        from nlbench.fileio import atomic_write_bytes
+
+        atomic_write_bytes(target, text.encode("utf-8"))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import types
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from nlbench.cli.common import ConfigOption
+from nlbench.cli.common import ConfigOption, OverwriteOption
 
 app = typer.Typer(help="Preview or export the noisy training labels of a dataset, noise rate, mode and seed.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -79,11 +78,15 @@ def export(
     dataset: DatasetOption = None, noise: NoiseOption = None, noise_mode: ModeOption = None,
     noise_source: SourceOption = None, seed: SeedOption = None, data_root: DataRootOption = None,
     set_: SetOption = None, config: ConfigOption = None, cache_dir: CacheOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Write the noisy training labels by sample name, with a sha256 and the settings that made them."""
     import nlbench
-    from nlbench.data.noise_file import sample_names, samples_sha256, write_noise_file
+    from nlbench.cli.common import output_file, starts_with
+    from nlbench.data.noise_file import MAGIC, sample_names, samples_sha256, write_noise_file
     from nlbench.progress import stdout_console
+
+    path = output_file(out, starts_with(MAGIC.encode()), overwrite)  # before the draw: fail fast
 
     spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
                                       cache_dir)
@@ -93,7 +96,6 @@ def export(
         "source": spec.noise.source, "seed": spec.seed, "realised_rate": round(result.realised_rate, 6),
         "nlbench": nlbench.__version__, "samples_sha256": samples_sha256(table, data.root),
     }
-    path = Path(out).expanduser()
     sha = write_noise_file(path, sample_names(table.refs, data.root), result.labels, tuple(data.class_names), settings)
     console = stdout_console()
     console.print(f"wrote {len(table):,} labels of {spec.data.name} ({100 * result.realised_rate:.1f}% noisy) to {path}",
