@@ -136,3 +136,11 @@ def test_awkward_names_and_truth_files(tmp_path):
 def test_simulate_refuses_a_degenerate_difficulty(cli, tmp_path):
     out = cli("crowd", "simulate", "--out", str(tmp_path / "v.csv"), "--difficulty", "0")
     assert out.code == 2 and "--difficulty must be in (0, 1)" in out.err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    from nlbench.data.crowd import read_votes
+
+    path = tmp_path / "votes.csv"
+    path.write_bytes("item,annotator,label\n1,a,happy\n1,b,happy\n2,a,sad\n".encode("utf-8-sig"))
+    assert read_votes(path).shape[0] == 2

@@ -9,6 +9,9 @@ import typer
 
 from nlbench.cli.common import OverwriteOption, output_file, starts_with
 
+#: The most votes `crowd simulate` writes (held in memory while simulated).
+MAX_SIMULATED_VOTES = 50_000_000
+
 app = typer.Typer(help="Infer labels from crowd votes (PM as in the CCT paper, majority, Dawid-Skene), "
                        "or simulate a crowd with known truth.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -109,6 +112,9 @@ def simulate(
     from nlbench.fileio import atomic_write_bytes
     from nlbench.progress import stdout_console
 
+    if not 1 <= items * max(1, votes_per_item) <= MAX_SIMULATED_VOTES or min(classes, annotators) < 1:
+        raise UsageError(f"--items x --votes-per-item must be between 1 and {MAX_SIMULATED_VOTES:,} "
+                         f"(got {items:,} x {votes_per_item}), and --classes and --annotators at least 1.")
     if not 0.0 < difficulty < 1.0:
         raise UsageError(f"--difficulty must be in (0, 1) (the mean of a Beta distribution), got {difficulty}.")
     for name, value in (("--expert-accuracy", expert_accuracy), ("--ordinary-accuracy", ordinary_accuracy)):

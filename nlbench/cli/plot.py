@@ -49,7 +49,7 @@ def plot(
         raise UsageError(f"unknown metric {metric!r}; choose one of last, lastk, val, best.")
     if images < 1 or images > 64:
         raise UsageError(f"--images must be in [1, 64], got {images}.")
-    folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
+    folder = runs_dir(runs, load_config(find_config(config)), must_exist=kind != "lambda")  # lambda reads no runs
     figure = draw(kind, folder, Path(out).expanduser(), make_filters(methods, datasets, noise, seeds, run),
                   per_run=per_run, metric=metric, layout=layout, images=images, betas=betas, epochs=epochs)
     console = stdout_console()
@@ -71,8 +71,8 @@ def draw(kind: str, folder: Path, out: Path, filters, *, per_run: bool = False, 
         values = parse_numbers(betas, float, "--betas")
         if not values or any(b <= 0 for b in values):
             raise UsageError("--betas takes positive numbers, e.g. 0.25,0.65,2.")
-        if epochs < 2:
-            raise UsageError(f"--epochs must be at least 2, got {epochs}.")
+        if not 2 <= epochs <= 10_000:
+            raise UsageError(f"--epochs must be between 2 and 10,000 for the lambda schedule, got {epochs}.")
         return figures.plot_lambda(out, values, epochs)
     if kind == "ranks":
         narrowed = any(getattr(filters, f) for f in ("methods", "datasets", "noise", "seeds", "run_ids"))

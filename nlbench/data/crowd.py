@@ -104,13 +104,26 @@ def from_triples(rows: Sequence[tuple[str, str, str]], label_order: Sequence[str
     return Votes(array[:, 0], array[:, 1], array[:, 2], list(items), list(annotators), list(labels))
 
 
+#: The largest crowd CSV read (its votes are held in memory).
+MAX_CSV_BYTES = 4 * 2**30
+
+
 def _read_csv(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
     """The header (stripped, lower case) and rows of a CSV, or one clear error naming the ``what`` file."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, /dev/zero, a pipe: would never end or not be a CSV
+        raise DataError(f"{what} file {path} is not a regular file; give the path of a CSV file.")
+    if path.is_file() and path.stat().st_size > MAX_CSV_BYTES:
+        raise DataError(f"{what} file {path} is {path.stat().st_size / 2**30:.1f} GiB; nlbench reads crowd files of "
+                        f"at most {MAX_CSV_BYTES // 2**30} GiB.")
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = [h.strip().lower() for h in next(reader, [])]
             return header, list(reader)
+    except csv.Error as err:
+        raise DataError(f"{what} file {path} is not a readable CSV ({err}).") from None
     except FileNotFoundError:
         raise UsageError(f"{what} file {str(path)!r} does not exist.") from None
     except UnicodeDecodeError as err:
