@@ -94,11 +94,25 @@ class CsvLabels(Dataset):
     def _read(self) -> list[dict[str, str]]:
         if self._rows is None:
             path = self._csv_path()
+            if path.is_dir():
+                raise DataError(f"{path} is a folder; set datasets.csvlabels.options.csv to your CSV file "
+                                f"(relative to --data-root).")
+            rows = []
             try:
                 with open(path, newline="", encoding="utf-8-sig") as handle:
                     reader = csv.DictReader(handle)
-                    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+                    for row in reader:
+                        if None in row or None in row.values():  # more fields than the header, or fewer
+                            extra = len(row.get(None) or [])
+                            raise DataError(f"{path} line {reader.line_num}: "
+                                            + (f"{extra} field(s) more than the header's {len(reader.fieldnames or [])}"
+                                               if extra else "fewer fields than the header")
+                                            + "; check its commas and quotes.")
+                        rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
                     header = [h.strip() for h in (reader.fieldnames or [])]
+            except csv.Error as err:  # an open quote, a NUL byte (a binary file)
+                raise DataError(f"{path} line {reader.line_num} is not valid CSV ({err}); check its quotes, "
+                                f"or that it is a text file.") from None
             except FileNotFoundError:
                 raise DataError(f"{path} does not exist: set datasets.csvlabels.options.csv to your CSV file "
                                 f"(relative to --data-root).") from None
@@ -179,6 +193,12 @@ class CsvLabels(Dataset):
             kept.append((split, str(path), label, noisy))
             if noisy == -1:
                 where_noisy[str(path)] = where_noisy.pop(str(number))
+        seen: dict[str, int] = {}
+        for number, (_, path_text, _, _) in enumerate(kept):
+            if path_text in seen:  # split by row, one image could land in both train and test
+                raise DataError(f"{name} lists the image {path_text} more than once; list each image once "
+                                f"(a split is drawn by image, and one image must never be in both splits).")
+            seen[path_text] = number
         if not kept:
             raise DataError(f"no usable row in {self._csv_path()} ({len(problems)} skipped; first: "
                             f"{problems[0] if problems else 'the file has no data rows'}).")

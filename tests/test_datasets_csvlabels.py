@@ -93,3 +93,31 @@ def test_test_rows_need_no_noisy_label(tmp_path):
     ds = dataset(root, split_column="split", noisy_label_column="annotator1")
     assert len(ds.table("test")) == 15 and len(ds.table("train")) == 44
     assert any("noisy label '' is not a class; training row skipped" in p for p in ds.table("train").problems)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda text: text.replace("img/3.png,happy", "img/3.png,happy,extra,fields,here", 1),
+     r"labels.csv line 5: 3 field\(s\) more than the header's 4"),
+    (lambda text: text.replace("img/3.png,happy", 'img/3.png,"happy', 1), "labels.csv line .* is not valid CSV|fewer fields"),
+    (lambda text: text + "img/0.png,happy,happy,test\n", "lists the image .*0.png more than once"),
+])
+def test_malformed_rows_and_duplicate_images_are_data_errors(tmp_path, edit, message):
+    root = make(tmp_path / "d")
+    csv_file = root / "labels.csv"
+    csv_file.write_text(edit(csv_file.read_text()))
+    with pytest.raises(DataError, match=message):
+        dataset(root).check()
+
+
+def test_a_binary_file_given_as_the_csv_is_a_data_error(tmp_path):
+    root = make(tmp_path / "d")
+    (root / "labels.csv").write_bytes((root / "img" / "0.png").read_bytes())
+    with pytest.raises(DataError, match="is not UTF-8 text"):
+        dataset(root).check()
+
+
+def test_a_folder_given_as_the_csv_is_a_data_error(tmp_path):
+    root = make(tmp_path / "d")
+    (root / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="is a folder; set datasets.csvlabels.options.csv"):
+        dataset(root, csv="folder.csv").check()
