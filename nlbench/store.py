@@ -194,12 +194,17 @@ class RunDir:
         from nlbench.safe_load import UnreadableFile, load_tensors
 
         try:
-            return load_tensors(self.file(CHECKPOINT))
+            state = load_tensors(self.file(CHECKPOINT))
         except UnreadableFile as err:
             raise UsageError(
                 f"cannot resume {self.path}: its checkpoint.pt cannot be loaded safely ({err}). "
                 f"Delete the run folder, or train it again from scratch with --force."
             ) from None
+        problem = _checkpoint_problem(state)
+        if problem:
+            raise UsageError(f"cannot resume {self.path}: its checkpoint.pt is not a checkpoint of this nlbench "
+                             f"({problem}). Delete checkpoint.pt to start the run again, or use --force.")
+        return state
 
     def write_result(self, result: dict[str, Any]) -> None:
         """Write result.json last, by atomic rename."""
@@ -326,6 +331,27 @@ class RunDir:
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+
+
+#: What a checkpoint holds (Engine._train writes it) and the type of each entry.
+CHECKPOINT_KEYS = {"run_id": str, "phase_index": int, "next_epoch": int, "method": dict, "labels": dict,
+                   "history": list, "elapsed": (int, float)}
+
+
+def _checkpoint_problem(state: Any) -> str | None:
+    """Why a loaded checkpoint cannot be resumed from (its structure), or None."""
+    if not isinstance(state, dict):
+        return f"it holds {type(state).__name__}, not a dict"
+    for key, kind in CHECKPOINT_KEYS.items():
+        if key not in state:
+            return f"it lacks {key!r}"
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            return f"its {key!r} is {type(state[key]).__name__}"
+    if not {"current", "changes"} <= set(state["labels"]):
+        return "its 'labels' lack 'current' or 'changes'"
+    if not all(isinstance(record, dict) for record in state["history"]):
+        return "its 'history' holds something other than epoch records"
+    return None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

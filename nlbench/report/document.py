@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlbench.errors import UsageError
+from nlbench.errors import DataError, UsageError
 
 #: Figures a report tries, in order, with a line on what each shows.
 FIGURES = {
@@ -85,7 +85,7 @@ def build(runs_dir: Path, out: Path, filters: Any, *, gradcam_runs: int = 2,
                 made = figures.plot_gradcam(chosen, folder, get_registry(), progress=progress)
             else:
                 made = getattr(figures, f"plot_{kind}")(runs, folder)
-        except UsageError as err:  # nothing of that kind in these runs
+        except (UsageError, DataError) as err:  # nothing of that kind in these runs, or a damaged model.pt
             shown.blocks.append(f"- {kind}: not drawn ({str(err).split(';')[0]}).")
             continue
         pngs = [p for p in made.files if p.suffix == ".png"]

@@ -52,8 +52,20 @@ def rebuild(run_dir: Path, registry: Any) -> Any:
         raise UsageError(f"{run_dir} has no {MODEL} (the deployable weights): Grad-CAM needs a finished run's model.")
     spec = RunSpec.from_json(spec_json)
     run = assemble(spec, registry, device=torch.device("cpu"))
-    stored = load_tensors(run_dir / MODEL)
-    load_deployable(run.method, stored["weights"])
+    from nlbench.safe_load import UnreadableFile
+
+    try:
+        stored = load_tensors(run_dir / MODEL)
+    except UnreadableFile as err:
+        raise DataError(f"{run_dir / MODEL} cannot be loaded ({err}); train the run again with --force.") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("weights"), dict):
+        raise DataError(f"{run_dir / MODEL} holds no deployable weights (a dict with 'weights'); train the run "
+                        f"again with --force.")
+    try:
+        load_deployable(run.method, stored["weights"])
+    except (RuntimeError, KeyError, TypeError) as err:  # other keys or shapes than the method's networks
+        raise DataError(f"{run_dir / MODEL} does not fit method {spec.method!r} ({str(err).splitlines()[0][:160]}); "
+                        f"train the run again with --force.") from None
     for module in run.method.modules():
         module.eval()
     return run
