@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nlbench.errors import DataError
-from nlbench.identity import canonical_json, data_fingerprint
+from nlbench.identity import FileDigests, canonical_json, data_fingerprint
 from nlbench.options import build_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -203,12 +203,19 @@ class Dataset:
     def fingerprint(self) -> str | None:
         """The content identity of the files this dataset reads, for the run id (None: no files).
 
-        The default hashes every split's sample list and labels, the size of every file a sample
-        names and of every file at the top of the data root (:func:`nlbench.identity.data_fingerprint`).
+        The default hashes every split's sample list and labels, the content of every file a sample
+        names and of every file at the top of the data root (:func:`nlbench.identity.data_fingerprint`;
+        file digests are remembered in the cache folder, so unchanged files are not read again).
+        Computed once per instance.
         """
         if self.root is None:
             return None
-        return data_fingerprint(self.root, ((split, self.table(split)) for split in SPLITS))
+        if "_fingerprint" not in self.__dict__:
+            from nlbench.fileio import cache_home
+
+            digests = FileDigests(self.root, cache_home())
+            self.__dict__["_fingerprint"] = data_fingerprint(self.root, ((s, self.table(s)) for s in SPLITS), digests)
+        return self.__dict__["_fingerprint"]
 
     def identity(self) -> dict[str, Any]:
         """What identifies this dataset's content, for the decode cache and the run id."""

@@ -65,3 +65,13 @@ def read_json_or_none(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+#: The environment variable that moves nlbench's caches (decoded images, file digests).
+CACHE_ENV = "NLBENCH_CACHE"
+
+
+def cache_home() -> Path:
+    """Where nlbench keeps its caches: $NLBENCH_CACHE, else ~/.cache/nlbench."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nlbench"

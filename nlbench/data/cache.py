@@ -23,14 +23,14 @@ from PIL import Image
 
 from nlbench.dataset import Dataset, SampleTable
 from nlbench.errors import DataError
+from nlbench.fileio import CACHE_ENV, cache_home  # noqa: F401  (CACHE_ENV: the old import path)
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-CACHE_ENV = "NLBENCH_CACHE"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries keyed by the content of the files, and checked before use
 
 
 @dataclass
@@ -46,8 +46,7 @@ class SplitData:
 
 def default_cache_dir() -> Path:
     """Where decoded images are kept: $NLBENCH_CACHE, else ~/.cache/nlbench."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nlbench"
+    return cache_home()
 
 
 def to_storage(image: np.ndarray, size: int) -> np.ndarray:
@@ -68,7 +67,10 @@ def to_storage(image: np.ndarray, size: int) -> np.ndarray:
 
 def _cache_key(dataset: Dataset, split: str, table: SampleTable) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"v": CACHE_VERSION, "id": dataset.identity(), "split": split}, sort_keys=True).encode())
+    # The content of the files (their digests), not only their paths: images rewritten in place
+    # with other pixels are decoded again instead of being read from the old entry.
+    digest.update(json.dumps({"v": CACHE_VERSION, "id": dataset.identity(), "split": split,
+                              "content": dataset.fingerprint()}, sort_keys=True).encode())
     for ref in table.refs:
         digest.update(repr(ref).encode())
         digest.update(b"\0")
@@ -123,8 +125,13 @@ def _build(dataset: Dataset, split: str, table: SampleTable, path: Path, shape: 
     if on_total:
         on_total(len(table))
     partial = path.with_suffix(f".partial-{os.getpid()}")
-    pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
-    failures = decode_images(dataset, table, pixels, advance)
+    try:
+        _reserve(partial, int(np.prod(shape)))
+        pixels = np.memmap(partial, dtype=np.uint8, mode="r+", shape=shape)
+        failures = decode_images(dataset, table, pixels, advance)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     if failures:
         del pixels
         partial.unlink(missing_ok=True)
@@ -137,6 +144,66 @@ def _build(dataset: Dataset, split: str, table: SampleTable, path: Path, shape: 
     pixels.flush()
     del pixels
     os.replace(partial, path)  # atomic: a half-written cache is never mistaken for a complete one
+    _seal(path)
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes of disk reserved: a full disk is an error here (ENOSPC),
+    not a SIGBUS while writing pixels into a sparse memory map."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:  # pragma: no cover - macOS, Windows: sparse, as before
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _check_file(path: Path) -> Path:
+    return path.with_name(path.name + ".check")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _seal(path: Path) -> None:
+    """Record a finished entry's digest beside it, with the size and time it was checked at."""
+    from nlbench.fileio import atomic_write_bytes
+
+    stat = path.stat()
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _file_digest(path)}
+    atomic_write_bytes(_check_file(path), json.dumps(record).encode())
+
+
+def _intact(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether a cache entry is complete and holds the bytes it was built with.
+
+    The digest is read again only when the file's size or modification time differs from when it
+    was sealed, so an intact entry costs one stat; a replaced or damaged one is built anew.
+    """
+    if not _complete(path, shape) or not _check_file(path).is_file():
+        return False
+    try:
+        record = json.loads(_check_file(path).read_text())
+        stat = path.stat()
+        if [record["size"], record["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
+            return True
+        if record["sha256"] == _file_digest(path):
+            _seal(path)
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from nlbench.progress import stderr_console
+
+    stderr_console().print(f"note: the cached images {path} do not match their record; decoding them again.",
+                           markup=False)
+    return False
 
 
 def load_split(
@@ -159,10 +226,10 @@ def load_split(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset.name}-{split}-{_cache_key(dataset, split, table)}.u8"
     shape = (len(table), 3, size, size)
-    if not _complete(path, shape):
+    if not _intact(path, shape):
         # One process decodes, the others of a sweep wait for it: the lock is per cache entry.
         with _build_lock(path):
-            if not _complete(path, shape):
+            if not (_complete(path, shape) and _check_file(path).is_file() and _intact(path, shape)):
                 _build(dataset, split, table, path, shape, on_total, advance)
     pixels = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: torch wants a writable array
     return SplitData(torch.from_numpy(np.asarray(pixels)), table)

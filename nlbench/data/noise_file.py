@@ -210,11 +210,11 @@ def labels_from_file(path: str | None, dataset: Any, table: Any, *, expected_sha
 
 def samples_sha256(table: Any, root: Path | None) -> str:
     """SHA-256 of the training samples' names and file sizes: other files at the same names give another digest."""
-    from nlbench.identity import _file_size
+    from nlbench.identity import file_size
 
     digest = hashlib.sha256()
     for name, ref in zip(sample_names(table.refs, root), table.refs):
-        digest.update(f"{name}\t{_file_size(ref)}\n".encode())
+        digest.update(f"{name}\t{file_size(ref)}\n".encode())
     return digest.hexdigest()
 
 
