@@ -55,3 +55,15 @@ def test_a_truncated_model_is_named_by_gradcam_and_skipped_by_the_report(cli, tm
     report = cli("report", "--runs-dir", str(root), "--out", str(tmp_path / "report"), "--gradcam", "1")
     assert report.code == 0, report.err
     assert "gradcam: not drawn" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_run_resumed_with_another_thread_count_uses_the_one_it_began_with(cli, interrupted):
+    state = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    assert state["threads"] == torch.get_num_threads()
+    state["threads"] = torch.get_num_threads() + 1
+    torch.save(state, interrupted / "checkpoint.pt")
+    before = torch.get_num_threads()
+    out = cli(*[a for a in ARGS if a != "-q"], "--runs-dir", str(interrupted.parents[3]))
+    assert out.code == 0, out.err
+    assert f"resuming with {before + 1} CPU thread(s) as the run began" in " ".join(out.err.split())
+    assert torch.get_num_threads() == before  # restored for whatever this process does next

@@ -269,3 +269,11 @@ def test_real_seven_class_counts(real_csv) -> None:
     train, test = seven.table("train"), seven.table("test")
     assert len(train) == 4835 - 19 and list(np.bincount(train.labels, minlength=7)) == [1727, 1392, 585, 582, 414, 17, 99]
     assert len(test) < 3153 and test.labels.max() == 6
+
+
+def test_a_run_says_how_many_rows_were_skipped_and_why(cli, tmp_path: Path) -> None:
+    root = make_folder_layout(tmp_path / "ferplus")
+    out = cli("run", "-d", "ferplus", "--data-root", str(root), "-e", "1", "--runs-dir", str(tmp_path / "runs"),
+              "--set", "train.image_size=16", "--set", "train.batch_size=2", "--set", "train.val_fraction=0")
+    text = " ".join(out.err.split())
+    assert "rows of ferplus were skipped or look odd (the first: FER2013Train/label.csv line" in text, out.err

@@ -197,9 +197,10 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     train, test = splits
     skipped = len(train.table.problems) + len(test.table.problems)
     if skipped and reporter is not None:
+        first = (train.table.problems or test.table.problems)[0]
         reporter.message(
-            f"{skipped} rows of {spec.data.name} were skipped or look odd; "
-            f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them"
+            f"{skipped} rows of {spec.data.name} were skipped or look odd (the first: {first}); "
+            f"`nlbench prepare --dataset {spec.data.name} --data-root {spec.data.root}` lists them all"
         )
     if reporter is not None and device.type == "cpu" and uses_amp(spec.train, device) and cpu_has_bf16() is False:
         reporter.message("train.cpu_amp is on, but this CPU has no bf16 instructions (avx512_bf16, amx_bf16): "

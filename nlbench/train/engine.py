@@ -104,6 +104,7 @@ class Engine:
         """Train into ``store`` (the run's folder, or the folder a ``--force`` retrains in) up to its result."""
         store.write_spec(self.spec.to_json())
         store.set_status("running", started=time.time())
+        threads = torch.get_num_threads()  # a resumed run may switch to the count it began with
         try:
             try:
                 result = self._train(run, store)
@@ -113,6 +114,8 @@ class Engine:
             state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             store.set_status(state, error=f"{type(err).__name__}: {err}")
             raise
+        finally:
+            torch.set_num_threads(threads)
         store.save_model({"method": self.spec.method, "run_id": self.spec.run_id,
                           "weights": run.method.deployable_state()})
         store.write_result(result)
@@ -140,6 +143,12 @@ class Engine:
             history = state["history"]
             start_phase, start_epoch, elapsed = state["phase_index"], state["next_epoch"], state["elapsed"]
             attempts = int(state.get("attempts", 1)) + 1
+            began_with, threads = state.get("threads"), torch.get_num_threads()
+            if device.type == "cpu" and isinstance(began_with, int) and began_with != threads:
+                # CPU kernels split their sums by thread: another count changes the last digits.
+                torch.set_num_threads(began_with)
+                self.reporter.message(f"resuming with {began_with} CPU thread(s) as the run began (this process had "
+                                      f"{threads}), so its numbers match an uninterrupted run")
             store.write_metrics(history)
             if start_phase < len(phases):
                 self.reporter.message(f"resuming {store.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
@@ -201,7 +210,7 @@ class Engine:
                     store.save_checkpoint({
                         "run_id": spec.run_id, "phase_index": next_phase, "next_epoch": next_epoch,
                         "method": method.state_dict(), "labels": run.labels.state_dict(), "history": history,
-                        "elapsed": elapsed, "attempts": attempts,
+                        "elapsed": elapsed, "attempts": attempts, "threads": torch.get_num_threads(),
                     })
                     last_saved = time.perf_counter()
                 store.set_status("running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs)
