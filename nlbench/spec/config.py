@@ -70,7 +70,7 @@ class Config:
             if key.split(".", 1)[0] == "plugins":
                 raise ConfigError(f"--set {key}: plugin folders are set in benchmark.toml, not with --set.")
             set_dotted(raw, key, value)
-        checked = _check_structure(raw, self.source)
+        checked = _check_structure(raw, None)  # --set items: their messages name the key, not the file
         return replace(self, run=checked["run"], train=checked["train"], methods=checked["methods"],
                        datasets=checked["datasets"], sweeps=checked["sweeps"])
 
@@ -145,9 +145,13 @@ def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:
     paths = plugins.get("paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise ConfigError("plugins.paths must be a list of folder paths.")
-    # Check [run] and [train] keys now, so a typo fails before any plugin is loaded.
-    build_options(RunDefaults, dict(raw.get("run", {})), "run")
-    build_options(TrainSettings, dict(raw.get("train", {})), "train")
+    # Check [run] and [train] keys now, so a typo fails before any plugin is loaded; the message
+    # names the file as well as the key (a flag's message names the flag).
+    try:
+        build_options(RunDefaults, dict(raw.get("run", {})), "run")
+        build_options(TrainSettings, dict(raw.get("train", {})), "train")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
     return {
         "run": dict(raw.get("run", {})), "train": dict(raw.get("train", {})),
         "methods": {k: dict(v) for k, v in raw.get("methods", {}).items()},
