@@ -96,6 +96,8 @@ CASES = [
     ("status missing store", ["status", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
     ("plot missing store", ["plot", "curves", "--runs-dir", "{tmp}/typo"], "/typo does not exist; check --runs-dir"),
     ("empty runs dir", ["table", "--runs-dir", ""], "--runs-dir is empty"),
+    ("runs dir link loop", ["run", "--runs-dir", "{tmp}/loop"], "is a symbolic link to nowhere (or a link loop)"),
+    ("runs dir link loop table", ["table", "--runs-dir", "{tmp}/loop"], "is a symbolic link to nowhere"),
     ("lambda epochs huge", ["plot", "lambda", "--epochs", "100000000", "--out", "{tmp}/figs"],
      "--epochs must be between 2 and 10,000"),
     ("crowd simulate huge", ["crowd", "simulate", "--items", "10000000000", "--out", "{tmp}/votes.csv"],
@@ -146,6 +148,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def helpers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("helpers")
+    (folder / "loop").symlink_to("loop")  # a link to itself
     (folder / "broken.toml").write_text("[train\nepochs = 3\n")
     (folder / "latin1.toml").write_bytes("[run]\nmethod = 'caf\xe9'\n".encode("latin-1"))
     (folder / "section.toml").write_text("[trian]\nepochs = 3\n")

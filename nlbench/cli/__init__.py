@@ -79,6 +79,9 @@ def storage_advice(err: OSError) -> str | None:
                f"or NLBENCH_CACHE. {stored}"
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {where}: {err.strerror.lower()}. Choose a writable --runs-dir (or NLBENCH_CACHE). {stored}"
+    if err.errno == errno.ELOOP:
+        return (f"cannot use {where}: a symbolic link on that path points back to itself (a link loop). Fix or "
+                f"remove the link, or choose another --runs-dir (or NLBENCH_CACHE).")
     if err.errno in (errno.ENOTDIR, errno.EEXIST):
         return (f"cannot create {where}: part of that path is a file, not a folder. Choose another --runs-dir "
                 f"(or NLBENCH_CACHE), or move the file away.")

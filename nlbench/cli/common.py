@@ -131,6 +131,9 @@ def runs_dir(option: str | None, config: Config, must_exist: bool = False) -> Pa
     if option is not None and not option.strip():
         raise UsageError("--runs-dir is empty; give a folder, or leave the flag out for ./runs ([run] runs_dir).")
     folder = Path(option or config.run_defaults().runs_dir).expanduser()
+    if folder.is_symlink() and not folder.exists():  # a dangling link, or a link loop
+        raise UsageError(f"the runs folder {folder} is a symbolic link to nowhere (or a link loop); fix the link or "
+                         f"choose another --runs-dir.")
     if must_exist and not folder.exists():
         raise UsageError(f"the runs folder {folder} does not exist; check --runs-dir (or [run] runs_dir in "
                          f"benchmark.toml). Runs are stored there by `nlbench run` and `nlbench sweep`.")
