@@ -169,6 +169,10 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
             f"reference labels), so {method_name} cannot set its forget rate from it: give it explicitly, e.g. "
             f"--set methods.{method_name}.forget_rate=0.3.")
     device = request.device or defaults.device
+    if device not in ("auto", "cpu") and not (device.startswith("cuda") and device[4:] in ("",) + tuple(
+            f":{i}" for i in range(64))):
+        where = "--device" if request.device else f"[run] device in {config.source or 'benchmark.toml'}"
+        raise UsageError(f"{where}: unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
     cache_dir = request.cache_dir if request.cache_dir is not None else defaults.cache_dir
     return RunSpec(
         method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
