@@ -76,6 +76,9 @@ def test_a_parallel_sweep_trains_every_run_once_and_readers_never_see_a_torn_fil
     reads = 0
     try:
         while sweep.poll() is None:  # read the store while it is written: never a torn file, never a crash
+            if not runs.exists():  # not created yet: readers say so (exit 2); wait for the first run folder
+                time.sleep(0.05)
+                continue
             for command in (("table", "--runs-dir", str(runs), "--format", "csv"), ("status", "--runs-dir", str(runs))):
                 result = cli(*command, "--config", str(config))
                 assert result.code in (0, 1) and "Traceback" not in result.err and "internal error" not in result.err
