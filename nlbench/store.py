@@ -407,6 +407,8 @@ class StoreEntry:
     seed: int
     run_id: str
     state: RunState
+    #: The parsed spec.json (what the run is: method, hparams, data, noise, train settings).
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 def scan_store(root: Path) -> tuple[list[StoreEntry], list[Path]]:
@@ -423,7 +425,7 @@ def scan_store(root: Path) -> tuple[list[StoreEntry], list[Path]]:
             noise = spec["noise"]
             label = "real" if noise["source"] == "dataset" else f"{noise['rate']:g} {noise['mode']}"
             entry = StoreEntry(spec_path.parent, spec["data"]["name"], spec["method"], label, int(spec["seed"]),
-                               str(spec.get("run_id", "")), RunDir(spec_path.parent).state())
+                               str(spec.get("run_id", "")), RunDir(spec_path.parent).state(), spec)
         except (TypeError, KeyError, ValueError):
             damaged.append(spec_path.parent)
             continue

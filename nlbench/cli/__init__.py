@@ -31,11 +31,12 @@ RESUME_HINT = "interrupted: run the same command again to resume from the last c
 
 
 def _register_commands() -> None:
-    from nlbench.cli import crowd, export, listing, noise, plot, prepare, report, run, show, status, sweep, table
+    from nlbench.cli import crowd, export, listing, noise, plot, prepare, report, run, runs, show, status, sweep, table
 
     app.command("run")(run.run)
     app.command("sweep")(sweep.sweep)
     app.command("status")(status.status)
+    app.command("runs")(runs.runs)
     app.command("table")(table.table)
     app.command("show")(show.show)
     app.command("export")(export.export)

@@ -38,7 +38,7 @@ def _find(root: Path, prefix: str) -> Path:
     found = [e.path for e in entries if e.run_id.startswith(prefix)]
     if not found:
         raise UsageError(f"no run folder {prefix!r} and no run id starting with {prefix!r} in {root}; "
-                         f"`nlbench export --runs-dir {root}` lists the finished runs with their ids.")
+                         f"`nlbench runs --runs-dir {root}` lists the runs with their ids.")
     if len(found) > 1:
         raise UsageError(f"{len(found)} runs have an id starting with {prefix!r} in {root}; give more characters.")
     return found[0]

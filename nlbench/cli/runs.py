@@ -1,0 +1,109 @@
+"""``nlbench runs``: every stored run on one line: id, what it is, its state and its last accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from nlbench.cli.common import (
+    ConfigOption,
+    DatasetsFilter,
+    MethodsFilter,
+    NoiseFilter,
+    RunFilter,
+    RunsDirOption,
+    SeedsFilter,
+)
+
+COLUMNS = ("run_id", "dataset", "method", "noise", "seed", "state", "last", "settings", "path")
+
+
+def runs(
+    runs: RunsDirOption = None,
+    methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None,
+    fmt: str = typer.Option("text", "--format", "-f", help="text (one aligned line per run) or csv."),
+    config: ConfigOption = None,
+) -> None:
+    """List every stored run: id, dataset, method, noise, seed, state, last accuracy and the settings
+    in which it differs from the configured ones (benchmark.toml over the defaults)."""
+    import csv
+    import sys
+
+    from nlbench.cli.common import make_filters, runs_dir
+    from nlbench.errors import UsageError
+    from nlbench.progress import stderr_console
+    from nlbench.spec.config import find_config, load_config
+    from nlbench.store import scan_store
+
+    if fmt not in ("text", "csv"):
+        raise UsageError(f"unknown format {fmt!r}; choose text or csv.")
+    cfg = load_config(find_config(config))
+    folder = runs_dir(runs, cfg, must_exist=True)
+    wanted = make_filters(methods, datasets, noise, seeds, run)
+    entries, damaged = scan_store(folder)
+    entries = [e for e in entries if _keep(e, wanted)]
+    lasts = _last_accuracies(folder)
+    usual = _configured(cfg) if entries else None
+    rows = [{"run_id": e.run_id, "dataset": e.dataset, "method": e.method, "noise": e.noise, "seed": str(e.seed),
+             "state": e.state.state, "last": lasts.get(e.path, ""), "settings": differing(e.spec, usual),
+             "path": str(e.path)} for e in entries]
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        shown = COLUMNS[:-1]  # the path is long; csv has it
+        width = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in shown[:-1]}
+        lines = ["  ".join(c.ljust(width[c]) for c in shown[:-1]) + "  settings"]
+        lines += ["  ".join(r[c].ljust(width[c]) for c in shown[:-1]) + "  " + r["settings"] for r in rows]
+        sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
+    if damaged:
+        stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged, e.g. {damaged[0]}",
+                               markup=False)
+
+
+def _keep(entry: Any, wanted: Any) -> bool:
+    rate = entry.spec.get("noise", {}).get("rate")
+    return ((not wanted.methods or entry.method in wanted.methods)
+            and (not wanted.datasets or entry.dataset in wanted.datasets)
+            and (not wanted.noise or any(isinstance(rate, (int, float)) and abs(rate - r) < 1e-9 for r in wanted.noise))
+            and (not wanted.seeds or entry.seed in wanted.seeds)
+            and (not wanted.run_ids or any(entry.run_id.startswith(p) for p in wanted.run_ids)))
+
+
+def _last_accuracies(folder: Any) -> dict[Any, str]:
+    """The last-epoch accuracy of the deployed model of every finished run, by folder."""
+    from nlbench.report.runs import read_runs
+
+    found = read_runs(folder)
+    return {run.path: f"{run.result['metrics']['model']['last']:.2f}" for run in found.runs}
+
+
+def _configured(cfg: Any) -> Any:
+    from nlbench.plugins import get_registry
+    from nlbench.report.runs import configured_settings
+
+    return configured_settings(cfg, get_registry(cfg.plugin_paths))
+
+
+def differing(spec: dict[str, Any], usual: Any) -> str:
+    """The settings of a run that differ from the configured ones, as ``key=value`` items."""
+    from nlbench.spec.runspec import RunSpec
+
+    try:  # the identity only: where the data lie or the evaluation batch size change no number
+        identity = RunSpec.from_json(spec).identity()
+    except Exception:  # a spec of an older nlbench: compare what it has
+        identity = spec
+    method, dataset = spec.get("method", ""), spec.get("data", {}).get("name", "")
+    data = {"version": identity.get("data", {}).get("version"), **identity.get("data", {}).get("options", {})}
+    out = []
+    for values, plain in ((identity.get("hparams", {}), usual.hparams.get(method) if usual else None),
+                          (identity.get("train", {}), usual.train.get(dataset) if usual else None),
+                          (data, usual.data.get(dataset) if usual else None)):
+        if plain is None:
+            continue
+        out += [f"{key}={value}" for key, value in sorted(values.items()) if key in plain and plain[key] != value
+                and not (isinstance(value, list) and tuple(value) == tuple(plain[key] or ()))]
+    return ", ".join(out)
