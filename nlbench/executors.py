@@ -1,9 +1,10 @@
 """The executor contract: what a plugin implements to decide where the runs of a sweep train.
 
 The store is the single source of truth. An executor only decides where and how many runs train
-at once; every run trains through the same :func:`nlbench.sweep.worker.train_one` (a fresh :class:`nlbench.train.engine.Engine` on the spec), which resumes an
-interrupted run, skips a done one, and reports a run whose lock another process holds as
-trained elsewhere instead of failing the sweep. Built-in executors, registered through the
+at once; every run trains through the same :func:`nlbench.sweep.worker.train_one` (a fresh
+:class:`nlbench.train.engine.Engine` on the spec), which resumes an interrupted run, skips a done
+one, and reports a run whose lock another process holds as trained elsewhere instead of failing
+the sweep. Built-in executors, registered through the
 ``register_executors`` hook like a site's own (the built-in plugin folder ``executors/``):
 
 - ``local``: worker processes on this machine, ``--jobs N`` at once; CPU threads are split
