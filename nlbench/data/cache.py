@@ -24,6 +24,7 @@ from PIL import Image
 from nlbench.dataset import Dataset, SampleTable
 from nlbench.errors import DataError
 from nlbench.fileio import CACHE_ENV, cache_home  # noqa: F401  (CACHE_ENV: the old import path)
+from nlbench.identity import file_sha256
 
 try:
     import fcntl
@@ -164,20 +165,12 @@ def _check_file(path: Path) -> Path:
     return path.with_name(path.name + ".check")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _seal(path: Path) -> None:
     """Record a finished entry's digest beside it, with the size and time it was checked at."""
     from nlbench.fileio import atomic_write_bytes
 
     stat = path.stat()
-    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _file_digest(path)}
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
     atomic_write_bytes(_check_file(path), json.dumps(record).encode())
 
 
@@ -194,7 +187,7 @@ def _intact(path: Path, shape: tuple[int, ...]) -> bool:
         stat = path.stat()
         if [record["size"], record["mtime_ns"]] == [stat.st_size, stat.st_mtime_ns]:
             return True
-        if record["sha256"] == _file_digest(path):
+        if record["sha256"] == file_sha256(path):
             _seal(path)
             return True
     except (OSError, ValueError, KeyError, TypeError):
