@@ -43,7 +43,8 @@ def runs(
     folder = runs_dir(runs, cfg, must_exist=True)
     wanted = make_filters(methods, datasets, noise, seeds, run)
     entries, damaged = scan_store(folder)
-    entries = [e for e in entries if _keep(e, wanted)]
+    entries = [e for e in entries
+               if wanted.matches(e.method, e.dataset, e.spec.get("noise", {}).get("rate"), e.seed, e.run_id)]
     lasts = _last_accuracies(folder)
     usual = _configured(cfg) if entries else None
     rows = [{"run_id": e.run_id, "dataset": e.dataset, "method": e.method, "noise": e.noise, "seed": str(e.seed),
@@ -62,15 +63,6 @@ def runs(
     if damaged:
         stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged, e.g. {damaged[0]}",
                                markup=False)
-
-
-def _keep(entry: Any, wanted: Any) -> bool:
-    rate = entry.spec.get("noise", {}).get("rate")
-    return ((not wanted.methods or entry.method in wanted.methods)
-            and (not wanted.datasets or entry.dataset in wanted.datasets)
-            and (not wanted.noise or any(isinstance(rate, (int, float)) and abs(rate - r) < 1e-9 for r in wanted.noise))
-            and (not wanted.seeds or entry.seed in wanted.seeds)
-            and (not wanted.run_ids or any(entry.run_id.startswith(p) for p in wanted.run_ids)))
 
 
 def _last_accuracies(folder: Any) -> dict[Any, str]:

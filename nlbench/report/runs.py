@@ -78,12 +78,16 @@ class Filters:
 
     def keep(self, result: Result) -> bool:
         """Whether a result passes every filter."""
-        rate = float(result["noise"]["rate"])
-        return ((not self.methods or result.method in self.methods)
-                and (not self.datasets or result.dataset in self.datasets)
-                and (not self.noise or any(abs(rate - r) < 1e-9 for r in self.noise))
-                and (not self.seeds or result.seed in self.seeds)
-                and (not self.run_ids or any(result.run_id.startswith(p) for p in self.run_ids)))
+        return self.matches(result.method, result.dataset, result["noise"]["rate"], result.seed, result.run_id)
+
+    def matches(self, method: str, dataset: str, rate: Any, seed: int, run_id: str) -> bool:
+        """Whether a run with these fields passes every filter (a run without a result: from its spec)."""
+        return ((not self.methods or method in self.methods)
+                and (not self.datasets or dataset in self.datasets)
+                and (not self.noise or (isinstance(rate, (int, float))
+                                        and any(abs(float(rate) - r) < 1e-9 for r in self.noise)))
+                and (not self.seeds or seed in self.seeds)
+                and (not self.run_ids or any(run_id.startswith(p) for p in self.run_ids)))
 
 
 @dataclass
