@@ -136,7 +136,8 @@ def data_fingerprint(root: Path | None, tables: Iterable[tuple[str, Any]], diges
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    digests = digests or FileDigests(root, None) if root is not None else digests
+    if digests is None and root is not None:  # nothing remembered: every file is hashed
+        digests = FileDigests(root, None)
     digest = hashlib.sha256()
     digest.update(b"content v2\n")  # v1 identified files by size only
     resolved = root.resolve() if root is not None else None
