@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from nlbench.report.render import render
@@ -265,7 +266,8 @@ def test_compare_gives_paired_differences_with_intervals_and_tests(tmp_path):
     from scipy import stats
 
     assert diff.p == pytest.approx(stats.ttest_rel([80, 82, 84], [70, 71, 72]).pvalue)
-    assert 10.0 <= diff.low <= diff.high <= 12.0
+    half = stats.t.ppf(0.975, 2) * 1.0 / 3 ** 0.5  # differences 10, 11, 12: sample std 1
+    assert diff.low == pytest.approx(11.0 - half) and diff.high == pytest.approx(11.0 + half)
     assert (("20", "cct"), "ferplus") not in result.cells  # no standard run to pair with
     text = _markdown(table, comparison=result, rank_result=ranks(table))
     assert "+11.00 [" in text and "Average rank" in text
@@ -368,3 +370,25 @@ def test_modern_methods_follow_the_papers_and_count_their_passes(tmp_path):
         path.write_text(json.dumps(data))
     rows = {r["method"]: r for r in cost_rows(build_table(tmp_path, "last"))}
     assert rows["eac"]["pass_epochs"] == 80.0 and rows["standard"]["pass_epochs"] == 40.0  # old results: 1 pass
+
+
+def test_the_interval_and_the_test_cannot_disagree():
+    """The README once printed "+2.41 [+0.70, +4.47] n.s.": a bootstrap interval excluding 0
+    beside p = 0.138. The t-interval excludes 0 exactly when the paired t-test gives p < 0.05."""
+    from scipy import stats
+
+    from nlbench.report.statistics import paired_comparison
+
+    base = np.array([50.0, 51.0, 52.0])
+    three = paired_comparison(base + [0.70, 2.06, 4.47], base)
+    assert three.p == pytest.approx(stats.ttest_rel(base + [0.70, 2.06, 4.47], base).pvalue)
+    assert three.p > 0.05 and not three.significant
+    assert three.low < 0 < three.high  # the same verdict as the test
+    half = stats.t.ppf(0.975, 2) * np.std([0.70, 2.06, 4.47], ddof=1) / np.sqrt(3)
+    assert three.low == pytest.approx(2.41 - half) and three.high == pytest.approx(2.41 + half)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(3, 8))
+        diff = rng.normal(rng.normal(0, 2), rng.uniform(0.1, 3), n)
+        c = paired_comparison(base[0] + diff, np.full(n, base[0]))
+        assert c.significant == (c.low > 0 or c.high < 0)

@@ -26,8 +26,8 @@ def table(
         help="model (what each method deploys; CCT's student, shown beside its teachers' ensemble), single "
              "(one network per method: net1 of co-training methods, CCT's student) or a stored member such as train/ensemble."),
     compare: Optional[str] = typer.Option(None, "--compare",
-                                          help="Baseline method: each method's paired difference to it, with a 95% "
-                                               "bootstrap interval and a paired t-test, and average ranks."),
+                                          help="Baseline method: each method's paired difference to it, with its 95% "
+                                               "t-interval and the paired t-test, and average ranks."),
     with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
     cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
     runs: RunsDirOption = None,

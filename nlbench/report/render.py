@@ -49,9 +49,10 @@ def cell_text(table: ComparisonTable, row: tuple[str, ...], column: str) -> str:
 
 
 def compare_text(comparison: Any) -> str:
-    """``+1.23 [-0.40, 2.90] p=0.21 n.s.`` (or without interval for fewer than two seeds)."""
+    """``+1.23 [-0.40, +2.90] p=0.210 n.s.``; nothing but the count for fewer than 3 seeds (a mean of
+    two differences without a test invites reading it as a result)."""
     if comparison.low is None:
-        return f"{comparison.mean:+.2f} (n={comparison.n}: too few seeds for a test)"
+        return f"n={comparison.n}: too few seeds"
     p = "" if comparison.p is None else f" p={comparison.p:.3f}"
     mark = "*" if comparison.significant else "n.s."
     return f"{comparison.mean:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}]{p} {mark}"
@@ -186,9 +187,8 @@ def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> N
             diff: list[Any] = []
             if comparison is not None:
                 c = comparison.cells.get((row, column))
-                diff = ["", "", "", ""] if c is None else [
-                    f"{c.mean:.4f}", "" if c.low is None else f"{c.low:.4f}", "" if c.high is None else f"{c.high:.4f}",
-                    "" if c.p is None else f"{c.p:.4g}"]
+                diff = ["", "", "", ""] if c is None or c.low is None else [  # < 3 seeds: nothing
+                    f"{c.mean:.4f}", f"{c.low:.4f}", f"{c.high:.4f}", "" if c.p is None else f"{c.p:.4g}"]
             writer.writerow([*row, column, *values, *paper, *diff])
 
 

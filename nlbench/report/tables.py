@@ -361,8 +361,8 @@ def compare(table: ComparisonTable, baseline: str) -> CompareTable:
                 continue
             cells[(row, column)] = paired_comparison([mine.by_seed[s] for s in seeds], [base.by_seed[s] for s in seeds])
     caption = (f"Difference to {baseline} (points), paired by seed (same noisy labels and initialisation): "
-               f"mean [95% bootstrap interval, 10 000 resamples] p of a paired t-test; * = significant "
-               f"(interval excludes 0 and p < 0.05), n.s. = not; fewer than 3 common seeds: no interval and no test. "
+               f"mean [95% t-interval] p of the paired t-test; * = p < 0.05 (the interval excludes 0), n.s. = not; "
+               f"fewer than 3 common seeds: no difference shown. "
                + ("Lower is better for ECE." if table.lower_is_better else ""))
     return CompareTable(baseline, rows, table.columns, cells, caption.strip())
 
