@@ -83,6 +83,7 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
         blocks.append(f"warning: {err} Training the run again with --force repairs it.")
         return blocks
     blocks.append(_selection_text(result, member))
+    blocks.extend(_reference_lines(result, member))
     names = tuple((result.get("final", {}).get("model") or {}).get("class_names", ()))
     if names and result.get("noise", {}).get("transitions"):
         blocks.extend(transition_blocks(result["noise"], names))
@@ -93,6 +94,22 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
     else:
         blocks.append(f"no per-class results stored for member {member!r}.")
     return blocks
+
+
+def _reference_lines(result: dict[str, Any], member: str) -> list[str]:
+    """The test split's majority-class and chance scores, and a flag if the model answers one class."""
+    from nlbench.report.references import dominant_prediction, split_reference
+
+    lines = []
+    reference = split_reference(result)
+    if reference is not None:
+        lines.append("reference (this test split): accuracy: " + reference.describe("accuracy")
+                     + f"; balanced accuracy: chance {reference.chance('balanced_accuracy'):.2f}")
+    dominant = dominant_prediction(result, "model" if member == "model" else member.split("/")[-1])
+    if dominant is not None:
+        lines.append(f"[bold]warning[/bold]: the last epoch's model {dominant.describe()}: "
+                     f"its accuracy says little beyond the majority class.")
+    return lines
 
 
 def _num(value: Any, spec: str) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from nlbench.errors import UsageError
 from nlbench.report.runs import FinishedRun as Run
-from nlbench.report.runs import seeds_text, variant_labels
+from nlbench.report.runs import seeds_text, test_set_labels, variant_labels
 
 #: Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -174,7 +174,8 @@ def plot_curves(runs: list[Run], out: Path) -> Figure:
     """Test accuracy per epoch of each method (mean over seeds, min-max band), a panel per dataset x noise."""
     runs = [r for r in runs if r.history]
     _need(runs, "per-epoch metrics")
-    panels = _groups(runs, lambda r: (r.dataset, r.noise))
+    sets = test_set_labels(runs)
+    panels = _groups(runs, lambda r: (sets[r.path], r.noise))
     fig, axes = _grid(len(panels))
     figure = Figure()
     variants = variant_labels(runs)
@@ -212,8 +213,8 @@ def plot_memorisation(runs: list[Run], out: Path) -> Figure:
     """Training accuracy against the given labels on truly clean and truly noisy samples, per epoch and method."""
     runs = [r for r in runs if any(h.get("train", {}).get("acc_noisy") is not None for h in r.history)]
     _need(runs, "training accuracy on noisy samples (runs with label noise)")
-    variants = variant_labels(runs)
-    panels = _groups(runs, lambda r: (r.dataset, r.noise, variants[r.path]))
+    variants, sets = variant_labels(runs), test_set_labels(runs)
+    panels = _groups(runs, lambda r: (sets[r.path], r.noise, variants[r.path]))
     fig, axes = _grid(len(panels), 3.4, 2.6)
     figure = Figure()
     for ax, ((dataset, noise, method), group) in zip(axes, panels.items()):
@@ -240,10 +241,11 @@ def plot_selection(runs: list[Run], out: Path) -> Figure:
     precise = [r for r in noisy if any(h.get("train", {}).get("label_precision") is not None for h in r.history)]
     relabel = [r for r in noisy if any(h.get("train", {}).get("labels_changed") for h in r.history)]
     _need(precise + relabel, "sample selection or relabelling diagnostics (Co-teaching, Co-teaching+, JoCoR, SCN)")
-    panels = list(_groups(precise, lambda r: (r.dataset, r.noise)).items())
+    sets = test_set_labels(noisy)
+    panels = list(_groups(precise, lambda r: (sets[r.path], r.noise)).items())
     relabelled = variant_labels(relabel)
     panels += [(("relabel", *key), group) for key, group in
-               _groups(relabel, lambda r: (r.dataset, r.noise, relabelled[r.path])).items()]
+               _groups(relabel, lambda r: (sets[r.path], r.noise, relabelled[r.path])).items()]
     fig, axes = _grid(len(panels))
     figure = Figure()
     for ax, (key, members) in zip(axes, panels):
@@ -286,12 +288,12 @@ def plot_confusion(runs: list[Run], out: Path, per_run: bool = False) -> Figure:
     runs = [r for r in runs if (r.result.get("final", {}).get("model") or {}).get("confusion_matrix")]
     _need(runs, "a confusion matrix")
     plt = require()
-    variants = variant_labels(runs)
+    variants, sets = variant_labels(runs), test_set_labels(runs)
     def classes(run: Run) -> tuple[str, ...]:
         return tuple(run.result["final"]["model"].get("class_names", ()))
 
-    key = ((lambda r: (r.dataset, r.noise, variants[r.path], r.seed, classes(r))) if per_run
-           else (lambda r: (r.dataset, r.noise, variants[r.path], classes(r))))
+    key = ((lambda r: (sets[r.path], r.noise, variants[r.path], r.seed, classes(r))) if per_run
+           else (lambda r: (sets[r.path], r.noise, variants[r.path], classes(r))))
     figure = Figure()
     for group_key, group in _groups(runs, key).items():
         matrix, names = confusion_matrix(group)
@@ -326,8 +328,9 @@ def plot_temperature(runs: list[Run], out: Path, metric: str = "last") -> Figure
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     figure = Figure()
     variants = variant_labels(runs, axes=("temperature_kd",))  # the curve's x axis is no variant
+    sets = test_set_labels(runs)
     for i, ((dataset, noise, variant), group) in enumerate(
-            _groups(runs, lambda r: (r.dataset, r.noise, variants[r.path])).items()):
+            _groups(runs, lambda r: (sets[r.path], r.noise, variants[r.path])).items()):
         by_u = _groups(group, lambda r: float(r.result["hparams"]["temperature_kd"]))
         us = sorted(by_u)
         if len(us) < 2:  # one temperature in this cell: nothing to compare

@@ -37,6 +37,45 @@ def _best(table: ComparisonTable) -> set[tuple[tuple[str, ...], str]]:
     return best
 
 
+#: Marks a cell with a model that answers one class for most of the test set.
+FLAG = "†"
+#: The first row part of the reference rows (majority class, chance).
+REFERENCE_ROW = ("reference",)
+
+
+def _reference_rows(table: ComparisonTable, ranked: bool) -> list[Any]:
+    """The majority-class and chance rows under a table whose rows are methods (not table8)."""
+    if not table.references or not LAYOUT_SPECS[table.layout].method_rows:
+        return []
+    out = []
+    for what, value in (("majority class", "majority"), ("chance", "chance")):
+        values = [getattr(table.references[c], value)(table.score) if c in table.references else None
+                  for c in table.columns]
+        if all(v is None for v in values):
+            continue
+        if len(table.row_names) == 1:
+            shown = [f"reference: {what}"]
+        else:
+            shown = ["" if out else "reference", *([""] * (len(table.row_names) - 2)), what]
+        cells = [(MISSING if v is None else f"{v:.2f}", False) for v in values] + ([("", False)] if ranked else [])
+        out.append((REFERENCE_ROW, shown, cells))
+    return out
+
+
+def full_caption(table: ComparisonTable) -> str:
+    """The caption, the test splits' reference scores and the one-class flags."""
+    text = table.caption
+    if table.references:
+        text += " References (test split): " + "; ".join(
+            f"{c}: {table.references[c].describe(table.score)}" for c in table.columns if c in table.references) + "."
+    if table.flags:
+        lines = [line for row in table.rows for c in table.columns for line in table.flags.get((row, c), [])]
+        shown = lines[:6] + ([f"... and {len(lines) - 6} more"] if len(lines) > 6 else [])
+        text += (f" {FLAG} a model answers one class for most of the test set (more than half of its answers, "
+                 f"at least 1.5x that class's share of the labels): " + "; ".join(shown) + ".")
+    return text
+
+
 def cell_text(table: ComparisonTable, row: tuple[str, ...], column: str) -> str:
     """``mean ± std (n)``, ``mean (1)`` for one seed, with the paper's value where attached."""
     cell = table.cell(row, column)
@@ -79,10 +118,12 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
         shown = [part if previous is None or i >= len(row) - 1 or part != previous[i] else ""
                  for i, part in enumerate(row)]
         previous = row
-        cells = [(cell_text(table, row, c), (row, c) in best) for c in table.columns]
+        cells = [(cell_text(table, row, c) + (f" {FLAG}" if (row, c) in table.flags else ""), (row, c) in best)
+                 for c in table.columns]
         if rank_result is not None:
             cells.append((f"{rank_of[row]:.2f}" if row in rank_of else MISSING, False))
         body.append((row, shown, cells))
+    body += _reference_rows(table, rank_result is not None)
     if fmt == "csv":
         _csv(table, out, comparison)
         return
@@ -95,15 +136,15 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
         for _, shown, cells in body:
             parts = [f"**{t}**" if b else t for t, b in cells]
             lines.append("| " + " | ".join([*shown, *parts]) + " |")
-        print("\n".join(lines) + f"\n\n{table.caption}", file=out)
+        print("\n".join(lines) + f"\n\n{full_caption(table)}", file=out)
     else:
-        rich_table = Table(title=table.title, caption=table.caption)
+        rich_table = Table(title=table.title, caption=full_caption(table))
         for name in table.row_names:
             rich_table.add_column(name)
         for column in header[len(table.row_names):]:
             rich_table.add_column(column, justify="right")
         for index, (row, shown, cells) in enumerate(body):
-            if index and len(row) > 1 and shown[0]:
+            if index and len(row) > 1 and shown[0] or row == REFERENCE_ROW:
                 rich_table.add_section()  # a new noise level (or dataset)
             parts = [f"[bold]{t}[/bold]" if b else t for t, b in cells]
             rich_table.add_row(*(s.replace("[", "\\[") for s in shown), *parts)
@@ -177,7 +218,7 @@ def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> N
     writer = csv.writer(out)
     extra = ["paper"] if table.paper else []
     compared = ["diff", "diff_low", "diff_high", "p"] if comparison is not None else []
-    writer.writerow([*table.row_names, "column", "mean", "std", "n", "seeds", *extra, *compared])
+    writer.writerow([*table.row_names, "column", "mean", "std", "n", "seeds", *extra, *compared, "one_class"])
     for row in table.rows:
         for column in table.columns:
             cell = table.cell(row, column)
@@ -189,13 +230,21 @@ def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> N
                 c = comparison.cells.get((row, column))
                 diff = ["", "", "", ""] if c is None or c.low is None else [  # < 3 seeds: nothing
                     f"{c.mean:.4f}", f"{c.low:.4f}", f"{c.high:.4f}", "" if c.p is None else f"{c.p:.4g}"]
-            writer.writerow([*row, column, *values, *paper, *diff])
+            writer.writerow([*row, column, *values, *paper, *diff, " | ".join(table.flags.get((row, column), []))])
+    for kind in ("majority", "chance"):  # reference rows: n = the test split's size
+        for column in table.columns:
+            reference = table.references.get(column)
+            value = None if reference is None else getattr(reference, kind)(table.score)
+            if value is not None:
+                name = f"reference: {'majority class' if kind == 'majority' else kind}"
+                writer.writerow([*([""] * (len(table.row_names) - 1)), name, column, f"{value:.4f}", "",
+                                 reference.size, "", *([""] * (len(extra) + len(compared))), ""])
 
 
 def _latex(table: ComparisonTable, header: list[str], body: list[Any], out: Any) -> None:
     buffer = io.StringIO()
     buffer.write("\\begin{table}[t]\n\\centering\n")
-    buffer.write(f"\\caption{{{latex_escape(table.caption)}}}\n")
+    buffer.write(f"\\caption{{{latex_escape(full_caption(table))}}}\n")
     buffer.write("\\begin{tabular}{" + "l" * len(table.row_names) + "r" * (len(header) - len(table.row_names))
                  + "}\n\\toprule\n")
     buffer.write(" & ".join(latex_escape(h) for h in header) + " \\\\\n\\midrule\n")

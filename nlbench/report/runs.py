@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nlbench.catalogue import method_order_key
+from nlbench.report.references import split_key
 from nlbench.result import Result
 from nlbench.store import RunDir, iter_results
 
@@ -187,7 +188,9 @@ def configured_settings(config: Any, registry: Any) -> ConfiguredSettings:
 
 def _data_of(result: Result) -> dict[str, Any]:
     """The dataset's identity a run was evaluated on: version, options and (when recorded) files."""
-    data = {"version": result.get("dataset_version", "1"), **result.get("dataset_options", {})}
+    # The fold of a k-fold protocol is not a variant: tables average over the folds of a seed.
+    data = {"version": result.get("dataset_version", "1"),
+            **{k: v for k, v in result.get("dataset_options", {}).items() if k != "fold"}}
     if result.get("data_fingerprint"):
         data["files"] = result["data_fingerprint"][:8]
     return data
@@ -238,7 +241,10 @@ def variant_labels(runs: list[FinishedRun],
     train = differing(lambda r: r.result.get("train", {}), lambda r: r.dataset, "train")
     # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
     # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
-    data = differing(lambda r: _data_of(r.result), lambda r: f"{r.dataset}|{r.result['noise'].get('source', 'injected')}", "data")
+    # Runs on other test splits are told apart by their column (tables.test_set_labels), so the
+    # dataset settings are compared within one test split.
+    data = differing(lambda r: _data_of(r.result),
+                     lambda r: f"{r.dataset}|{r.result['noise'].get('source', 'injected')}|{split_key(r.result)}", "data")
     initialisations = {_pretrained(run) for run in runs}
     labels = {}
     for run in runs:
@@ -253,12 +259,48 @@ def _pretrained(run: FinishedRun) -> str:
     return (run.result.get("pretrained") or {}).get("sha256") or ""
 
 
+def test_set_labels(runs: list[FinishedRun]) -> dict[Path, str]:
+    """The test set of every run (by run folder) as a column label: its dataset, and what sets its
+    test split apart where the runs shown of that dataset were evaluated on more than one (the
+    options that differ, else the class count and test size, else the split's digest)."""
+    from nlbench.report.references import split_reference
+
+    labels = {run.path: run.dataset for run in runs}
+    by_dataset: dict[str, list[FinishedRun]] = defaultdict(list)
+    for run in runs:
+        by_dataset[run.dataset].append(run)
+    for dataset, members in by_dataset.items():
+        splits: dict[str, FinishedRun] = {}  # split key -> its first run
+        for run in members:
+            splits.setdefault(split_key(run.result), run)
+        if len(splits) < 2:
+            continue
+        options = {key: {k: v for k, v in run.result.get("dataset_options", {}).items() if k != "fold"}
+                   for key, run in splits.items()}
+        keys = sorted({k for o in options.values() for k in o})
+        varying = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in options.values()}) > 1]
+        names: dict[str, str] = {}
+        for key, run in splits.items():
+            reference = split_reference(run.result)
+            parts = [f"{k}={options[key].get(k)}" for k in varying]
+            if not parts and reference is not None:
+                parts = [f"{len(reference.counts)} classes, test {reference.size}"]
+            names[key] = ", ".join(parts) or f"test split {key.split(':')[-1][:8]}"
+        if len(set(names.values())) < len(names):  # the same text for two splits: add their digests
+            names = {key: f"{text}, {key.split(':')[-1][:8]}" for key, text in names.items()}
+        for run in members:
+            labels[run.path] = f"{dataset} [{names[split_key(run.result)]}]"
+    return labels
+
+
 def cells(runs: list[FinishedRun], labels: dict[Path, str] | None = None) -> dict[tuple[str, str, str], list[FinishedRun]]:
-    """The runs of each cell, keyed (dataset, noise label, variant label); only the seed varies inside."""
+    """The runs of each cell, keyed (test set label, noise label, variant label); only the seed
+    (and the fold of a k-fold protocol) varies inside."""
     labels = labels if labels is not None else variant_labels(runs)
+    sets = test_set_labels(runs)
     out: dict[tuple[str, str, str], list[FinishedRun]] = defaultdict(list)
     for run in runs:
-        out[(run.dataset, run.noise, labels[run.path])].append(run)
+        out[(sets[run.path], run.noise, labels[run.path])].append(run)
     return dict(out)
 
 

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 
 from nlbench.catalogue import METHOD_ORDER, PAPER_DATASETS
-from nlbench.report.runs import ConfiguredSettings, RunSet, read_runs, variant_labels
+from nlbench.report.references import dominant_prediction, fold_of, split_key, split_reference
+from nlbench.report.runs import ConfiguredSettings, RunSet, read_runs, test_set_labels, variant_labels
 from nlbench.train.model_selection import SCORES
 
 FORMATS = ("rich", "markdown", "latex", "csv")
@@ -108,6 +109,9 @@ def collect(runs: RunSet, metric: str = "last", member: str = "model", score: st
                 "pretrained_name": Path((result.get("pretrained") or {}).get("path") or "").name,
                 "deploys": deployment.get("deploys", "the model"), "member_key": key,
                 "cost": result.get("cost", {}),
+                "dataset_options": result.get("dataset_options", {}), "split": split_key(result),
+                "fold": (fold_of(result) or (0, 0))[0], "reference": split_reference(result),
+                "dominant": dominant_prediction(result, key),
             })
     return pd.DataFrame.from_records(records)
 
@@ -135,13 +139,13 @@ def _table8_column(row: Any) -> str:
 
 LAYOUT_SPECS = {
     "table1": Layout("table1", ("noise %", "method"), lambda r: True, lambda r: (r.noise, r.variant),
-                     lambda r: r.dataset),
+                     lambda r: r.test_set),
     "table2": Layout("table2", ("method",), lambda r: r.source == "dataset", lambda r: (r.variant,),
-                     lambda r: r.dataset),
+                     lambda r: r.test_set),
     "table3": Layout("table3", ("method",), lambda r: r.source == "injected" and r.noise_rate == 0,
-                     lambda r: (r.variant,), lambda r: r.dataset),
+                     lambda r: (r.variant,), lambda r: r.test_set),
     "table8": Layout("table8", ("dataset", "noise %", "model"), lambda r: r.method == "cct",
-                     lambda r: (r.dataset, r.noise, r.variant), _table8_column, method_rows=False),
+                     lambda r: (r.test_set, r.noise, r.variant), _table8_column, method_rows=False),
 }
 TABLE8_COLUMNS = ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
 
@@ -161,6 +165,11 @@ class ComparisonTable:
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the runs behind the cells
     notes: list[str] = field(default_factory=list)
     paper: dict[tuple[tuple[str, ...], str], float] = field(default_factory=dict)
+    #: The reference scores of each column's test split (None where runs disagree or record none).
+    references: dict[str, Any] = field(default_factory=dict)
+    #: Cells with a model that answers one class for most of the test set: one line per run.
+    flags: dict[tuple[tuple[str, ...], str], list[str]] = field(default_factory=dict)
+    score: str = "accuracy"
 
     def cell(self, row: tuple[str, ...], column: str) -> Any:
         """The aggregated cell, or None where nothing ran."""
@@ -186,8 +195,29 @@ def _noise_order(label: str) -> tuple[int, float, str]:
     return (0, float(label.split(" ", 1)[0]), label)
 
 
-def _dataset_order(name: str) -> tuple[int, str]:
-    return (PAPER_DATASETS.index(name) if name in PAPER_DATASETS else len(PAPER_DATASETS), name)
+def _dataset_order(name: str) -> tuple[int, str, str]:
+    base = name.split(" [", 1)[0]  # a dataset's other test splits follow it
+    return (PAPER_DATASETS.index(base) if base in PAPER_DATASETS else len(PAPER_DATASETS), base, name)
+
+
+def _mean_over_folds(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """One row per seed for k-fold runs: the mean over the folds of that seed (then cells average
+    over seeds, the usual protocol of small lab datasets). A seed missing folds is noted."""
+    if not (frame["fold"] > 0).any():
+        return frame
+    keys = ["row", "column", "seed", "suffix"]
+    folded = frame[frame["fold"] > 0]
+    merged = []
+    for _, group in folded.groupby(keys, sort=False):
+        first = group.iloc[0].copy()
+        folds = int(first["dataset_options"].get("folds", 0))
+        seen = sorted(set(group["fold"]))
+        if len(seen) < folds:
+            notes.append(f"note: {first['variant']} on {first['test_set']} seed {first['seed']}: "
+                         f"{len(seen)} of {folds} folds finished; its value is the mean of those.")
+        first["value"] = float(group["value"].mean())
+        merged.append(first)
+    return pd.concat([frame[frame["fold"] == 0], pd.DataFrame(merged)], ignore_index=True)
 
 
 def _row_order(layout: str, row: tuple[str, ...]) -> tuple:
@@ -239,8 +269,12 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
     shown = [run for run in runs.runs if str(run.path) in set(frame["path"])]
     labels = variant_labels(shown, usual, AXES.get(layout, ()))
     frame["variant"] = [labels[Path(p)] + suffix for p, suffix in zip(frame["path"], frame["suffix"])]
+    sets = test_set_labels(shown)
+    frame["test_set"] = [sets[Path(p)] for p in frame["path"]]
     frame["row"] = [spec.row(r) for r in frame.itertuples()]
     frame["column"] = [spec.column(r) for r in frame.itertuples()]
+    raw = frame  # every run (each fold), for the references and the flags
+    frame = _mean_over_folds(frame, notes)
     groups = frame.groupby(["row", "column"], sort=False)
     cells = groups["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
     cells["std"] = [s if n > 1 else math.nan for s, n in zip(cells["std"], cells["n"])]  # ddof = 1
@@ -280,13 +314,37 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
            if layout == "table8" else "")
         + f" Runs in {runs_dir}."
     )
-    table = ComparisonTable(layout, cells, ordered, spec.row_names, columns, caption, title, lower, frame, notes)
+    table = ComparisonTable(layout, cells, ordered, spec.row_names, columns, caption, title, lower, frame, notes,
+                            score=score)
+    _attach_references(table, raw)
     if with_paper:
         _attach_paper(table, metric, score)
     if warn is not None:
         for note in notes:
             warn(note)
     return table
+
+
+def _attach_references(table: ComparisonTable, frame: pd.DataFrame) -> None:
+    """Each column's majority-class and chance scores, and the cells of one-class models."""
+    from nlbench.report.references import SplitReference
+
+    for column in table.columns:
+        rows = frame[frame["column"] == column] if "column" in frame else frame.iloc[0:0]
+        found = [r for r in rows["reference"] if r is not None]
+        if not found:
+            continue
+        if rows["fold"].gt(0).any():  # k folds test every sample once: their union is the test set
+            by_fold = {f: r for f, r in zip(rows["fold"], rows["reference"]) if r is not None}
+            counts = tuple(int(sum(c)) for c in zip(*(r.counts for r in by_fold.values())))
+            table.references[column] = SplitReference(sum(counts), counts, found[0].class_names)
+        elif len({r.counts for r in found}) == 1:
+            table.references[column] = found[0]
+    for r in frame.itertuples():
+        if r.dominant is not None:
+            fold = f" fold {r.fold}" if r.fold else ""
+            table.flags.setdefault((r.row, r.column), []).append(
+                f"{r.variant} on {r.column}, noise {r.noise}, seed {r.seed}{fold}: {r.dominant.describe()}")
 
 
 def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from nlbench.environment import describe_environment, peak_memory_mb
@@ -76,10 +77,27 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
         },
         "environment": describe_environment(run.device),
         "test_size": int(run.test_labels.numel()),
+        "test_split": test_split_record(run),
         "finished": time.time(),
     }
     # Checked as it will be stored (numpy numbers become JSON numbers), so what readers get is what passed.
     return parse_result(json.loads(json.dumps(record, default=json_default)), "the result the engine built")
+
+
+def test_split_record(run: Assembly) -> dict[str, Any]:
+    """What identifies the test split: its size, per-class counts and the SHA-256 of its samples'
+    names (relative to the data root) and labels. Runs with other digests never share a table column."""
+    import hashlib
+
+    from nlbench.data.noise_file import sample_names
+
+    table = run.test.table
+    labels = np.asarray(table.labels, dtype=np.int64)
+    digest = hashlib.sha256()
+    for name, label in zip(sample_names(table.refs, run.dataset.root), labels.tolist()):
+        digest.update(f"{name}\t{label}\n".encode())
+    return {"size": int(labels.size), "sha256": digest.hexdigest(),
+            "class_counts": np.bincount(labels, minlength=run.dataset.num_classes).tolist()}
 
 
 def noise_record(spec: RunSpec, run: Assembly, num_classes: int) -> dict[str, Any]:
