@@ -134,3 +134,33 @@ def test_compare_shows_nothing_for_two_seeds(tmp_path):
     table = build_table(tmp_path, "last")
     text = _markdown(table, comparison=compare(table, "standard"))
     assert "n=2: too few seeds" in text and "+20.00" not in text
+
+
+def test_where_and_the_plot_filters_narrow_table_export_report_and_runs(tmp_path, cli):
+    from tests.test_run_reader import fake_run
+
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        fake_run(root, "standard", seed, last=60.0, train={"train_size": 800})
+        fake_run(root, "standard", seed, last=40.0, train={"train_size": 200})  # a stale protocol
+    fake_run(root, "cct", 1, last=90.0, train={"train_size": 800})
+    table = cli("table", "--runs-dir", str(root), "--format", "csv", "--where", "train.train_size=800")
+    assert table.code == 0, table.err
+    assert "60.0000" in table.out and "40.0000" not in table.out and "train_size" not in table.out
+    only = cli("table", "--runs-dir", str(root), "--format", "csv", "--methods", "standard", "--seeds", "1")
+    assert "cct" not in only.out and ",1,1," in only.out.replace('"', "")
+    export = cli("export", "--runs-dir", str(root), "--where", "train.train_size=200")
+    assert export.code == 0 and len(export.out.strip().splitlines()) == 1 + 2
+    listed = cli("runs", "--runs-dir", str(root), "--where", "train.train_size=800", "--format", "csv")
+    assert listed.code == 0 and len(listed.out.strip().splitlines()) == 1 + 3
+    by_method = cli("export", "--runs-dir", str(root), "--where", "methods.standard.lr=0.5")
+    assert by_method.code == 2 and "--where methods.standard.lr: no stored run records" in by_method.err
+    typo = cli("table", "--runs-dir", str(root), "--where", "train.trainsize=800")
+    assert typo.code == 2 and "train.trainsize" in typo.err
+    bad = cli("table", "--runs-dir", str(root), "--where", "train.train_size")
+    assert bad.code == 2 and "KEY=VALUE" in bad.err
+    report = cli("report", "--runs-dir", str(root), "--out", str(tmp_path / "report"), "--gradcam", "0",
+                 "--where", "train.train_size=800")
+    assert report.code == 0, report.err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "40.00" not in text and "train_size=200" not in text

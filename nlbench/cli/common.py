@@ -21,6 +21,8 @@ DatasetsFilter = Annotated[Optional[str], typer.Option("--datasets", help="Comma
 NoiseFilter = Annotated[Optional[str], typer.Option("--noise", help="Comma-separated noise rates (default: all).")]
 SeedsFilter = Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds (default: all).")]
 RunFilter = Annotated[Optional[str], typer.Option("--run", help="Comma-separated run ids (or their first characters).")]
+WhereFilter = Annotated[Optional[list[str]], typer.Option(
+    "--where", help="KEY=VALUE on a resolved setting, e.g. train.train_size=800 or methods.gce.q=0.7 (repeatable).")]
 
 
 OverwriteOption = Annotated[bool, typer.Option(
@@ -80,13 +82,26 @@ def parse_numbers(text: Optional[str], kind: type, flag: str) -> list:
 
 
 def make_filters(methods: Optional[str], datasets: Optional[str], noise: Optional[str], seeds: Optional[str],
-                 run: Optional[str]) -> Any:
+                 run: Optional[str], where: Optional[list[str]] = None) -> Any:
     """A :class:`nlbench.report.runs.Filters` from the filter options."""
     from nlbench.report.runs import Filters
 
     return Filters(methods=split_items(methods), datasets=split_items(datasets),
                    noise=parse_numbers(noise, float, "--noise"), seeds=parse_numbers(seeds, int, "--seeds"),
-                   run_ids=split_items(run))
+                   run_ids=split_items(run), where=[parse_where(item) for item in where or []])
+
+
+def parse_where(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--where``; the value is read as TOML (numbers, booleans), else as text."""
+    from nlbench.errors import ConfigError, UsageError
+    from nlbench.spec.config import parse_set
+
+    if "=" not in item or not item.split("=", 1)[0].strip() or not item.split("=", 1)[1].strip():
+        raise UsageError(f"--where expects KEY=VALUE, e.g. train.train_size=800, got {item!r}.")
+    try:
+        return parse_set(item)
+    except ConfigError as err:
+        raise UsageError(str(err).replace("--set", "--where")) from None
 
 
 def load(config_path: str | None, sets: list[str] | None = None,

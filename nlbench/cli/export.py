@@ -7,7 +7,17 @@ from typing import Any, Optional
 
 import typer
 
-from nlbench.cli.common import ConfigOption, OverwriteOption, RunsDirOption
+from nlbench.cli.common import (
+    ConfigOption,
+    DatasetsFilter,
+    MethodsFilter,
+    NoiseFilter,
+    OverwriteOption,
+    RunFilter,
+    RunsDirOption,
+    SeedsFilter,
+    WhereFilter,
+)
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -42,6 +52,8 @@ def flatten_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
 def export(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv (default), jsonl or parquet (needs pyarrow)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="File to write (default: stdout; parquet needs a file)."),
+    methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     runs: RunsDirOption = None,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
@@ -51,7 +63,7 @@ def export(
 
     import pandas as pd
 
-    from nlbench.cli.common import output_file, runs_dir, starts_with
+    from nlbench.cli.common import make_filters, output_file, runs_dir, starts_with
     from nlbench.errors import UsageError
     from nlbench.report.runs import read_runs
     from nlbench.spec.config import find_config, load_config
@@ -61,7 +73,8 @@ def export(
     folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     # What an earlier export wrote (csv, jsonl) may be replaced; any other file only with --overwrite.
     target = output_file(out, starts_with(b"path,run_id,", b'{"path":'), overwrite) if out is not None else None
-    found = read_runs(folder)  # the latest copy of each run id, as `nlbench table` counts it
+    # The latest copy of each run id, as `nlbench table` counts it.
+    found = read_runs(folder, make_filters(methods, datasets, noise, seeds, run, where))
     for warning in found.warnings():
         print(warning, file=sys.stderr)
     frame = pd.DataFrame.from_records([flatten_result(run.result, run.path) for run in found.runs])

@@ -14,6 +14,7 @@ from nlbench.cli.common import (
     RunFilter,
     RunsDirOption,
     SeedsFilter,
+    WhereFilter,
     make_filters,
 )
 
@@ -26,7 +27,7 @@ def plot(
     kind: str = typer.Argument(..., help=KIND_HELP),
     out: str = typer.Option("figures", "--out", "-o", help="Folder to write the PNG and PDF files to."),
     methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
-    seeds: SeedsFilter = None, run: RunFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     per_run: bool = typer.Option(False, "--per-run", help="confusion: one matrix per run, not summed over seeds."),
     metric: str = typer.Option("last", "--metric", help="temperature, ranks: last, lastk, val or best."),
     layout: str = typer.Option("table1", "--layout", help="ranks: the table layout whose cells are ranked."),
@@ -50,7 +51,7 @@ def plot(
     if images < 1 or images > 64:
         raise UsageError(f"--images must be in [1, 64], got {images}.")
     folder = runs_dir(runs, load_config(find_config(config)), must_exist=kind != "lambda")  # lambda reads no runs
-    figure = draw(kind, folder, Path(out).expanduser(), make_filters(methods, datasets, noise, seeds, run),
+    figure = draw(kind, folder, Path(out).expanduser(), make_filters(methods, datasets, noise, seeds, run, where),
                   per_run=per_run, metric=metric, layout=layout, images=images, betas=betas, epochs=epochs)
     console = stdout_console()
     for path in figure.files:

@@ -14,6 +14,7 @@ from nlbench.cli.common import (
     RunFilter,
     RunsDirOption,
     SeedsFilter,
+    WhereFilter,
     make_filters,
 )
 
@@ -21,7 +22,7 @@ from nlbench.cli.common import (
 def report(
     out: str = typer.Option("report", "--out", "-o", help="Folder to write report.md, report.html and figures/ to."),
     methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
-    seeds: SeedsFilter = None, run: RunFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     title: str = typer.Option("nlbench report", "--title", help="Title of the report."),
     gradcam: int = typer.Option(2, "--gradcam", help="Runs to draw Grad-CAM maps for (0: none; each rebuilds a run)."),
     runs: RunsDirOption = None,
@@ -36,7 +37,7 @@ def report(
     folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     target = Path(out).expanduser()
     err = stderr_console()
-    sections = builder.build(folder, target, make_filters(methods, datasets, noise, seeds, run), gradcam_runs=gradcam,
+    sections = builder.build(folder, target, make_filters(methods, datasets, noise, seeds, run, where), gradcam_runs=gradcam,
                              progress=lambda text: err.print(text, markup=False))
     md, html = builder.write(sections, target, title)
     console = stdout_console()

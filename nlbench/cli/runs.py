@@ -14,6 +14,7 @@ from nlbench.cli.common import (
     RunFilter,
     RunsDirOption,
     SeedsFilter,
+    WhereFilter,
 )
 
 COLUMNS = ("run_id", "dataset", "method", "noise", "seed", "state", "last", "settings", "path")
@@ -22,7 +23,7 @@ COLUMNS = ("run_id", "dataset", "method", "noise", "seed", "state", "last", "set
 def runs(
     runs: RunsDirOption = None,
     methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
-    seeds: SeedsFilter = None, run: RunFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     fmt: str = typer.Option("text", "--format", "-f", help="text (one aligned line per run) or csv."),
     config: ConfigOption = None,
 ) -> None:
@@ -41,10 +42,13 @@ def runs(
         raise UsageError(f"unknown format {fmt!r}; choose text or csv.")
     cfg = load_config(find_config(config))
     folder = runs_dir(runs, cfg, must_exist=True)
-    wanted = make_filters(methods, datasets, noise, seeds, run)
+    from nlbench.report.runs import settings_of_spec
+
+    wanted = make_filters(methods, datasets, noise, seeds, run, where)
     entries, damaged = scan_store(folder)
     entries = [e for e in entries
-               if wanted.matches(e.method, e.dataset, e.spec.get("noise", {}).get("rate"), e.seed, e.run_id)]
+               if wanted.matches(e.method, e.dataset, e.spec.get("noise", {}).get("rate"), e.seed, e.run_id,
+                                 settings=settings_of_spec(e.spec))]
     lasts = _last_accuracies(folder)
     usual = _configured(cfg) if entries else None
     rows = [{"run_id": e.run_id, "dataset": e.dataset, "method": e.method, "noise": e.noise, "seed": str(e.seed),

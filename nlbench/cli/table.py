@@ -6,7 +6,16 @@ from typing import Optional
 
 import typer
 
-from nlbench.cli.common import ConfigOption, RunsDirOption
+from nlbench.cli.common import (
+    ConfigOption,
+    DatasetsFilter,
+    MethodsFilter,
+    NoiseFilter,
+    RunFilter,
+    RunsDirOption,
+    SeedsFilter,
+    WhereFilter,
+)
 from nlbench.errors import UsageError
 
 
@@ -30,11 +39,13 @@ def table(
                                                "t-interval and the paired t-test, and average ranks."),
     with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
     cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
+    methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
+    seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     runs: RunsDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
-    from nlbench.cli.common import runs_dir
+    from nlbench.cli.common import make_filters, runs_dir
     from nlbench.report.render import render
     from nlbench.report.runs import configured_settings
     from nlbench.report.tables import (
@@ -67,7 +78,8 @@ def table(
 
     result = build_table(folder, metric, member, layout=layout, score=score,
                          usual=usual,
-                         with_paper=with_paper, warn=lambda note: print(note, file=sys.stderr))
+                         with_paper=with_paper, warn=lambda note: print(note, file=sys.stderr),
+                         filters=make_filters(methods, datasets, noise, seeds, run, where))
     if compare is not None and result.rows and compare not in {row[-1] for row in result.rows}:
         shown = sorted({row[-1] for row in result.rows})
         raise UsageError(f"--compare {compare}: no runs of that method in this table; its rows are {', '.join(shown)}.")

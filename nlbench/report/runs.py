@@ -76,13 +76,21 @@ class Filters:
     seeds: list[int] = field(default_factory=list)
     #: Run id prefixes.
     run_ids: list[str] = field(default_factory=list)
+    #: ``--where KEY=VALUE`` conditions on the resolved settings (:func:`setting_of`).
+    where: list[tuple[str, Any]] = field(default_factory=list)
 
     def keep(self, result: Result) -> bool:
         """Whether a result passes every filter."""
-        return self.matches(result.method, result.dataset, result["noise"]["rate"], result.seed, result.run_id)
+        return self.matches(result.method, result.dataset, result["noise"]["rate"], result.seed, result.run_id,
+                            settings=result)
 
-    def matches(self, method: str, dataset: str, rate: Any, seed: int, run_id: str) -> bool:
-        """Whether a run with these fields passes every filter (a run without a result: from its spec)."""
+    def matches(self, method: str, dataset: str, rate: Any, seed: int, run_id: str,
+                settings: Any = None) -> bool:
+        """Whether a run with these fields passes every filter (a run without a result: from its
+        spec). ``settings``: the result (or :func:`settings_of_spec` of a spec) the ``where``
+        conditions read."""
+        if self.where and not all(_equal(setting_of(settings or {}, key), value) for key, value in self.where):
+            return False
         return ((not self.methods or method in self.methods)
                 and (not self.datasets or dataset in self.datasets)
                 and (not self.noise or (isinstance(rate, (int, float))
@@ -113,6 +121,65 @@ class RunSet:
         return out
 
 
+#: The sections of a result a ``--where`` key names, and the spellings that reach them.
+WHERE_SECTIONS = {"train": "train", "hparams": "hparams", "methods": "hparams", "dataset_options": "dataset_options",
+                  "datasets": "dataset_options", "noise": "noise"}
+_MISSING = object()
+
+
+def setting_of(record: Any, key: str) -> Any:
+    """The value a result records at a ``--where`` key: ``train.train_size``, ``hparams.q`` (or
+    ``methods.gce.q``: the method must be gce), ``dataset_options.fold`` (or
+    ``datasets.X.options.fold``), ``noise.mode``, or a top-level key (``method``, ``seed``)."""
+    parts = key.split(".")
+    section = WHERE_SECTIONS.get(parts[0])
+    if section is None:
+        value = record.get(key, _MISSING) if len(parts) == 1 else _MISSING
+        return value
+    rest = parts[1:]
+    if parts[0] == "methods":  # methods.<name>.<key>
+        if len(rest) != 2 or record.get("method") != rest[0]:
+            return _MISSING
+        rest = rest[1:]
+    elif parts[0] == "datasets":  # datasets.<name>.options.<key>
+        if len(rest) != 3 or rest[1] != "options" or record.get("dataset") != rest[0]:
+            return _MISSING
+        rest = rest[2:]
+    if len(rest) != 1:
+        return _MISSING
+    table = record.get(section) or {}
+    return table.get(rest[0], _MISSING) if isinstance(table, dict) else _MISSING
+
+
+def settings_of_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec.json in the shape of a result, for ``--where`` on runs without a result."""
+    data = spec.get("data") or {}
+    return {"method": spec.get("method"), "dataset": data.get("name"), "seed": spec.get("seed"),
+            "train": spec.get("train") or {}, "hparams": spec.get("hparams") or {},
+            "dataset_options": data.get("options") or {}, "noise": spec.get("noise") or {}}
+
+
+def _equal(found: Any, wanted: Any) -> bool:
+    if found is _MISSING:
+        return False
+    if isinstance(found, (int, float)) and isinstance(wanted, (int, float)) and not isinstance(found, bool) \
+            and not isinstance(wanted, bool):
+        return abs(float(found) - float(wanted)) <= 1e-9 * max(1.0, abs(float(wanted)))
+    if isinstance(found, str) and not isinstance(wanted, str):
+        return found == str(wanted)
+    return json.dumps(found, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+
+
+def unknown_where_keys(filters: Filters, records: Iterable[Any]) -> list[str]:
+    """The ``--where`` keys no record has (a typo, or a setting no run records): an error to report."""
+    keys = {key for key, _ in filters.where}
+    for record in records:
+        keys = {key for key in keys if setting_of(record, key) is _MISSING}
+        if not keys:
+            break
+    return sorted(keys)
+
+
 def read_runs(runs_dir: Path, filters: Filters | None = None, run_ids: Iterable[str] | None = None) -> RunSet:
     """Every finished run under ``runs_dir`` passing ``filters`` (and in ``run_ids``), latest copy
     of each run id, in table order (dataset, noise, method, seed)."""
@@ -121,7 +188,10 @@ def read_runs(runs_dir: Path, filters: Filters | None = None, run_ids: Iterable[
     damaged: list[Path] = []
     latest: dict[str, tuple[Path, Result]] = {}
     copies = 0
+    seen: list[Result] = []
     for path, result in iter_results(Path(runs_dir), damaged):
+        if filters.where and len(seen) < 10_000:
+            seen.append(result)
         if (wanted is not None and result.run_id not in wanted) or not filters.keep(result):
             continue
         if result.run_id in latest:
@@ -129,6 +199,14 @@ def read_runs(runs_dir: Path, filters: Filters | None = None, run_ids: Iterable[
             if result.finished < latest[result.run_id][1].finished:
                 continue
         latest[result.run_id] = (path, result)
+    if filters.where and not latest:
+        unknown = unknown_where_keys(filters, seen)
+        if unknown:
+            from nlbench.errors import UsageError
+
+            raise UsageError(f"--where {unknown[0]}: no stored run records that setting; keys look like "
+                             f"train.train_size, hparams.q (or methods.gce.q), dataset_options.fold (or "
+                             f"datasets.NAME.options.fold), noise.mode, seed.")
     runs = [FinishedRun(path, result) for path, result in latest.values()]
     runs.sort(key=lambda r: (r.dataset, r.noise, method_order_key(r.method), r.seed, r.run_id))
     return RunSet(runs, damaged, copies)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from nlbench.catalogue import METHOD_ORDER, PAPER_DATASETS
 from nlbench.report.references import dominant_prediction, fold_of, split_key, split_reference
-from nlbench.report.runs import ConfiguredSettings, RunSet, read_runs, test_set_labels, variant_labels
+from nlbench.report.runs import ConfiguredSettings, Filters, RunSet, read_runs, test_set_labels, variant_labels
 from nlbench.train.model_selection import SCORES
 
 FORMATS = ("rich", "markdown", "latex", "csv")
@@ -246,10 +246,12 @@ def _settings_text(frame: pd.DataFrame) -> str:
 def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
                 layout: str = "table1", score: str = "accuracy",
                 usual: ConfiguredSettings | Callable[[], ConfiguredSettings] | None = None,
-                with_paper: bool = False, warn: Callable[[str], None] | None = None) -> ComparisonTable:
-    """Aggregate the finished runs under ``runs_dir`` (or those of ``run_ids``) into ``layout``."""
+                with_paper: bool = False, warn: Callable[[str], None] | None = None,
+                filters: Filters | None = None) -> ComparisonTable:
+    """Aggregate the finished runs under ``runs_dir`` (those passing ``filters``, or those of
+    ``run_ids``) into ``layout``."""
     lacking: Counter = Counter()
-    runs = read_runs(runs_dir, run_ids=run_ids)
+    runs = read_runs(runs_dir, filters, run_ids=run_ids)
     frame = collect(runs, metric, member, score, lacking)
     notes = runs.warnings()
     if lacking:
