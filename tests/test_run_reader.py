@@ -154,16 +154,17 @@ def test_figures_keep_apart_what_tables_keep_apart(tmp_path):
     fake_run(root, "standard", 1, last=50.0, epochs=3, options={"size": 16, "test_size": 99})  # another test split
     runs = read_runs(root).runs
     labels = variant_labels(runs)
-    assert sorted(set(labels.values())) == ["standard", "standard [epochs=5]", "standard [test_size=99]"]
+    assert sorted(set(labels.values())) == ["standard [epochs=3, test_size=99]", "standard [epochs=3]",
+                                            "standard [epochs=5]"]
     from nlbench.report.figures import plot_curves
 
     figure = plot_curves(runs, tmp_path / "out")
-    assert figure.data["synthfer|40|standard"] == [56.0, 58.0, 60.0]
+    assert figure.data["synthfer|40|standard [epochs=3]"] == [56.0, 58.0, 60.0]
     assert figure.data["synthfer|40|standard [epochs=5]"] == [72.0, 74.0, 76.0, 78.0, 80.0]  # not cut to 3
-    assert figure.data["synthfer|40|standard [test_size=99]"] == [46.0, 48.0, 50.0]
+    assert figure.data["synthfer|40|standard [epochs=3, test_size=99]"] == [46.0, 48.0, 50.0]
     cells = {label: [r for r in runs if labels[r.path] == label] for label in set(labels.values())}
-    assert seeds_text(cells["standard"]) == "3 seeds (1, 2, 3)"
-    assert seeds_text(cells["standard [test_size=99]"]) == "seed 1"
+    assert seeds_text(cells["standard [epochs=3]"]) == "3 seeds (1, 2, 3)"
+    assert seeds_text(cells["standard [epochs=3, test_size=99]"]) == "seed 1"
 
 
 def test_a_history_that_lost_lines_does_not_cut_the_others(tmp_path):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from nlbench.report.render import render
-from nlbench.report.runs import ConfiguredSettings
 from nlbench.report.tables import build_table, compare, cost_rows, ranks
 
 
@@ -100,26 +99,24 @@ def test_csv_and_latex_formats(tmp_path):
     assert "\\toprule" in latex.getvalue() and "\\textbf{82.00 $\\pm$ 2.00 (3)}" in latex.getvalue()
 
 
-def test_variants_get_their_own_row_only_where_they_exist_and_the_configured_value_is_plain(tmp_path):
+def test_variants_get_their_own_row_only_where_they_exist_and_every_value_is_labelled(tmp_path):
     for seed in (0, 1):
         _result(tmp_path, "cct", "rafdb", 0.2, seed, 80.0 + seed, 81.0, hparams={"lambda_max": 0.5})
         _result(tmp_path, "cct", "rafdb", 0.4, seed, 60.0 + seed, 61.0, hparams={"lambda_max": 0.5})
     _result(tmp_path, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
-    # a majority vote would call lambda_max = 0.5 usual; the configuration says 0.9
-    table = build_table(tmp_path, "last", usual=ConfiguredSettings(hparams={"cct": {"lambda_max": 0.9}}))
-    assert table.rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct"), ("40", "cct [lambda_max=0.5]")]
+    table = build_table(tmp_path, "last")  # never an unlabelled default beside a labelled value
+    assert table.rows == [("20", "cct [lambda_max=0.5]"), ("20", "cct [lambda_max=0.9]"), ("40", "cct [lambda_max=0.5]")]
     only_20 = tmp_path / "b"
-    _result(only_20, "cct", "rafdb", 0.2, 0, 50.0, 51.0, hparams={"lambda_max": 0.9})
-    _result(only_20, "cct", "rafdb", 0.2, 0, 55.0, 51.0, hparams={"lambda_max": 0.5})
     _result(only_20, "cct", "rafdb", 0.4, 0, 40.0, 41.0, hparams={"lambda_max": 0.9})
-    rows = build_table(only_20, "last", usual=ConfiguredSettings(hparams={"cct": {"lambda_max": 0.9}})).rows
-    assert rows == [("20", "cct"), ("20", "cct [lambda_max=0.5]"), ("40", "cct")]  # no row of dashes
+    _result(only_20, "standard", "rafdb", 0.2, 0, 55.0, 51.0)
+    rows = build_table(only_20, "last").rows
+    assert rows == [("20", "standard"), ("20", "cct"), ("40", "standard"), ("40", "cct")]  # plain: every noise row
 
 
 def test_a_setting_shared_by_every_run_is_not_a_variant(tmp_path):
     for seed in (0, 1):
         _result(tmp_path, "standard", "synthfer", 0.4, seed, 80.0, 81.0, train={"epochs": 5, "image_size": 48})
-    table = build_table(tmp_path, "last", usual=ConfiguredSettings(train={"synthfer": {"epochs": 40, "image_size": 224}}))
+    table = build_table(tmp_path, "last")
     assert table.rows == [("40", "standard")]
     assert "epochs 5; image 48 px" in table.caption
 
@@ -133,8 +130,9 @@ def test_runs_on_other_dataset_options_or_versions_get_their_own_row(tmp_path):
     _result(tmp_path, "standard", "synthfer", 0.4, 0, 40.0, 41.0,
             data={"dataset_version": "1", "dataset_options": {"train_size": 600}})
     cells = {r.row[1]: r for r in build_table(tmp_path, "last").cells.itertuples()}
-    assert set(cells) == {"standard", "standard [train_size=2000]", "standard [version=1]"}
-    assert cells["standard"].mean == 81.0 and cells["standard"].n == 2
+    assert set(cells) == {"standard [train_size=600, version=2]", "standard [train_size=2000, version=2]",
+                          "standard [train_size=600, version=1]"}
+    assert cells["standard [train_size=600, version=2]"].mean == 81.0 and cells["standard [train_size=600, version=2]"].n == 2
 
 
 def test_the_same_run_stored_twice_counts_once(tmp_path):
@@ -288,7 +286,7 @@ def test_table_command_on_real_runs(cli, tmp_path):
                    *TINY).code == 0
     shown = cli("table", "--runs-dir", str(tmp_path), "--format", "markdown")
     assert shown.code == 0
-    assert "| 20 | standard | **" in shown.out and "(2)**" in shown.out
+    assert "| 20 | standard | **" in shown.out and "(2)" in shown.out and "| reference | majority class |" in shown.out
     val = cli("table", "--runs-dir", str(tmp_path), "--format", "markdown", "--metric", "val", "--cost")
     assert val.code == 0 and "validation split" in val.out and "network-epochs" in val.out
     (tmp_path / "empty").mkdir()

@@ -104,10 +104,9 @@ def sweep(
         import sys
 
         from nlbench.report.render import render
-        from nlbench.report.runs import configured_settings
         from nlbench.report.tables import build_table
 
-        render(build_table(folder, run_ids={run.spec.run_id for run in grid}, usual=lambda: configured_settings(cfg, registry),
+        render(build_table(folder, run_ids={run.spec.run_id for run in grid},
                            warn=lambda note: print(note, file=sys.stderr)), "rich")
     if outcomes["failed"]:
         raise RunFailed(f"{outcomes['failed']} run(s) of the sweep failed (listed above); "

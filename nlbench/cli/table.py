@@ -47,7 +47,6 @@ def table(
     """Print results in the paper's layouts: mean ± std over seeds, best in bold."""
     from nlbench.cli.common import make_filters, runs_dir
     from nlbench.report.render import render
-    from nlbench.report.runs import configured_settings
     from nlbench.report.tables import (
         ALL_SCORES,
         FORMATS,
@@ -71,13 +70,7 @@ def table(
     folder = runs_dir(runs, cfg, must_exist=True)
     import sys
 
-    def usual():  # read (importing the plugins, and so torch) only if runs differ in a setting
-        from nlbench.plugins import get_registry
-
-        return configured_settings(cfg, get_registry())
-
     result = build_table(folder, metric, member, layout=layout, score=score,
-                         usual=usual,
                          with_paper=with_paper, warn=lambda note: print(note, file=sys.stderr),
                          filters=make_filters(methods, datasets, noise, seeds, run, where))
     if compare is not None and result.rows and compare not in {row[-1] for row in result.rows}:

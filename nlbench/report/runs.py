@@ -15,7 +15,7 @@ initialisation. Only the seed varies inside a cell.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,55 +274,42 @@ def _data_of(result: Result) -> dict[str, Any]:
     return data
 
 
-def variant_labels(runs: list[FinishedRun],
-                   usual: ConfiguredSettings | Callable[[], ConfiguredSettings] | None = None,
-                   axes: tuple[str, ...] = ()) -> dict[Path, str]:
+def variant_labels(runs: list[FinishedRun], axes: tuple[str, ...] = ()) -> dict[Path, str]:
     """The label of every run's variant (by run folder): its method plus the settings where it
     differs from the other runs shown.
 
     Hyperparameters are compared within a method, training settings and the dataset's identity
-    (version, options, files) within a dataset; a setting that differs is shown where it departs
-    from the configured value (``usual``), or from the most common one. ``usual`` may be a
-    function: it is called only when some setting differs (reading the configured settings
-    imports every plugin, and so torch). ``axes``: hyperparameters a layout shows as columns.
+    (version, options, files) within a dataset and test split. A setting that differs labels
+    *every* run with its value (``gce [q=0.5]`` beside ``gce [q=0.7]``): an unlabelled row beside
+    a labelled one would read as "the method" against "a tweak", whatever the configured value
+    is. ``axes``: hyperparameters a layout shows as columns.
     """
-    loaded: list[ConfiguredSettings] = []
 
-    def configured() -> ConfiguredSettings:
-        if not loaded:
-            loaded.append((usual() if callable(usual) else usual) or ConfiguredSettings())
-        return loaded[0]
-
-    def differing(values: Callable[[FinishedRun], dict[str, Any]], group: Callable[[FinishedRun], str],
-                  usual_of: str) -> dict[Path, list[str]]:
+    def differing(values: Callable[[FinishedRun], dict[str, Any]], group: Callable[[FinishedRun], str]
+                  ) -> dict[Path, list[str]]:
         out: dict[Path, list[str]] = {run.path: [] for run in runs}
         groups: dict[str, list[FinishedRun]] = defaultdict(list)
         for run in runs:
             groups[group(run)].append(run)
-        for name, members in groups.items():
+        for members in groups.values():
             keys = sorted({k for run in members for k in values(run)} - set(axes))
             for key in keys:
                 seen = [json.dumps(values(run).get(key), sort_keys=True) for run in members]
                 if len(set(seen)) < 2:
                     continue  # the same in every run shown: not a difference
-                settings = getattr(configured(), usual_of).get(name.split("|", 1)[0])
-                if settings is not None and key in settings:
-                    plain = json.dumps(settings[key], sort_keys=True)
-                else:  # a setting the configuration does not know: the most common value is plain
-                    plain = Counter(seen).most_common(1)[0][0]
                 for run, text in zip(members, seen):
-                    if text != plain:
+                    if key in values(run):  # a run stored before the setting existed says nothing of it
                         out[run.path].append(f"{key}={json.loads(text)}")
         return out
 
-    hp = differing(lambda r: r.result.get("hparams", {}), lambda r: r.method, "hparams")
-    train = differing(lambda r: r.result.get("train", {}), lambda r: r.dataset, "train")
+    hp = differing(lambda r: r.result.get("hparams", {}), lambda r: r.method)
+    train = differing(lambda r: r.result.get("train", {}), lambda r: r.dataset)
     # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
     # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
     # Runs on other test splits are told apart by their column (tables.test_set_labels), so the
     # dataset settings are compared within one test split.
     data = differing(lambda r: _data_of(r.result),
-                     lambda r: f"{r.dataset}|{r.result['noise'].get('source', 'injected')}|{split_key(r.result)}", "data")
+                     lambda r: f"{r.dataset}|{r.result['noise'].get('source', 'injected')}|{split_key(r.result)}")
     initialisations = {_pretrained(run) for run in runs}
     labels = {}
     for run in runs:

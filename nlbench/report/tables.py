@@ -9,10 +9,11 @@ layout into cells, mean ± sample std over seeds; :func:`render` prints them. La
 - ``table3``: clean training labels (noise 0): rows methods;
 - ``table8``: CCT only: rows dataset x noise, columns networks 1-4 x consistency off/on.
 
-Runs that differ in a setting get their own row, labelled with the difference, and only where
-they exist. A setting that is the same in every run shown is not a difference (it goes in the
-caption); among the values a setting takes, the configured one (benchmark.toml, the defaults) is
-unlabelled. Cells without runs are shown as missing, never dropped; the best mean of each
+Runs that differ in a setting get their own row, labelled with their value of it (every value,
+the configured one too), and only where they exist; runs on another test split get their own
+column. A setting that is the same in every run shown is not a difference (it goes in the
+caption). Under the rows: the majority-class and chance scores of each column's test split
+(:mod:`nlbench.report.references`). Cells without runs are shown as missing, never dropped; the best mean of each
 group is bold.
 """
 
@@ -31,7 +32,7 @@ import pandas as pd
 
 from nlbench.catalogue import METHOD_ORDER, PAPER_DATASETS
 from nlbench.report.references import dominant_prediction, fold_of, split_key, split_reference
-from nlbench.report.runs import ConfiguredSettings, Filters, RunSet, read_runs, test_set_labels, variant_labels
+from nlbench.report.runs import Filters, RunSet, read_runs, test_set_labels, variant_labels
 from nlbench.train.model_selection import SCORES
 
 FORMATS = ("rich", "markdown", "latex", "csv")
@@ -245,7 +246,6 @@ def _settings_text(frame: pd.DataFrame) -> str:
 
 def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
                 layout: str = "table1", score: str = "accuracy",
-                usual: ConfiguredSettings | Callable[[], ConfiguredSettings] | None = None,
                 with_paper: bool = False, warn: Callable[[str], None] | None = None,
                 filters: Filters | None = None) -> ComparisonTable:
     """Aggregate the finished runs under ``runs_dir`` (those passing ``filters``, or those of
@@ -269,7 +269,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         return ComparisonTable(layout, pd.DataFrame(columns=["row", "column", "mean", "std", "n", "seeds"]), [],
                                spec.row_names, [], caption, title, lower, frame, notes)
     shown = [run for run in runs.runs if str(run.path) in set(frame["path"])]
-    labels = variant_labels(shown, usual, AXES.get(layout, ()))
+    labels = variant_labels(shown, AXES.get(layout, ()))
     frame["variant"] = [labels[Path(p)] + suffix for p, suffix in zip(frame["path"], frame["suffix"])]
     sets = test_set_labels(shown)
     frame["test_set"] = [sets[Path(p)] for p in frame["path"]]
