@@ -10,7 +10,6 @@ the path it expected and what to do.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from nlbench.errors import DataError
 from nlbench.identity import FileDigests, canonical_json, data_fingerprint
-from nlbench.options import build_options
+from nlbench.options import build_options, identity_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -223,7 +222,7 @@ class Dataset:
             "name": self.name,
             "version": self.version,
             "root": str(self.root.resolve()) if self.root is not None else None,
-            "options": dataclasses.asdict(self.options),
+            "options": identity_dict(self.options),
             "storage_size": self.storage_size,
         }
 
