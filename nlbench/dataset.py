@@ -143,7 +143,7 @@ def compile_group_pattern(text: str) -> re.Pattern[str] | None:
     try:
         return re.compile(text)
     except re.error as err:
-        raise ValueError(f"group_pattern {text!r} is not a valid regular expression ({err})") from None
+        raise ValueError(f"group_pattern '{text}' is not a valid regular expression ({err})") from None
 
 
 def subject_of(pattern: re.Pattern[str], relative: str, dataset: str) -> str:
@@ -152,7 +152,7 @@ def subject_of(pattern: re.Pattern[str], relative: str, dataset: str) -> str:
     subject = (match.group(1) if pattern.groups else match.group(0)) if match else None
     if not subject:
         raise DataError(
-            f"image {relative} does not match datasets.{dataset}.options.group_pattern {pattern.pattern!r}"
+            f"image {relative} does not match datasets.{dataset}.options.group_pattern '{pattern.pattern}'"
             f"{'' if match is None else ' (its first group is empty)'}: the pattern must find a subject in the path "
             f"of every image (relative to the data root), e.g. '(S\\d+)_' for S005_001_00000011.png; fix the "
             f"pattern or remove the image.")
