@@ -8,7 +8,9 @@ CSV naming them. Options (``[datasets.csvlabels.options]`` or ``--set datasets.c
 * ``image_column`` (``image``), ``label_column`` (``label``): the image path (relative to the data
   root, or absolute) and its label, a class name or a 0-based class number;
 * ``classes``: the class list, in label order (default: the label column's distinct names,
-  sorted; with numeric labels it is required);
+  sorted; with numeric labels it is required). Labels are matched to classes ignoring case, and
+  the default list has one class per name ignoring case, spelled as most rows spell it (ties: the
+  first spelling in sort order), so ``Happy`` and ``happy`` are one class;
 * ``noisy_label_column`` (none by default): a second label column, the real noisy labels used
   for training with ``--noise-source dataset`` (e.g. one annotator's labels beside a consensus);
 * ``split_column`` (none by default): a column of ``train`` / ``test`` values (``training``,
@@ -40,14 +42,16 @@ CSV naming them. Options (``[datasets.csvlabels.options]`` or ``--set datasets.c
 Options added later (``group_column``, ``group_pattern``, ``folds``, ``fold``) enter the run id only
 when set, so runs stored before them keep their ids.
 
-Rows with an unknown label or a missing image are reported by ``nlbench prepare`` and skipped; a
-CSV without the named columns, or with no usable row, is an error naming the columns it has.
+Rows with an unknown label or a missing image are reported by ``nlbench prepare`` and skipped (one
+line names the labels that are not classes and the classes); a CSV without the named columns, or
+with no usable row, is an error naming the columns it has.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -89,7 +93,7 @@ class CsvlabelsOptions:
     noisy_label_column: str = ""
     #: Column of train/test values ("" = a seeded stratified draw with test_fraction).
     split_column: str = ""
-    #: The class names in label order (default: the label column's names, sorted).
+    #: The class names in label order (default: the label column's names ignoring case, sorted).
     classes: list[str] = field(default_factory=list)
     #: Share of each class (or of the subjects, with a group option) drawn into the test set when
     #: there is no split column; ignored when folds > 0.
@@ -180,11 +184,16 @@ class CsvLabels(Dataset):
     def _classes(self) -> list[str]:
         if self.options.classes:
             return list(self.options.classes)
-        values = {row[self.options.label_column] for row in self._read() if row.get(self.options.label_column)}
-        if values and all(v.isdigit() for v in values):
+        names = [row[self.options.label_column] for row in self._read() if row.get(self.options.label_column)]
+        if names and all(v.isdigit() for v in names):
             raise DataError(f"the labels of {self._csv_path()} are numbers: give the class names in label order with "
                             f"datasets.csvlabels.options.classes, e.g. [\"neutral\", \"happiness\", ...].")
-        return sorted(values)
+        # Labels are matched ignoring case: one class per lower-cased name, spelled as most rows spell
+        # it (ties: the first spelling in sort order).
+        spellings: dict[str, Counter[str]] = {}
+        for name in names:
+            spellings.setdefault(name.lower(), Counter())[name] += 1
+        return sorted(min(counts, key=lambda v: (-counts[v], v)) for counts in spellings.values())
 
     def check(self) -> None:
         """Check the CSV, its columns and that at least two classes have training rows."""
@@ -213,6 +222,7 @@ class CsvLabels(Dataset):
         o = self.options
         name = self._csv_path().name
         problems: list[str] = []
+        unknown: Counter[str] = Counter()  # labels that are not classes -> rows
         where_noisy: dict[str, str] = {}
         pattern = compile_group_pattern(o.group_pattern)
         # split ("" = to draw), path, label, noisy label (-1: none), subject ("" = no groups)
@@ -222,6 +232,7 @@ class CsvLabels(Dataset):
             label = self._label(row.get(o.label_column, ""))
             if label is None:
                 problems.append(f"{where}: label {row.get(o.label_column)!r} is not one of the classes; row skipped")
+                unknown[row.get(o.label_column, "")] += 1
                 continue
             noisy = label
             if o.noisy_label_column:  # needed for training rows only: checked after the split
@@ -251,6 +262,8 @@ class CsvLabels(Dataset):
             kept.append((split, str(path), label, noisy, subject))
             if noisy == -1:
                 where_noisy[str(path)] = where_noisy.pop(str(number))
+        if unknown:  # one line naming the mismatch, first, before the rows it skipped
+            problems.insert(0, self._mismatch(unknown))
         seen: dict[str, int] = {}
         for number, (_, path_text, *_) in enumerate(kept):
             if path_text in seen:  # split by row, one image could land in both train and test
@@ -279,9 +292,24 @@ class CsvLabels(Dataset):
         counts = np.bincount(tables["train"].labels, minlength=len(self.class_names))
         empty = [c for c, n in zip(self.class_names, counts) if n == 0]
         if empty:
-            raise DataError(f"class(es) {', '.join(repr(e) for e in empty)} have no training row in {name}; "
-                            f"remove them from datasets.csvlabels.options.classes or add rows.")
+            listed = ", ".join(repr(e) for e in empty)
+            if o.classes:
+                raise DataError(f"class(es) {listed} of datasets.csvlabels.options.classes have no training row in "
+                                f"{name}" + (f"; {self._mismatch(unknown)}" if unknown else "")
+                                + "; remove them from the classes, or add training rows.")
+            where = "the test fold" if o.folds else "the test split"
+            raise DataError(f"class(es) {listed} of {name} have no training row (their rows are all in {where}, "
+                            f"or were skipped: `nlbench prepare` lists why); add training rows.")
         return tables
+
+    def _mismatch(self, unknown: Counter[str]) -> str:
+        """One line naming the labels that are not classes, and the classes they were compared with."""
+        found = ", ".join(f"{label!r} ({count} row{'s' if count > 1 else ''})" for label, count in unknown.most_common())
+        classes = ", ".join(repr(c) for c in self.class_names)
+        given = ("given with datasets.csvlabels.options.classes" if self.options.classes
+                 else f"the names of column {self.options.label_column!r}")
+        return (f"{sum(unknown.values())} row(s) skipped: their label(s) {found} are not classes; the classes "
+                f"({given}, matched ignoring case) are {classes}")
 
     def _relative(self, path: Path) -> str:
         """An image's path relative to the data root (what group_pattern searches), or its full path if outside it."""

@@ -227,3 +227,27 @@ def test_new_options_stay_out_of_the_identity_at_their_defaults(tmp_path):
     assert not {"group_column", "group_pattern", "folds", "fold"} & set(dataset(root).identity()["options"])
     options = dataset(root, folds=10, fold=3, group_pattern="img").identity()["options"]
     assert (options["folds"], options["fold"], options["group_pattern"]) == (10, 3, "img")
+
+
+def test_labels_and_derived_classes_ignore_case(tmp_path):
+    spelling = ["Happy", "happy", "HAPPY", "happy", "Sad", "sad", "Neutral", "neutral"]
+    root = make(tmp_path / "d", rows=48, label=lambda i: spelling[i % 8])
+    ds = dataset(root)
+    ds.check()
+    assert ds.class_names == ("Neutral", "Sad", "happy")  # most common spelling; ties: first in sort order
+    assert ds.to_affectnet == (0, 2, 1)
+    labels = np.concatenate([ds.table("train").labels, ds.table("test").labels])
+    assert np.bincount(labels).tolist() == [12, 12, 24] and not ds.table("train").problems
+    given = dataset(root, classes=["SAD", "Happy", "neutral"])
+    assert np.bincount(given.table("train").labels).tolist() == np.bincount(ds.table("train").labels)[[1, 2, 0]].tolist()
+
+
+def test_labels_that_are_not_classes_are_named_with_the_classes(tmp_path):
+    root = make(tmp_path / "d")
+    problems = dataset(root, classes=["happy", "sad"]).table("train").problems
+    assert problems[0] == ("20 row(s) skipped: their label(s) 'neutral' (20 rows) are not classes; the classes (given "
+                           "with datasets.csvlabels.options.classes, matched ignoring case) are 'happy', 'sad'")
+    with pytest.raises(DataError, match=r"class\(es\) 'angry' of datasets.csvlabels.options.classes have no training "
+                                        r"row in labels.csv; 20 row\(s\) skipped: their label\(s\) 'neutral' "
+                                        r"\(20 rows\) are not classes; .* are 'happy', 'sad', 'angry'"):
+        dataset(root, classes=["happy", "sad", "angry"]).check()
