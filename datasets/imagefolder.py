@@ -189,7 +189,7 @@ class ImageFolder(Dataset):
         assert self.root is not None
         if self.options.folds:
             raise DataError(
-                f"datasets.imagefolder.options.folds = {self.options.folds} draws the test set, but {self.root} has "
+                f"datasets.{self.name}.options.folds = {self.options.folds} draws the test set, but {self.root} has "
                 f"train/ and test/ folders (a given split): put every class folder directly under the data root, "
                 f"or set folds = 0.")
         tables = {}
