@@ -9,6 +9,27 @@ Layouts, under the data root:
   test_fraction)`` images, at least 1 and at most n - 1 when the class has 2 or more images, go to
   the test set. Each class's draw depends only on its name, its sorted file names and the seed.
 
+Subject-independent splits: option ``group_pattern`` (default ``""``, none) is a Python regular
+expression searched (``re.search``) in each image's path relative to the data root, e.g.
+``'(S\\d+)_'`` for CK+ file names such as ``happy/S005_001_00000011.png``; its first group (or the
+whole match, when it has no group) is the image's subject. An image it does not match is an error.
+Without ``train/`` and ``test/`` folders, the seeded draw is then over subjects, not images: the
+subjects sorted by id, a seeded permutation (``split_seed``), the first ``round(n_subjects *
+test_fraction)``, at least 1 and at most n_subjects - 1, go to the test set with all their
+images. It cannot be stratified by class (a subject's images go together, whatever their
+classes). With ``train/`` and ``test/`` folders, a subject with images in both is an error.
+
+k-fold cross-validation (the usual protocol of CK+, JAFFE and Oulu-CASIA): option ``folds`` (default
+0, off; else 2 to 100) splits the images into that many seeded parts, and option ``fold`` (default
+1, from 1 to folds) names the part that is the test set, the others training. Without groups the
+folds are stratified: per class (in label order), its images sorted by path are put in a seeded
+order (``split_seed``) and dealt round-robin into the folds, the deal going on from one class to the
+next, so fold sizes differ by at most 1 and each fold holds every class that has ``folds`` images or
+more. With ``group_pattern`` the subjects, sorted and seeded, are dealt instead. Each image is in
+the test set of exactly one fold. ``test_fraction`` is ignored when ``folds`` > 0, and ``folds``
+with ``train/`` and ``test/`` folders is an error. Options added later (``group_pattern``,
+``folds``, ``fold``) enter the run id only when set, so runs stored before them keep their ids.
+
 Class names are the folder names, sorted, so the class order (and the label indices) is the same
 on every machine. Images: jpg, jpeg, png, bmp, webp, tif, tiff (any case), searched recursively in
 each class folder; hidden files are ignored, other files are reported. Because the classes depend on
@@ -35,8 +56,19 @@ import numpy as np
 
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
-from nlbench.dataset import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, affectnet_mapping, stratified_test_draw
-from nlbench.options import Range
+from nlbench.dataset import (
+    HALF_MEAN,
+    HALF_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    affectnet_mapping,
+    check_protocol_options,
+    check_subjects_apart,
+    compile_group_pattern,
+    draw_test_set,
+    subject_of,
+)
+from nlbench.options import Range, added
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
@@ -44,14 +76,25 @@ NORMALISATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN,
 class ImagefolderOptions:
     """How to split, store and normalise a folder-per-class dataset."""
 
-    #: Share of each class drawn into the test set when there are no train/ and test/ folders.
+    #: Share of each class (or of the subjects, with group_pattern) drawn into the test set when
+    #: there are no train/ and test/ folders; ignored when folds > 0.
     test_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.2
-    #: Seed of that draw.
+    #: Seed of that draw, and of the folds.
     split_seed: int = 0
     #: Side of the stored square images.
     size: Annotated[int, Range(16, 512)] = 112
     #: "imagenet" (mean 0.485/0.456/0.406, std 0.229/0.224/0.225) or "half" (0.5/0.5).
     normalisation: Literal["imagenet", "half"] = "imagenet"
+    #: Regular expression finding the subject in each image's path relative to the data root (its
+    #: first group, or the whole match), e.g. '(S\d+)_': no subject in both train and test ("" = none).
+    group_pattern: str = added("")
+    #: k-fold cross-validation: the number of folds (0 = off, else 2 to 100); needs one set of class folders.
+    folds: Annotated[int, Range(0, 100)] = added(0)
+    #: The fold (1 to folds) whose images form the test set; the other folds train.
+    fold: Annotated[int, Range(1, 100)] = added(1)
+
+    def __post_init__(self) -> None:
+        check_protocol_options(self.group_pattern, self.folds, self.fold)
 
 
 class ImageFolder(Dataset):
@@ -134,8 +177,21 @@ class ImageFolder(Dataset):
             found[name] = sorted(paths)
         return found
 
+    def _subjects(self, paths: list[str]) -> list[str] | None:
+        """The subject of each image (by group_pattern on its path relative to the data root), or None."""
+        pattern = compile_group_pattern(self.options.group_pattern)
+        if pattern is None:
+            return None
+        assert self.root is not None
+        return [subject_of(pattern, Path(path).relative_to(self.root).as_posix(), self.name) for path in paths]
+
     def _split_tables(self) -> dict[str, SampleTable]:
         assert self.root is not None
+        if self.options.folds:
+            raise DataError(
+                f"datasets.{self.name}.options.folds = {self.options.folds} draws the test set, but {self.root} has "
+                f"train/ and test/ folders (a given split): put every class folder directly under the data root, "
+                f"or set folds = 0.")
         tables = {}
         for split in ("train", "test"):
             problems: list[str] = []
@@ -149,20 +205,27 @@ class ImageFolder(Dataset):
                 refs += paths
                 labels += [self.class_names.index(name)] * len(paths)
             tables[split] = SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64), problems=problems)
+        refs = [*tables["train"].refs, *tables["test"].refs]
+        subjects = self._subjects(refs)
+        if subjects is not None:
+            check_subjects_apart(subjects, ["train"] * len(tables["train"]) + ["test"] * len(tables["test"]),
+                                 f"{self.root} (its train/ and test/ folders)")
         return tables
 
     def _drawn_tables(self) -> dict[str, SampleTable]:
         assert self.root is not None
         problems: list[str] = []
         found = self._scan(self.root, problems)
+        paths = [path for name in self.class_names for path in found[name]]
+        labels = [label for label, name in enumerate(self.class_names) for _ in found[name]]
+        o = self.options
+        chosen = draw_test_set(labels, paths, self.class_names, self._subjects(paths), o.test_fraction, o.split_seed,
+                               o.folds, o.fold)
         parts: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
-        for label, name in enumerate(self.class_names):
-            paths = found[name]
-            chosen = stratified_test_draw(len(paths), name, self.options.test_fraction, self.options.split_seed)
-            for i, path in enumerate(paths):
-                refs, labels = parts["test" if i in chosen else "train"]
-                refs.append(path)
-                labels.append(label)
+        for i, (path, label) in enumerate(zip(paths, labels)):
+            refs, split_labels = parts["test" if i in chosen else "train"]
+            refs.append(path)
+            split_labels.append(label)
         return {
             split: SampleTable(refs=refs, labels=np.asarray(labels, dtype=np.int64),
                                problems=problems if split == "train" else [])

@@ -10,7 +10,7 @@ the path it expected and what to do.
 
 from __future__ import annotations
 
-import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 
 from nlbench.errors import DataError
 from nlbench.identity import FileDigests, canonical_json, data_fingerprint
-from nlbench.options import build_options
+from nlbench.options import build_options, identity_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,13 +43,137 @@ def stratified_test_draw(count: int, class_name: str, test_fraction: float, seed
 
     ``round(count * test_fraction)`` of them, at least 1 and at most count - 1 when the class has 2
     or more; the draw depends only on the class name, the count and the seed, so adding a class
-    leaves the others' draws unchanged.
+    leaves the others' draws unchanged. (The subject draw of :func:`draw_test_set` passes
+    :data:`SUBJECTS_KEY` as the class name.)
     """
     import zlib
 
     n_test = min(max(int(round(count * test_fraction)), 1), count - 1) if count >= 2 else 0
     rng = np.random.default_rng([seed, zlib.crc32(class_name.encode())])
     return set(rng.permutation(count)[:n_test].tolist())
+
+
+#: The key of the seeded draws over subjects (class draws use the class name).
+SUBJECTS_KEY = "subjects"
+
+
+def seeded_folds(count: int, key: str, folds: int, seed: int, start: int = 0) -> list[int]:
+    """The 0-based fold of each of ``count`` samples (in a fixed order): a seeded permutation dealt round-robin.
+
+    The permutation is the one :func:`stratified_test_draw` uses for the same key and seed; the
+    sample at position p of it goes to fold ``(start + p) % folds``, so fold sizes differ by at
+    most 1 (also across calls that continue the deal with ``start``).
+    """
+    import zlib
+
+    order = np.random.default_rng([seed, zlib.crc32(key.encode())]).permutation(count)
+    out = [0] * count
+    for position, index in enumerate(order.tolist()):
+        out[index] = (start + position) % folds
+    return out
+
+
+def draw_test_set(labels: Sequence[int], keys: Sequence[str], class_names: Sequence[str],
+                  groups: Sequence[str] | None, test_fraction: float, seed: int, folds: int = 0,
+                  fold: int = 1) -> set[int]:
+    """Which samples (indices into ``labels``, ``keys`` and ``groups``) form the test set.
+
+    ``keys`` (e.g. the image paths) fix the order of the samples; ``groups`` (None: none) name
+    each sample's subject. The rules:
+
+    * no groups, ``folds`` 0: per class, :func:`stratified_test_draw` over the class's samples
+      sorted by key;
+    * no groups, ``folds`` k: per class in label order, the samples sorted by key are put in a
+      seeded order and dealt round-robin into k folds, the deal going on from one class to the
+      next (fold sizes differ by at most 1, and each fold has every class with k or more samples);
+      fold ``fold`` (1-based) is the test set;
+    * groups, ``folds`` 0: the subjects sorted by id, a seeded permutation of them (seed and
+      :data:`SUBJECTS_KEY`), the first ``round(n * test_fraction)`` clamped to [1, n - 1]: every
+      sample of those subjects is in the test set. Not stratified by class: a subject's samples
+      go together, whatever their classes;
+    * groups, ``folds`` k: the subjects, sorted and seeded as above, dealt round-robin into k folds.
+
+    Raises :class:`DataError` when a draw cannot leave both sets non-empty (fewer than 2 subjects,
+    fewer subjects or samples than folds).
+    """
+    if groups is not None:
+        subjects = sorted(set(groups))
+        if len(subjects) < 2:
+            raise DataError(f"the images name {len(subjects)} subject(s); a subject-independent split needs at "
+                            f"least 2 (check the group option, or leave it empty to split by image).")
+        if folds:
+            if len(subjects) < folds:
+                raise DataError(f"{folds} folds need at least {folds} subjects, and the images name "
+                                f"{len(subjects)}; lower folds.")
+            fold_of = seeded_folds(len(subjects), SUBJECTS_KEY, folds, seed)
+            chosen = {s for s, f in zip(subjects, fold_of) if f == fold - 1}
+        else:
+            chosen = {subjects[i] for i in stratified_test_draw(len(subjects), SUBJECTS_KEY, test_fraction, seed)}
+        return {i for i, group in enumerate(groups) if group in chosen}
+    if folds and len(labels) < folds:
+        raise DataError(f"{folds} folds need at least {folds} images, and there are {len(labels)}; lower folds.")
+    test: set[int] = set()
+    dealt = 0
+    for label, class_name in enumerate(class_names):
+        members = sorted((i for i, y in enumerate(labels) if y == label), key=lambda i: keys[i])
+        if folds:
+            fold_of = seeded_folds(len(members), class_name, folds, seed, start=dealt)
+            test.update(m for m, f in zip(members, fold_of) if f == fold - 1)
+            dealt += len(members)
+        else:
+            test.update(members[i] for i in stratified_test_draw(len(members), class_name, test_fraction, seed))
+    return test
+
+
+def check_subjects_apart(groups: Sequence[str], splits: Sequence[str], where: str) -> None:
+    """Raise :class:`DataError` naming the first subject (by id) with samples in both splits of a given split."""
+    train = {g for g, s in zip(groups, splits) if s == "train"}
+    both = sorted(train & {g for g, s in zip(groups, splits) if s == "test"})
+    if both:
+        others = f" (and {len(both) - 1} other subject(s))" if len(both) > 1 else ""
+        raise DataError(f"subject {both[0]!r}{others} has images in both the train and the test split of {where}; "
+                        f"a subject-independent split needs each subject in one split only: fix the split, or "
+                        f"leave the group option empty.")
+
+
+def compile_group_pattern(text: str) -> re.Pattern[str] | None:
+    """The compiled ``group_pattern`` option (None when empty); ValueError naming the option when invalid."""
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as err:
+        raise ValueError(f"group_pattern '{text}' is not a valid regular expression ({err})") from None
+
+
+def subject_of(pattern: re.Pattern[str], relative: str, dataset: str) -> str:
+    """The subject ``pattern`` finds in an image's path relative to the data root (its first group, or the match)."""
+    match = pattern.search(relative)
+    subject = (match.group(1) if pattern.groups else match.group(0)) if match else None
+    if not subject:
+        raise DataError(
+            f"image {relative} does not match datasets.{dataset}.options.group_pattern '{pattern.pattern}'"
+            f"{'' if match is None else ' (its first group is empty)'}: the pattern must find a subject in the path "
+            f"of every image (relative to the data root), e.g. '(S\\d+)_' for S005_001_00000011.png; fix the "
+            f"pattern or remove the image.")
+    return subject
+
+
+def check_protocol_options(group_pattern: str, folds: int, fold: int, group_column: str = "",
+                           split_column: str = "") -> None:
+    """The cross-field rules of the group and fold options (ValueError naming the options)."""
+    if group_column and group_pattern:
+        raise ValueError("set group_column or group_pattern, not both (each gives every image's subject)")
+    compile_group_pattern(group_pattern)
+    if folds == 1:
+        raise ValueError("folds must be 0 (no cross-validation) or 2 to 100, got 1")
+    if not folds and fold != 1:
+        raise ValueError(f"fold {fold} is set but folds is 0: set folds too (e.g. folds=10), or leave fold out")
+    if folds and fold > folds:
+        raise ValueError(f"fold {fold} is more than folds {folds} (fold counts from 1 to folds)")
+    if folds and split_column:
+        raise ValueError(f"folds {folds} (cross-validation) draws the test set, which split_column "
+                         f"{split_column!r} gives: set one of them")
 
 
 def affectnet_mapping(class_names: tuple[str, ...]) -> tuple[int, ...] | None:
@@ -223,7 +347,7 @@ class Dataset:
             "name": self.name,
             "version": self.version,
             "root": str(self.root.resolve()) if self.root is not None else None,
-            "options": dataclasses.asdict(self.options),
+            "options": identity_dict(self.options),
             "storage_size": self.storage_size,
         }
 

@@ -10,7 +10,9 @@ Every option set of nlbench is a dataclass: :class:`nlbench.settings.TrainSettin
 - a ``#:`` comment above the field: its one-line documentation, listed by
   ``nlbench methods NAME`` and ``nlbench datasets NAME``;
 - ``runtime(default)`` for a field that changes where or how fast a run computes but not its
-  numbers (cache placement, ``torch.compile``): such fields never enter the run id.
+  numbers (cache placement, ``torch.compile``): such fields never enter the run id;
+- ``added(default)`` for a field added after runs were stored: it enters the run id only when set
+  to another value (:func:`identity_dict` for a dataset's options), so stored ids still hold.
 
 :func:`build_options` turns a plain dict (from benchmark.toml or ``--set``) into an instance, with
 one clear :class:`~nlbench.errors.ConfigError` per problem. Cross-field rules stay in a method's
@@ -78,6 +80,30 @@ ADDED = "nlbench_added"
 def added(default: Any) -> Any:
     """A field added after runs were stored: it enters the run id only when set to another value."""
     return dataclasses.field(default=default, metadata={ADDED: True})
+
+
+def is_added(field: dataclasses.Field) -> bool:
+    """Whether a dataclass field was declared with :func:`added`."""
+    return bool(field.metadata.get(ADDED))
+
+
+def identity_dict(options: Any) -> dict[str, Any]:
+    """An options dataclass as a plain dict, its :func:`added` fields left out while at their default.
+
+    What a dataset's options contribute to the run id and the decode cache key: an option added
+    later enters them only when set, so the runs and images stored before it keep their ids.
+    """
+    values = dataclasses.asdict(options)
+    for field in dataclasses.fields(options):
+        if is_added(field) and values[field.name] == _default(field):
+            del values[field.name]
+    return values
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return field.default
 
 
 def is_runtime(field: dataclasses.Field) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,26 @@ def _ferplus_csv(root: Path) -> Path:
     return root
 
 
+def _bmp(path: Path, value: int) -> None:
+    """A 4x4 grey 24-bit BMP written byte by byte, so its bytes (and the data fingerprint) never vary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = bytes([value % 256]) * (4 * 4 * 3)
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, 4, 4, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    path.write_bytes(header + info + pixels)
+
+
+def _own_data(root: Path) -> Path:
+    """Twelve BMP faces in class folders (imagefolder's layout) and listed in labels.csv (csvlabels')."""
+    lines = ["image,label"]
+    for i in range(12):
+        name = ("happy", "sad", "neutral")[i % 3]
+        _bmp(root / name / f"S{i % 4:03d}_{i:02d}.bmp", 20 * i)
+        lines.append(f"{name}/S{i % 4:03d}_{i:02d}.bmp,{name}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def _noise_file(cli, tmp_path: Path) -> Path:
     """A noise file for the tiny synthfer, exported by nlbench itself (its bytes are fixed by the seed)."""
     path = tmp_path / "noise.csv"
@@ -68,10 +89,24 @@ def _cases(cli, tmp_path: Path) -> dict[str, RunSpec]:
         "real_noise": resolve_spec(RunRequest(method="coteaching", dataset="ferplus", data_root=str(_ferplus_csv(
             tmp_path / "ferplus")), noise_source="dataset", sets=["datasets.ferplus.options.real_noise=\"fer2013\""]),
             Config(), get_registry()),
+        "csvlabels": resolve_spec(RunRequest(method="standard", dataset="csvlabels", data_root=str(_own_data(
+            tmp_path / "own")), sets=["datasets.csvlabels.options.split_seed=1"]), Config(), get_registry()),
+        "imagefolder": resolve_spec(RunRequest(method="standard", dataset="imagefolder", data_root=str(_own_data(
+            tmp_path / "own"))), Config(), get_registry()),
     }
 
 
-@pytest.mark.parametrize("case", ["standard", "cct_options", "noise_file", "real_noise"])
+#: The plugin datasets' new options (group_pattern, folds, fold, ...) are declared with added(), so
+#: they leave the identity while at their defaults (nlbench.options.identity_dict); the run id holds
+#: only once DataSpec.options is built with identity_dict instead of dataclasses.asdict, in
+#: nlbench/spec/resolve.py (one line, left to the change of that package in progress).
+_OPTIONS_IN_ID = pytest.mark.xfail(strict=True, reason="resolve_spec still builds DataSpec.options with "
+                                                        "dataclasses.asdict, not options.identity_dict")
+
+
+@pytest.mark.parametrize("case", ["standard", "cct_options", "noise_file", "real_noise",
+                                  pytest.param("csvlabels", marks=_OPTIONS_IN_ID),
+                                  pytest.param("imagefolder", marks=_OPTIONS_IN_ID)])
 def test_run_ids_and_canonical_json_are_pinned(case: str, cli, tmp_path: Path) -> None:
     spec = _cases(cli, tmp_path)[case]
     if os.environ.get("NLBENCH_RECORD_GOLDEN"):  # only when an id change is intended, and said so
