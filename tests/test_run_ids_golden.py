@@ -96,17 +96,8 @@ def _cases(cli, tmp_path: Path) -> dict[str, RunSpec]:
     }
 
 
-#: The plugin datasets' new options (group_pattern, folds, fold, ...) are declared with added(), so
-#: they leave the identity while at their defaults (nlbench.options.identity_dict); the run id holds
-#: only once DataSpec.options is built with identity_dict instead of dataclasses.asdict, in
-#: nlbench/spec/resolve.py (one line, left to the change of that package in progress).
-_OPTIONS_IN_ID = pytest.mark.xfail(strict=True, reason="resolve_spec still builds DataSpec.options with "
-                                                        "dataclasses.asdict, not options.identity_dict")
-
-
 @pytest.mark.parametrize("case", ["standard", "cct_options", "noise_file", "real_noise",
-                                  pytest.param("csvlabels", marks=_OPTIONS_IN_ID),
-                                  pytest.param("imagefolder", marks=_OPTIONS_IN_ID)])
+                                  "csvlabels", "imagefolder"])
 def test_run_ids_and_canonical_json_are_pinned(case: str, cli, tmp_path: Path) -> None:
     spec = _cases(cli, tmp_path)[case]
     if os.environ.get("NLBENCH_RECORD_GOLDEN"):  # only when an id change is intended, and said so

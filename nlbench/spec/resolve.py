@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from nlbench.data.noise import check_rate
 from nlbench.errors import ConfigError, UsageError
 from nlbench.identity import file_sha256
-from nlbench.options import build_options, check_value, option_infos
+from nlbench.options import build_options, check_value, identity_dict, option_infos
 from nlbench.settings import NOISE_MODES, RunDefaults, TrainSettings
 from nlbench.spec.config import Config, parse_set
 from nlbench.spec.runspec import DataSpec, FrozenMap, NoiseSpec, RunSpec
@@ -132,7 +132,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
             f"(nlbench never downloads data)."
         )
     root_path = str(Path(root).expanduser().resolve()) if root else None
-    options_json = FrozenMap(dataclasses.asdict(options))
+    options_json = FrozenMap(identity_dict(options))  # options added later enter the id only when set
     dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
     if source == "injected" and mode == "fer-confusion" and request.noise_file is None:
         from nlbench.data.fer_confusion import flip_targets
