@@ -33,6 +33,8 @@ class ExecutorOptions:
     runs_dir: str = "runs"
     plugin_paths: list[str] = field(default_factory=list)
     keep_checkpoint: bool = False
+    #: Run ids to train again although done (``sweep --force``: those trained with other code).
+    force_ids: list[str] = field(default_factory=list)
     quiet: bool = False
     slurm_partition: str | None = None
     slurm_time_min: int = 240

@@ -79,6 +79,7 @@ RESULT_SCHEMA = {
     "deployment": Opt({"deploys": Opt(str), "single": Opt(str), "beside": Opt(MapOf(str))}),
     "cost": Opt(MapOf((NUM, NONE))), "finished": Opt(NUM), "test_size": Opt(int),
     "test_split": Opt({"size": int, "sha256": str, "class_counts": ListOf(int)}),
+    "code": Opt(dict),
     "pretrained": Opt(({"sha256": Opt((str, NONE)), "path": Opt((str, NONE))}, NONE)),
     "initialisation": Opt(str), "uses_noise_rate": Opt(bool), "forget_rate_from": Opt(str),
     "diagnostics": Opt(dict), "selection_rule": Opt(str), "validation": Opt(dict), "environment": Opt(dict),

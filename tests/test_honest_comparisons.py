@@ -164,3 +164,35 @@ def test_where_and_the_plot_filters_narrow_table_export_report_and_runs(tmp_path
     assert report.code == 0, report.err
     text = (tmp_path / "report" / "report.md").read_text()
     assert "40.00" not in text and "train_size=200" not in text
+
+
+def test_runs_trained_with_other_code_are_named_and_force_retrains_them(cli, tmp_path):
+    from tests.conftest import TINY
+    from tests.test_plugins import GOOD, _folder
+
+    folder = _folder(tmp_path, {"mine.py": GOOD.format(name="mine")})
+    config = tmp_path / "benchmark.toml"
+    config.write_text(f'[plugins]\npaths = ["{folder}"]\n')
+    runs = str(tmp_path / "runs")
+    common = ["--config", str(config), "--runs-dir", runs]
+    sweep = ["sweep", *common, "--methods", "mine", "--noise", "0.2", "--seeds", "1", "--epochs", "1", "--no-table",
+             *TINY]
+    first = cli(*sweep)
+    assert first.code == 0, first.err
+    result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
+    assert result["code"]["method_file"]["name"] == "plugins/mine.py"
+    assert result["code"]["dataset_file"]["name"] == "datasets/synthfer.py" and result["code"]["nlbench"]
+    assert "other code" not in cli("status", *common).out
+    (folder / "mine.py").write_text(GOOD.format(name="mine") + "\n# a changed loss\n")
+    status = cli("status", *common)
+    assert "1 done run(s) were trained with other code of plugins/mine.py" in status.out
+    listed = cli("runs", *common)
+    assert "done*" in listed.out and "trained with other code of plugins/mine.py" in listed.out
+    table = cli("table", *common, "--format", "markdown")
+    assert "1 run(s) shown were trained with other code of plugins/mine.py" in table.err
+    again = cli(*sweep)
+    assert again.code == 0 and "reused as they are; --force trains them again" in again.err
+    assert "trained 0" in again.err
+    forced = cli(*sweep, "--force")
+    assert forced.code == 0 and "trained 1" in forced.err, forced.err
+    assert "other code" not in cli("status", *common).out

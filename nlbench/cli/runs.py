@@ -17,7 +17,7 @@ from nlbench.cli.common import (
     WhereFilter,
 )
 
-COLUMNS = ("run_id", "dataset", "method", "noise", "seed", "state", "last", "settings", "path")
+COLUMNS = ("run_id", "dataset", "method", "noise", "seed", "state", "last", "settings", "other_code", "path")
 
 
 def runs(
@@ -49,32 +49,44 @@ def runs(
     entries = [e for e in entries
                if wanted.matches(e.method, e.dataset, e.spec.get("noise", {}).get("rate"), e.seed, e.run_id,
                                  settings=settings_of_spec(e.spec))]
-    lasts = _last_accuracies(folder)
+    lasts, stale = _finished_facts(folder)
     usual = _configured(cfg) if entries else None
     rows = [{"run_id": e.run_id, "dataset": e.dataset, "method": e.method, "noise": e.noise, "seed": str(e.seed),
-             "state": e.state.state, "last": lasts.get(e.path, ""), "settings": differing(e.spec, usual),
-             "path": str(e.path)} for e in entries]
+             "state": e.state.state + ("*" if e.path in stale and fmt == "text" else ""),
+             "last": lasts.get(e.path, ""), "settings": differing(e.spec, usual),
+             "other_code": " ".join(stale.get(e.path, [])), "path": str(e.path)} for e in entries]
     if fmt == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     else:
-        shown = COLUMNS[:-1]  # the path is long; csv has it
+        shown = COLUMNS[:-2]  # the path is long; csv has it, and which code changed
         width = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in shown[:-1]}
         lines = ["  ".join(c.ljust(width[c]) for c in shown[:-1]) + "  settings"]
         lines += ["  ".join(r[c].ljust(width[c]) for c in shown[:-1]) + "  " + r["settings"] for r in rows]
+        marked = sorted({name for e in entries for name in stale.get(e.path, [])})
+        if marked:
+            from nlbench.code_identity import stale_text
+
+            count = sum(e.path in stale for e in entries)
+            lines.append(f"* {count} run(s) {stale_text(marked)} than installed now; "
+                         f"`nlbench sweep ... --force` trains them again.")
         sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
     if damaged:
         stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged, e.g. {damaged[0]}",
                                markup=False)
 
 
-def _last_accuracies(folder: Any) -> dict[Any, str]:
-    """The last-epoch accuracy of the deployed model of every finished run, by folder."""
+def _finished_facts(folder: Any) -> tuple[dict[Any, str], dict[Any, list[str]]]:
+    """By folder, for every finished run: the last-epoch accuracy of the deployed model, and the
+    plugin files changed since it was trained."""
+    from nlbench.code_identity import code_changes
     from nlbench.report.runs import read_runs
 
     found = read_runs(folder)
-    return {run.path: f"{run.result['metrics']['model']['last']:.2f}" for run in found.runs}
+    lasts = {run.path: f"{run.result['metrics']['model']['last']:.2f}" for run in found.runs}
+    stale = {run.path: changes for run in found.runs if (changes := code_changes(run.result))}
+    return lasts, stale
 
 
 def _configured(cfg: Any) -> Any:

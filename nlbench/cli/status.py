@@ -53,9 +53,29 @@ def status(
             if entry.state.state in ("failed", "interrupted"):
                 out.print(f"{entry.state.state:<11} {entry.path}: {entry.state.detail or '(no error recorded)'}",
                           markup=False, highlight=False)
+    _report_other_code(out, entries)
     if damaged:
         stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged or from nlbench 0.1, "
                                f"e.g. {damaged[0]}",
                                markup=False)
     if totals["failed"]:
         raise typer.Exit(1)
+
+
+def _report_other_code(out: object, entries: list) -> None:
+    """A line per plugin file that changed since some done runs were trained with it."""
+    from collections import Counter
+
+    from nlbench.code_identity import code_changes, stale_text
+    from nlbench.fileio import read_json_or_none
+    from nlbench.store import RESULT
+
+    by_file: Counter = Counter()
+    for entry in entries:
+        if entry.state.state == "done":
+            result = read_json_or_none(entry.path / RESULT)
+            by_file.update(code_changes(result) if isinstance(result, dict) else [])
+    for name, count in sorted(by_file.items()):
+        out.print(f"other code  {count} done run(s) were {stale_text([name])} than installed now; "  # type: ignore[attr-defined]
+                  f"`nlbench runs` marks them and `nlbench sweep ... --force` trains them again.",
+                  markup=False, highlight=False)

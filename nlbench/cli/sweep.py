@@ -40,6 +40,8 @@ def sweep(
     slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per SLURM job (default 4)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs (default: not on SLURM)."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep finished runs' resumable checkpoints."),
+    force: bool = typer.Option(False, "--force",
+                               help="Train again the done runs whose method or dataset plugin file changed since."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the comparison table of the grid at the end."),
     config: ConfigOption = None,
     runs: RunsDirOption = None,
@@ -50,6 +52,7 @@ def sweep(
     import time
 
     from nlbench.cli.common import load, runs_dir
+    from nlbench.code_identity import stale_text
     from nlbench.errors import RunFailed, UsageError
     from nlbench.executors import ExecutorOptions, interrupt_on_sigterm
     from nlbench.progress import make_reporter, stdout_console
@@ -77,13 +80,24 @@ def sweep(
         f"{name}: {len(grid)} runs: {counts['done']} done, {counts['interrupted']} interrupted, "
         f"{counts['running']} running elsewhere, {counts['failed']} failed, {counts['todo']} to do; store {folder}"
     )
+    stale = _stale_runs(grid)
+    if stale:
+        files = sorted({name for changes in stale.values() for name in changes})
+        import sys
+
+        # A warning, not progress: shown with --quiet too.
+        print(f"warning: {len(stale)} done run(s) were {stale_text(files)} than installed now: "
+              + ("--force trains them again." if force else "reused as they are; --force trains them again."),
+              file=sys.stderr)
     if dry_run:
         _print_grid(stdout_console(), grid)
         return
-    todo = [run.spec.to_json() for run in grid if run.state.state != "done"]
+    retrain = set(stale) if force else set()
+    todo = [run.spec.to_json() for run in grid if run.state.state != "done" or run.spec.run_id in retrain]
     options = ExecutorOptions(
         jobs=jobs, runs_dir=str(folder), plugin_paths=[str(p) for p in cfg.plugin_paths],
-        keep_checkpoint=keep_checkpoint, quiet=quiet, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
+        keep_checkpoint=keep_checkpoint, force_ids=sorted(retrain), quiet=quiet,
+        slurm_partition=slurm_partition, slurm_time_min=slurm_time,
         slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, wait=wait,
     )
     interrupt_on_sigterm()  # a killed sweep stops its workers and leaves their runs resumable
@@ -91,7 +105,7 @@ def sweep(
     reports = executor_cls(options).run(todo, reporter) if todo else []
     outcomes = {o: sum(r.outcome == o for r in reports) for o in ("done", "skipped", "locked", "failed", "submitted")}
     reporter.message(
-        f"{name}: trained {outcomes['done']}, already done {counts['done'] + outcomes['skipped']}, "
+        f"{name}: trained {outcomes['done']}, already done {counts['done'] - len(retrain) + outcomes['skipped']}, "
         f"being trained elsewhere {outcomes['locked']}, failed {outcomes['failed']}"
         + (f", submitted {outcomes['submitted']}" if outcomes["submitted"] else "")
         + f" ({time.perf_counter() - began:.0f} s)"
@@ -127,3 +141,19 @@ def _print_grid(console, grid) -> None:
         table.add_row(row["method"], row["dataset"], row["noise"], str(row["seed"]), row["run_id"], state,
                       str(run.run_dir.path))
     console.print(table)
+
+
+def _stale_runs(grid: list) -> dict[str, list[str]]:
+    """The done runs of a grid trained with other plugin code than installed now: run id -> files."""
+    from nlbench.code_identity import code_changes
+    from nlbench.fileio import read_json_or_none
+    from nlbench.store import RESULT
+
+    out = {}
+    for run in grid:
+        if run.state.state == "done":
+            result = read_json_or_none(run.run_dir.path / RESULT)
+            changes = code_changes(result) if isinstance(result, dict) else []
+            if changes:
+                out[run.spec.run_id] = changes
+    return out

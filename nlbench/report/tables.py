@@ -201,6 +201,18 @@ def _dataset_order(name: str) -> tuple[int, str, str]:
     return (PAPER_DATASETS.index(base) if base in PAPER_DATASETS else len(PAPER_DATASETS), base, name)
 
 
+def _code_notes(runs: RunSet) -> list[str]:
+    """One note per plugin file that changed since some of the runs shown were trained with it."""
+    from nlbench.code_identity import code_changes, stale_text
+
+    by_file: Counter = Counter()
+    for run in runs.runs:
+        by_file.update(code_changes(run.result))
+    return [f"note: {n} run(s) shown were {stale_text([name])} than installed now: `nlbench runs` marks them, "
+            f"`nlbench sweep ... --force` (or `nlbench run ... --force`) trains them again."
+            for name, n in sorted(by_file.items())]
+
+
 def _mean_over_folds(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """One row per seed for k-fold runs: the mean over the folds of that seed (then cells average
     over seeds, the usual protocol of small lab datasets). A seed missing folds is noted."""
@@ -253,7 +265,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
     lacking: Counter = Counter()
     runs = read_runs(runs_dir, filters, run_ids=run_ids)
     frame = collect(runs, metric, member, score, lacking)
-    notes = runs.warnings()
+    notes = runs.warnings() + _code_notes(runs)
     if lacking:
         what = "the val metric (they held out no validation split)" if metric == "val" else f"{member!r} / {score}"
         notes.append(f"note: {sum(lacking.values())} finished run(s) lack {what}: "

@@ -33,7 +33,7 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
     reporter = make_reporter(options.quiet or threads is not None)  # workers: one line per epoch, no bars
     engine = Engine(spec, registry, Path(options.runs_dir), reporter)
     try:
-        outcome = engine.execute(keep_checkpoint=options.keep_checkpoint)
+        outcome = engine.execute(force=spec.run_id in options.force_ids, keep_checkpoint=options.keep_checkpoint)
     except RunLocked as err:
         return RunReport(spec.run_id, "locked", str(engine.run.path), str(err))
     except NlbenchError as err:

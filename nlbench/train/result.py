@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nlbench.code_identity import code_record
 from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.fileio import json_default
 from nlbench.result import Result, parse_result
@@ -76,6 +77,7 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
             "peak_memory_mb": peak_memory_mb(run.device),
         },
         "environment": describe_environment(run.device),
+        "code": code_record(method_cls, type(dataset)),
         "test_size": int(run.test_labels.numel()),
         "test_split": test_split_record(run),
         "finished": time.time(),
