@@ -196,3 +196,34 @@ def test_runs_trained_with_other_code_are_named_and_force_retrains_them(cli, tmp
     forced = cli(*sweep, "--force")
     assert forced.code == 0 and "trained 1" in forced.err, forced.err
     assert "other code" not in cli("status", *common).out
+
+
+def test_the_noise_record_counts_the_samples_trained_on_and_wrong_labels_per_label():
+    from nlbench.data.noise import trained_noise
+
+    clean = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    noisy = np.array([0, 2, 2, 0, 1, 2, 2, 2, 2, 0])
+    index = np.array([0, 1, 2, 4, 5, 6, 7])  # 3, 8 and 9 are held out or beyond train_size
+    record = trained_noise(clean, noisy, index, ("a", "b", "c"))
+    assert record["samples"] == 7 and record["wrong"] == 3 and record["rate"] == pytest.approx(3 / 7)
+    assert record["transitions"] == [[1, 0, 2], [0, 1, 1], [0, 0, 2]]
+    # of the 5 samples labelled c, 3 are truly a or b
+    assert record["wrong_by_label"] == {"a": 0.0, "b": 0.0, "c": pytest.approx(3 / 5)}
+
+
+def test_a_run_records_the_noise_of_what_it_trained_on(cli, tmp_path):
+    from tests.conftest import TINY
+
+    ran = cli("run", "--method", "standard", "--noise", "0.4", "--epochs", "1", "--runs-dir", str(tmp_path), "-q",
+              *TINY, "--set", "train.train_size=60")
+    assert ran.code == 0, ran.err
+    result = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    trained = result["noise"]["trained"]
+    assert trained["samples"] == 60 and sum(map(sum, result["noise"]["transitions"])) == 60
+    matrix = np.array(result["noise"]["transitions"])
+    assert trained["wrong"] == matrix.sum() - np.trace(matrix)
+    shown = cli("show", str(next(tmp_path.rglob("result.json")).parent))
+    assert "of the 60 labels trained on are wrong" in shown.out and "wrong%" in shown.out
+    preview = cli("noise", "preview", "--noise", "0.4", *TINY, "--set", "train.train_size=60")
+    assert preview.code == 0 and "60 trained on" in preview.out
+    assert f"{100 * trained['rate']:.1f}% of the 60 labels trained on are wrong" in preview.out

@@ -166,14 +166,23 @@ def transition_blocks(noise: dict[str, Any], class_names: tuple[str, ...]) -> li
     source = noise.get("source", "injected")
     how = {"injected": f"{noise.get('mode')} noise at rate {noise.get('rate', 0):.2f}",
            "dataset": "the dataset's own noisy labels", "file": "the labels of a noise file"}.get(source, source)
-    lines = [f"label noise: {how}; {100 * float(noise.get('realised_rate') or 0):.1f}% of the training labels wrong"]
+    trained = noise.get("trained")
+    if trained:  # nlbench 0.5 on: the samples trained on
+        lines = [f"label noise: {how}",
+                 f"  {100 * trained['rate']:.1f}% of the {trained['samples']:,} labels trained on are wrong "
+                 f"({trained['wrong']:,});",
+                 f"  {100 * float(noise.get('realised_rate') or 0):.1f}% of the whole training split "
+                 f"(before the hold-out and train_size)"]
+    else:
+        lines = [f"label noise: {how}; {100 * float(noise.get('realised_rate') or 0):.1f}% of the training labels wrong"]
     if noise.get("note"):
         lines.append(f"  {noise['note']}")
     if noise.get("file"):
         lines.append(f"  noise file {noise['file'].get('path')} (sha256 {noise['file'].get('sha256')})")
     from rich import box
 
-    matrix = Table(title="Noise transitions (counts; rows: true class, columns: label trained on)",
+    whose = "the samples trained on" if trained else "every training sample"
+    matrix = Table(title=f"Noise transitions ({whose}; counts; rows: true class, columns: label trained on)",
                    box=box.SIMPLE_HEAD, padding=(0, 1))
     matrix.add_column("true")
     for name in class_names:
@@ -183,4 +192,13 @@ def transition_blocks(noise: dict[str, Any], class_names: tuple[str, ...]) -> li
         total = sum(row)
         own = row[class_names.index(name)]
         matrix.add_row(name, *[str(v) for v in row], f"{100 * (total - own) / total:.1f}" if total else "–")
+    # Per label trained on: how many of the samples carrying it are wrong. On an imbalanced set
+    # a small class can be mostly wrong labels at a modest overall rate.
+    columns = [sum(column) for column in zip(*counts)] if counts else []
+    wrong = [f"{100 * (total - counts[j][j]) / total:.1f}" if total else "–" for j, total in enumerate(columns)]
+    if wrong:
+        matrix.add_section()
+        matrix.add_row("wrong%", *wrong, "")
+    lines.append("  wrong% (bottom row): of the samples labelled with a class, the share\n"
+                 "  whose true class is another")
     return ["\n".join(lines), matrix]

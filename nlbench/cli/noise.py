@@ -63,11 +63,17 @@ def preview(
 
     spec, data, table, result = _draw(dataset, noise, noise_mode, noise_source, seed, data_root, set_, config,
                                       cache_dir, noise_file, noise_file_base)
+    from nlbench.data.noise import trained_noise
+    from nlbench.train.assemble import trained_indices
+
+    trained = trained_noise(table.labels, result.labels, trained_indices(result.labels, spec)[0], tuple(data.class_names))
     record = {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
               "realised_rate": result.realised_rate, "note": result.note,
-              "transitions": result.transitions(table.labels, data.num_classes).tolist()}
+              "transitions": trained.pop("transitions"), "trained": trained}
     out = stdout_console()
-    out.print(f"{spec.data.name}: {len(table):,} training samples, seed {spec.seed}", markup=False)
+    out.print(f"{spec.data.name}, seed {spec.seed}: {len(table):,} training samples, {trained['samples']:,} "
+              f"trained on\n  (after the validation hold-out of {spec.train.val_fraction:g} and train_size "
+              f"{spec.train.train_size or '0 (all)'})", markup=False)
     for block in transition_blocks(record, tuple(data.class_names)):
         out.print(block)
 

@@ -222,3 +222,18 @@ def dataset_noise(table: Any, *, dataset: str, seed: int) -> NoiseResult:
     noisy = np.asarray(table.noisy_labels, dtype=np.int64)
     realised = float(np.mean(noisy != table.labels)) if len(noisy) else 0.0
     return NoiseResult(noisy, realised, None, table.noise_note)
+
+
+def trained_noise(clean: np.ndarray, noisy: np.ndarray, index: np.ndarray, class_names: tuple[str, ...]) -> dict:
+    """The noise of the samples a run trains on (``index``: after the validation hold-out and
+    ``train_size``): count, wrong labels, transitions (rows: true class, columns: label trained
+    on) and, per noisy label, the share of the samples carrying it that are wrong."""
+    k = len(class_names)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (np.asarray(clean)[index], np.asarray(noisy)[index]), 1)
+    labelled = counts.sum(axis=0)
+    wrong = int(counts.sum() - np.trace(counts))
+    return {"samples": int(index.size), "wrong": wrong, "rate": wrong / index.size if index.size else 0.0,
+            "transitions": counts.tolist(),
+            "wrong_by_label": {name: (float(1 - counts[j, j] / labelled[j]) if labelled[j] else None)
+                               for j, name in enumerate(class_names)}}

@@ -150,6 +150,13 @@ def sampling_weights(noisy: np.ndarray, num_classes: int, spec: RunSpec) -> torc
     return torch.as_tensor(1.0 / counts[noisy], dtype=torch.float64)
 
 
+def trained_indices(noisy: np.ndarray, spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the training split of the samples trained on and of the held-out validation ones."""
+    # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.
+    fit, held = validation_split(noisy, spec.train.val_fraction, spec.seed, spec.data.name)
+    return training_subset(fit, spec.train.train_size, spec.seed, spec.data.name), held
+
+
 @dataclass
 class Assembly:
     """Everything one run trains and evaluates with, built from its spec by :func:`assemble`."""
@@ -208,9 +215,7 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
                          "fp32 (other numbers, another run id)")
     noise = training_labels(dataset, train, spec)
     noisy, realised = noise.labels, noise.realised_rate
-    # Held out after the noise is drawn, so the stored noisy labels do not depend on the split.
-    fit, held = validation_split(noisy, spec.train.val_fraction, spec.seed, spec.data.name)
-    fit = training_subset(fit, spec.train.train_size, spec.seed, spec.data.name)
+    fit, held = trained_indices(noisy, spec)
     select = torch.as_tensor(fit)
     train_images = train.images if fit.size == len(train) else train.images.index_select(0, select)
     if device.type == "cuda":

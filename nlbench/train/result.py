@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from nlbench.code_identity import code_record
+from nlbench.data.noise import trained_noise
 from nlbench.environment import describe_environment, peak_memory_mb
 from nlbench.fileio import json_default
 from nlbench.result import Result, parse_result
@@ -105,11 +106,13 @@ def test_split_record(run: Assembly) -> dict[str, Any]:
 def noise_record(spec: RunSpec, run: Assembly, num_classes: int) -> dict[str, Any]:
     """What the result says about the run's label noise: settings, realised rate, transitions (counts)."""
     clean = run.train.table.labels
+    trained = trained_noise(clean, run.noisy, run.train_index, tuple(run.dataset.class_names))
     record: dict[str, Any] = {"rate": spec.noise.rate, "mode": spec.noise.mode, "source": spec.noise.source,
+                              # Of the whole training split (what sets a forget rate from real noise).
                               "realised_rate": run.realised_rate,
-                              # Rows: clean class, columns: the label trained on; every training
-                              # sample (the held-out validation ones too) counted once.
-                              "transitions": run.noise.transitions(clean, num_classes).tolist()}
+                              # Rows: clean class, columns: the label trained on; the samples trained
+                              # on (after the validation hold-out and train_size), as "trained" says.
+                              "transitions": trained.pop("transitions"), "trained": trained}
     if run.noise.note:
         record["note"] = run.noise.note
     rule = getattr(run.train.table, "noise_rule", "given")
