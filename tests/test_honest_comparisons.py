@@ -224,6 +224,7 @@ def test_a_run_records_the_noise_of_what_it_trained_on(cli, tmp_path):
     assert trained["wrong"] == matrix.sum() - np.trace(matrix)
     shown = cli("show", str(next(tmp_path.rglob("result.json")).parent))
     assert "of the 60 labels trained on are wrong" in shown.out and "wrong%" in shown.out
+    assert "reference (this test split): accuracy: majority class" in shown.out
     preview = cli("noise", "preview", "--noise", "0.4", *TINY, "--set", "train.train_size=60")
     assert preview.code == 0 and "60 trained on" in preview.out
     assert f"{100 * trained['rate']:.1f}% of the 60 labels trained on are wrong" in preview.out
