@@ -81,9 +81,12 @@ def test_two_csv_instances_are_swept_stored_and_tabulated_apart(cli, tmp_path):
     table = cli("table", "--config", str(config), "--runs-dir", str(runs), "--format", "csv")
     assert table.code == 0, table.err
     rows = list(csv.DictReader(io.StringIO(table.out)))
+    runs_rows = [r for r in rows if not r["method"].startswith("reference")]
     # Two columns of one row, not one column with a row per variant of the options.
-    assert sorted(r["column"] for r in rows) == ["threeway", "twoway"]
-    assert {r["method"] for r in rows} == {"standard"}
+    assert sorted(r["column"] for r in runs_rows) == ["threeway", "twoway"]
+    assert {r["method"] for r in runs_rows} == {"standard"}
+    chance = {r["column"]: float(r["mean"]) for r in rows if r["method"].startswith("reference: chance")}
+    assert chance == {"threeway": pytest.approx(100 / 3, abs=1e-3), "twoway": 50}  # each its own classes
 
 
 def test_run_prepare_and_noise_preview_take_the_instance_name_and_its_options(cli, tmp_path):
