@@ -107,7 +107,7 @@ class _AffectNet(Dataset):
             if not listing.is_file():
                 raise DataError(
                     f"{listing} does not exist: AffectNet ships it in its distribution (request access from its "
-                    f"authors; nlbench never downloads data). Set datasets.{self.name}.options.{option} if your copy "
+                    f"authors; nlbench never downloads data). Set datasets.{self.instance}.options.{option} if your copy "
                     f"names it differently."
                 )
             if not images.is_dir():
@@ -115,7 +115,7 @@ class _AffectNet(Dataset):
                 option = "automatic_images" if automatic else "manual_images"
                 raise DataError(
                     f"{images} does not exist: unpack the AffectNet images there, or set "
-                    f"datasets.{self.name}.options.{option} to the folder holding them."
+                    f"datasets.{self.instance}.options.{option} to the folder holding them."
                 )
 
     def read_table(self, split: str) -> SampleTable:

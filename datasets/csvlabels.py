@@ -45,6 +45,10 @@ when set, so runs stored before them keep their ids.
 Rows with an unknown label or a missing image are reported by ``nlbench prepare`` and skipped (one
 line names the labels that are not classes and the classes); a CSV without the named columns, or
 with no usable row, is an error naming the columns it has.
+
+Several CSV datasets are several instances of this plugin, each named in benchmark.toml
+(``[datasets.NAME]`` with ``plugin = "csvlabels"`` and its own ``options``): runs, tables and
+figures keep them apart by that name.
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ class CsvLabels(Dataset):
         if self._rows is None:
             path = self._csv_path()
             if path.is_dir():
-                raise DataError(f"{path} is a folder; set datasets.csvlabels.options.csv to your CSV file "
+                raise DataError(f"{path} is a folder; set datasets.{self.instance}.options.csv to your CSV file "
                                 f"(relative to --data-root).")
             rows = []
             try:
@@ -165,7 +169,7 @@ class CsvLabels(Dataset):
                 raise DataError(f"{path} line {reader.line_num} is not valid CSV ({err}); check its quotes, "
                                 f"or that it is a text file.") from None
             except FileNotFoundError:
-                raise DataError(f"{path} does not exist: set datasets.csvlabels.options.csv to your CSV file "
+                raise DataError(f"{path} does not exist: set datasets.{self.instance}.options.csv to your CSV file "
                                 f"(relative to --data-root).") from None
             except UnicodeDecodeError as err:
                 raise DataError(f"{path} is not UTF-8 text ({err.reason}); save it as UTF-8.") from None
@@ -176,7 +180,7 @@ class CsvLabels(Dataset):
             if missing:
                 raise DataError(
                     f"{path} has no column {', '.join(repr(m) for m in missing)} (its columns: {', '.join(header) or 'none'}); "
-                    f"name yours with datasets.csvlabels.options.image_column / label_column / noisy_label_column / "
+                    f"name yours with datasets.{self.instance}.options.image_column / label_column / noisy_label_column / "
                     f"split_column / group_column.")
             self._rows = rows
         return self._rows
@@ -187,7 +191,7 @@ class CsvLabels(Dataset):
         names = [row[self.options.label_column] for row in self._read() if row.get(self.options.label_column)]
         if names and all(v.isdigit() for v in names):
             raise DataError(f"the labels of {self._csv_path()} are numbers: give the class names in label order with "
-                            f"datasets.csvlabels.options.classes, e.g. [\"neutral\", \"happiness\", ...].")
+                            f"datasets.{self.instance}.options.classes, e.g. [\"neutral\", \"happiness\", ...].")
         # Labels are matched ignoring case: one class per lower-cased name, spelled as most rows spell
         # it (ties: the first spelling in sort order).
         spellings: dict[str, Counter[str]] = {}
@@ -256,9 +260,9 @@ class CsvLabels(Dataset):
                 subject = row.get(o.group_column, "")
                 if not subject:
                     raise DataError(f"{where}: no subject in column {o.group_column!r} (group_column); give every "
-                                    f"row its subject, or leave datasets.csvlabels.options.group_column empty.")
+                                    f"row its subject, or leave datasets.{self.instance}.options.group_column empty.")
             elif pattern is not None:
-                subject = subject_of(pattern, self._relative(path), self.name)
+                subject = subject_of(pattern, self._relative(path), self.instance)
             kept.append((split, str(path), label, noisy, subject))
             if noisy == -1:
                 where_noisy[str(path)] = where_noisy.pop(str(number))
@@ -294,7 +298,7 @@ class CsvLabels(Dataset):
         if empty:
             listed = ", ".join(repr(e) for e in empty)
             if o.classes:
-                raise DataError(f"class(es) {listed} of datasets.csvlabels.options.classes have no training row in "
+                raise DataError(f"class(es) {listed} of datasets.{self.instance}.options.classes have no training row in "
                                 f"{name}" + (f"; {self._mismatch(unknown)}" if unknown else "")
                                 + "; remove them from the classes, or add training rows.")
             where = "the test fold" if o.folds else "the test split"
@@ -306,7 +310,7 @@ class CsvLabels(Dataset):
         """One line naming the labels that are not classes, and the classes they were compared with."""
         found = ", ".join(f"{label!r} ({count} row{'s' if count > 1 else ''})" for label, count in unknown.most_common())
         classes = ", ".join(repr(c) for c in self.class_names)
-        given = ("given with datasets.csvlabels.options.classes" if self.options.classes
+        given = (f"given with datasets.{self.instance}.options.classes" if self.options.classes
                  else f"the names of column {self.options.label_column!r}")
         return (f"{sum(unknown.values())} row(s) skipped: their label(s) {found} are not classes; the classes "
                 f"({given}, matched ignoring case) are {classes}")

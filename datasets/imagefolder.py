@@ -183,13 +183,13 @@ class ImageFolder(Dataset):
         if pattern is None:
             return None
         assert self.root is not None
-        return [subject_of(pattern, Path(path).relative_to(self.root).as_posix(), self.name) for path in paths]
+        return [subject_of(pattern, Path(path).relative_to(self.root).as_posix(), self.instance) for path in paths]
 
     def _split_tables(self) -> dict[str, SampleTable]:
         assert self.root is not None
         if self.options.folds:
             raise DataError(
-                f"datasets.{self.name}.options.folds = {self.options.folds} draws the test set, but {self.root} has "
+                f"datasets.{self.instance}.options.folds = {self.options.folds} draws the test set, but {self.root} has "
                 f"train/ and test/ folders (a given split): put every class folder directly under the data root, "
                 f"or set folds = 0.")
         tables = {}

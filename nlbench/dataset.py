@@ -273,11 +273,19 @@ class Dataset:
     def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
         if self.needs_root and root is None:
             raise DataError(
-                f"dataset {self.name!r} reads files from disk: give their folder with --data-root PATH "
-                f"(nlbench never downloads data; `nlbench prepare --dataset {self.name} --data-root PATH` checks it)."
+                f"dataset {self.instance!r} reads files from disk: give their folder with --data-root PATH "
+                f"(nlbench never downloads data; `nlbench prepare --dataset {self.instance} --data-root PATH` checks it)."
             )
         self.root = Path(root).expanduser() if root is not None else None
-        self.options = build_options(self.Options, options or {}, f"datasets.{self.name}.options")
+        self.options = build_options(self.Options, options or {}, f"datasets.{self.instance}.options")
+
+    @property
+    def instance(self) -> str:
+        """The name the user gave this dataset (``[datasets.<instance>]``, ``--dataset``): runs are
+        stored and reported under it, and its messages name it. :func:`open_dataset` sets it; it is
+        the plugin's :attr:`name` unless benchmark.toml declares an instance of the plugin under
+        another name."""
+        return self.__dict__.get("_instance", self.name)
 
     @property
     def num_classes(self) -> int:
@@ -287,7 +295,7 @@ class Dataset:
     def check(self) -> None:
         """Check the layout on disk and raise :class:`DataError` naming what is missing."""
         if self.root is not None and not self.root.is_dir():
-            raise DataError(f"data root {str(self.root)!r} of dataset {self.name!r} is not a folder.")
+            raise DataError(f"data root {str(self.root)!r} of dataset {self.instance!r} is not a folder.")
 
     def table(self, split: str) -> SampleTable:
         """The samples of ``split`` ("train" or "test") with their labels: read once, then kept.
@@ -303,7 +311,7 @@ class Dataset:
 
     def read_table(self, split: str) -> SampleTable:
         """Read the samples of ``split`` (a name of :data:`SPLITS`) with their labels; called once per split."""
-        raise NotImplementedError(f"dataset {self.name!r} must implement read_table(split)")
+        raise NotImplementedError(f"dataset plugin {self.name!r} must implement read_table(split)")
 
     def read_image(self, ref: Any) -> np.ndarray:
         """Read the image of one sample as an HxWx3 uint8 array (any size; the core resizes).
@@ -353,12 +361,16 @@ class Dataset:
 
 
 def open_dataset(cls: type[Dataset], root: str | None, options: dict[str, Any],
-                 memo: dict[tuple, Dataset] | None = None) -> Dataset:
-    """An instance of the dataset plugin ``cls`` on ``root``, its layout checked (memoised in ``memo``)."""
-    key = (cls, root, canonical_json(dict(options)))
+                 memo: dict[tuple, Dataset] | None = None, instance: str | None = None) -> Dataset:
+    """The dataset ``instance`` (default: the plugin's own name) of the plugin ``cls`` on ``root``,
+    its layout checked (memoised in ``memo``)."""
+    instance = instance or cls.name
+    key = (cls, instance, root, canonical_json(dict(options)))
     if memo is not None and key in memo:
         return memo[key]
-    dataset = cls(Path(root) if root else None, dict(options))
+    dataset = cls.__new__(cls)
+    dataset.__dict__["_instance"] = instance  # before __init__, so that its messages name the instance
+    dataset.__init__(Path(root) if root else None, dict(options))  # type: ignore[misc]
     dataset.check()
     if memo is not None:
         memo[key] = dataset

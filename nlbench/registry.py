@@ -59,20 +59,26 @@ class Registry:
         """The method class registered as ``name``, or a UsageError listing the known ones."""
         return self._lookup("method", self.methods, name)
 
-    def dataset(self, name: str) -> type[Dataset]:
-        """The dataset class registered as ``name``, or a UsageError listing the known ones."""
-        return self._lookup("dataset", self.datasets, name)
+    def dataset(self, name: str, instances: dict[str, str] | None = None) -> type[Dataset]:
+        """The dataset class registered as ``name``, or a UsageError listing the known ones.
+
+        ``instances`` (configured dataset name -> its plugin) are listed among the known datasets
+        of that error; resolving a configured name to its plugin is
+        :meth:`nlbench.spec.config.Config.dataset_class`'s job.
+        """
+        return self._lookup("dataset", self.datasets, name, instances)
 
     def executor(self, name: str) -> type:
         """The sweep executor registered as ``name``, or a UsageError listing the known ones."""
         return self._lookup("executor", self.executors, name)
 
-    def _lookup(self, kind: str, table: dict[str, Entry], name: str) -> Any:
+    def _lookup(self, kind: str, table: dict[str, Entry], name: str, instances: dict[str, str] | None = None) -> Any:
         if (kind, name) in self.conflicts:
             sources = " and ".join(f"{p.name} ({p.origin})" for p in self.conflicts[(kind, name)])
             raise PluginError(f"{kind} {name!r} is registered by two plugins: {sources}. Remove or rename one of them.")
         if name not in table:
-            known = ", ".join(sorted(table)) or "(none)"
+            names = sorted([*table, *(f"{n} ({p})" for n, p in (instances or {}).items() if n not in table)])
+            known = ", ".join(names) or "(none)"
             hint = ""
             failed = [p for p in self.plugins if not p.ok]
             if failed:

@@ -75,7 +75,7 @@ RESULT_SCHEMA = {
               "trained": Opt({"samples": int, "wrong": int, "rate": NUM, "wrong_by_label": MapOf((NUM, NONE))})},
     "metrics": {"model": SUMMARY, "members": Opt(MapOf(SUMMARY))},
     "hparams": Opt(dict), "train": Opt(dict), "runtime": Opt(dict), "dataset_version": Opt(str),
-    "dataset_options": Opt(dict), "data_fingerprint": Opt((str, NONE)),
+    "dataset_options": Opt(dict), "data_fingerprint": Opt((str, NONE)), "dataset_plugin": Opt(str),
     "final": Opt({"model": Opt((REPORT, NONE)), "members": Opt(MapOf(REPORT))}),
     "deployment": Opt({"deploys": Opt(str), "single": Opt(str), "beside": Opt(MapOf(str))}),
     "cost": Opt(MapOf((NUM, NONE))), "finished": Opt(NUM), "test_size": Opt(int),
@@ -161,6 +161,11 @@ class Result(dict):
     @property
     def dataset(self) -> str:
         return self["dataset"]
+
+    @property
+    def dataset_plugin(self) -> str:
+        """The dataset plugin the run's dataset is an instance of (results before instances: the dataset itself)."""
+        return self.get("dataset_plugin") or self["dataset"]
 
     @property
     def seed(self) -> int:

@@ -47,20 +47,24 @@ def methods(
 
 
 def datasets(
-    name: Optional[str] = typer.Argument(None, help="A dataset to describe with all its options."),
+    name: Optional[str] = typer.Argument(None, help="A dataset (plugin or configured instance) to describe with all "
+                                                    "its options."),
     config: ConfigOption = None,
 ) -> None:
-    """List the registered datasets, or every option of one."""
+    """List the registered dataset plugins and the instances configured in benchmark.toml, or every option of one."""
     from rich.table import Table
 
     from nlbench.cli.common import load
     from nlbench.progress import stdout_console
 
-    _, registry = load(config)
+    cfg, registry = load(config)
     if name is not None:
-        cls = registry.dataset(name)
-        _describe_options(f"dataset {name}", cls, registry.datasets[name], cls.Options,
-                          f"datasets.{name}.options", extra=_dataset_facts(cls))
+        plugin = cfg.dataset_plugin(name, registry)
+        cls = registry.dataset(plugin)
+        facts = ([f"an instance of the dataset plugin {plugin} ([datasets.{name}] in "
+                  f"{cfg.source or 'benchmark.toml'})"] if plugin != name else []) + _dataset_facts(cls)
+        _describe_options(f"dataset {name}", cls, registry.datasets[plugin], cls.Options,
+                          f"datasets.{name}.options", extra=facts)
         return
     table = Table(title="datasets")
     for column in ("name", "classes", "needs files", "summary", "plugin"):
@@ -69,7 +73,20 @@ def datasets(
         cls = entry.cls
         classes = str(len(cls.class_names)) if cls.class_names else "per data root"
         table.add_row(key, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry))
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(table)
+    instances = cfg.dataset_instances()
+    if instances:
+        from rich.markup import escape
+
+        mine = Table(title=escape("dataset instances (benchmark.toml: [datasets.NAME] with a plugin key)"))
+        for column in ("name", "instance of", "options"):
+            mine.add_column(column, overflow="fold")
+        for key in sorted(instances):
+            plugin = cfg.dataset_plugin(key, registry)  # checked: a wrong plugin is an error naming the key
+            options = ", ".join(f"{k}={v!r}" for k, v in cfg.dataset_options(key).items()) or "(plugin defaults)"
+            mine.add_row(escape(key), plugin, escape(options))
+        console.print(mine)
     _warn_failures(registry)
 
 

@@ -10,7 +10,8 @@ from nlbench.cli.common import ConfigOption
 
 
 def prepare(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset to check (see `nlbench datasets`)."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset to check: a plugin or a configured instance (see `nlbench datasets`)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder holding the dataset's files."),
     set_: list[str] = typer.Option(
         [], "--set", help="Override a setting, e.g. datasets.ferplus.options.layout=folders (repeatable)."
@@ -26,5 +27,5 @@ def prepare(
     from nlbench.data.prepare import prepare_dataset
 
     cfg, registry = load(config, set_)
-    prepare_dataset(registry, dataset, data_root, cfg.dataset_options(dataset), cache_dir or cfg.run_defaults().cache_dir,
-                    show)
+    prepare_dataset(cfg.dataset_class(dataset, registry), dataset, data_root, cfg.dataset_options(dataset),
+                    cache_dir or cfg.run_defaults().cache_dir, show)

@@ -139,8 +139,9 @@ def _build(dataset: Dataset, split: str, table: SampleTable, path: Path, shape: 
         shown = "\n  ".join(failures[:5])
         more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
         raise DataError(
-            f"{len(failures)} {split} image(s) of dataset {dataset.name!r} could not be decoded:\n  {shown}{more}\n"
-            f"Replace or remove them; `nlbench prepare --dataset {dataset.name} --data-root {dataset.root}` lists every problem."
+            f"{len(failures)} {split} image(s) of dataset {dataset.instance!r} could not be decoded:\n  {shown}{more}\n"
+            f"Replace or remove them; `nlbench prepare --dataset {dataset.instance} --data-root {dataset.root}` lists "
+            f"every problem."
         )
     pixels.flush()
     del pixels
@@ -213,7 +214,7 @@ def load_split(
         return SplitData(torch.from_numpy(np.ascontiguousarray(pixels)), table)
     table = dataset.table(split)
     if len(table) == 0:
-        raise DataError(f"dataset {dataset.name!r} has no {split} samples under {dataset.root}.")
+        raise DataError(f"dataset {dataset.instance!r} has no {split} samples under {dataset.root}.")
     size = dataset.storage_size
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)

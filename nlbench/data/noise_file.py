@@ -222,8 +222,9 @@ def _check_same_data(path: Path, settings: dict[str, Any], dataset: Any, table: 
     """An exported file is used only on the data it was exported from (names alone can match other data)."""
     if not settings:
         return
-    if settings.get("dataset") not in (None, dataset.name):
-        raise DataError(f"noise file {path} was exported for dataset {settings['dataset']!r}, not {dataset.name!r}.")
+    name = getattr(dataset, "instance", dataset.name)  # the name runs give it (a configured instance's)
+    if settings.get("dataset") not in (None, name):
+        raise DataError(f"noise file {path} was exported for dataset {settings['dataset']!r}, not {name!r}.")
     import dataclasses
 
     expected = settings.get("samples_sha256")
@@ -238,5 +239,5 @@ def _check_same_data(path: Path, settings: dict[str, Any], dataset: Any, table: 
                         if ours.get(k) != settings["dataset_options"].get(k))
         if differ:
             raise DataError(
-                f"noise file {path} was exported from {dataset.name} with other options ({', '.join(differ)} differ), "
+                f"noise file {path} was exported from {name} with other options ({', '.join(differ)} differ), "
                 f"so its sample names do not name the same samples; export it again with these options.")

@@ -21,7 +21,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -30,12 +30,9 @@ from rich.table import Table
 
 from nlbench.data.cache import SplitData, default_cache_dir, load_split
 from nlbench.data.noise import dataset_noise
-from nlbench.dataset import SPLITS, Dataset
+from nlbench.dataset import SPLITS, Dataset, open_dataset
 from nlbench.errors import DataError
 from nlbench.progress import stderr_console
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nlbench.registry import Registry
 
 CHUNK = 4096  # images per block when scanning decoded pixels (bounded memory on large caches)
 
@@ -67,8 +64,10 @@ def describe(ref: Any) -> str:
     return str(ref)
 
 
-def real_noise_options(cls: type, data_root: str | None, options: dict[str, Any]) -> list[str]:
-    """One line per choice of a dataset's ``real_noise`` option: the realised rate of its noisy training labels."""
+def real_noise_options(cls: type, data_root: str | None, options: dict[str, Any], name: str | None = None) -> list[str]:
+    """One line per choice of a dataset's ``real_noise`` option: the realised rate of its noisy training labels.
+
+    ``name``: the dataset's name (a configured instance of the plugin ``cls``; default: the plugin's)."""
     import dataclasses
     import typing
 
@@ -77,12 +76,13 @@ def real_noise_options(cls: type, data_root: str | None, options: dict[str, Any]
         return []
     hints = typing.get_type_hints(cls.Options)
     choices = [c for c in _literal_choices(hints["real_noise"]) if c != "none"]
+    name = name or cls.name
     lines = []
     for choice in choices:
         try:
-            instance = cls(Path(data_root) if data_root else None, {**dict(options), "real_noise": choice})
+            instance = open_dataset(cls, data_root, {**dict(options), "real_noise": choice}, instance=name)
             table = instance.table("train")
-            noise = dataset_noise(table, dataset=cls.name, seed=1)
+            noise = dataset_noise(table, dataset=name, seed=1)
         except DataError as err:
             lines.append(f"real_noise = {choice}: not available here ({str(err)[:120]})")
             continue
@@ -90,7 +90,7 @@ def real_noise_options(cls: type, data_root: str | None, options: dict[str, Any]
         lines.append(f"real_noise = {choice}: {100 * noise.realised_rate:.1f}% of {len(table):,} training labels "
                      f"wrong{drawn}")
     if lines:
-        lines.insert(0, f"real noisy training labels (--noise-source dataset --set datasets.{cls.name}.options.real_noise=...):")
+        lines.insert(0, f"real noisy training labels (--noise-source dataset --set datasets.{name}.options.real_noise=...):")
     return lines
 
 
@@ -103,21 +103,21 @@ def _literal_choices(hint: Any) -> list[Any]:
     return out
 
 
-def prepare_dataset(registry: Registry, dataset: str, data_root: str | None, options: dict[str, Any],
+def prepare_dataset(cls: type[Dataset], dataset: str, data_root: str | None, options: dict[str, Any],
                     cache_dir: str | None, show: int) -> None:
     """Check a dataset's layout, build its image cache, and list counts and problems.
 
-    ``options`` are the dataset's options (benchmark.toml and ``--set``); ``cache_dir`` the
-    configured cache folder ("" or None: the default).
+    ``cls`` is the plugin of the dataset called ``dataset`` (a configured instance of it, or the
+    plugin's own name: :meth:`nlbench.spec.config.Config.dataset_class`); ``options`` are the
+    dataset's options (benchmark.toml and ``--set``); ``cache_dir`` the configured cache folder
+    ("" or None: the default).
     """
-    cls = registry.dataset(dataset)
     if cls.needs_root and data_root is None:
         raise DataError(
             f"dataset {dataset!r} reads files from disk: give their folder with --data-root PATH "
             f"(nlbench never downloads data)."
         )
-    instance = cls(Path(data_root) if data_root else None, options)
-    instance.check()
+    instance = open_dataset(cls, data_root, options, instance=dataset)
     cache = Path(cache_dir or default_cache_dir()).expanduser()
     recorder = ReadRecorder(instance.read_image)
     instance.read_image = recorder  # this instance only: same identity, same cache key
@@ -160,7 +160,7 @@ def prepare_dataset(registry: Registry, dataset: str, data_root: str | None, opt
             out.print(f"{split}: the dataset ships noisy labels (--noise-source dataset); {differ} of {len(table)} "
                       f"differ from its labels" + (" (votes drawn with seed 1)" if table.noise_rule != "given" else ""),
                       markup=False)
-    for line in real_noise_options(cls, data_root, options):
+    for line in real_noise_options(cls, data_root, options, dataset):
         out.print(line, markup=False)
     found = pixel_problems(loaded)
     report(out, problems, found, show)
@@ -182,8 +182,9 @@ def header(dataset: Dataset) -> str:
     defaults = ", ".join(f"{k}={v}" for k, v in dataset.train_defaults.items()) or "none"
     mean = "/".join(f"{v:g}" for v in dataset.mean)
     std = "/".join(f"{v:g}" for v in dataset.std)
+    plugin = f" (plugin {dataset.name})" if dataset.instance != dataset.name else ""
     return (
-        f"{dataset.name} at {dataset.root} (options: {options})\n"
+        f"{dataset.instance}{plugin} at {dataset.root} (options: {options})\n"
         f"stored at {dataset.storage_size}x{dataset.storage_size}, normalised with mean {mean} std {std}, "
         f"augmentation {dataset.augmentation!r}, training defaults: {defaults}"
     )
@@ -209,7 +210,7 @@ def decode_with_progress(dataset: Dataset, split: str, cache: Path) -> SplitData
 
 def counts_table(dataset: Dataset, tables: dict[str, Any], problems: dict[str, list[str]]) -> Table:
     """Samples per class (rows) and split (columns), as listed (undecodable images included)."""
-    table = Table(title=f"{dataset.name}: samples per class and split", title_justify="left")
+    table = Table(title=f"{dataset.instance}: samples per class and split", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("class")
     for split in SPLITS:

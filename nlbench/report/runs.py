@@ -238,7 +238,8 @@ class ConfiguredSettings:
 
 
 def configured_settings(config: Any, registry: Any) -> ConfiguredSettings:
-    """The settings a run gets without --set, for every registered method and dataset."""
+    """The settings a run gets without --set, for every registered method and every dataset (plugins
+    and configured instances, keyed by the name runs store)."""
     import dataclasses
 
     from nlbench.errors import NlbenchError
@@ -253,9 +254,9 @@ def configured_settings(config: Any, registry: Any) -> ConfiguredSettings:
                                                                                  f"methods.{name}")))
         except NlbenchError:  # a broken table or plugin is reported by the commands that use it
             continue
-    for name in registry.datasets:
+    for name in config.dataset_names(registry):  # the plugins and the configured instances, by name
         try:
-            cls = registry.dataset(name)
+            cls = config.dataset_class(name, registry)
             usual.train[name] = dataclasses.asdict(resolve_train_settings(config, cls, name, {}))
             options = build_options(cls.Options, config.dataset_options(name), f"datasets.{name}.options")
             usual.data[name] = {"version": str(cls.version), **dataclasses.asdict(options)}

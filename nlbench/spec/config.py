@@ -1,7 +1,8 @@
 """benchmark.toml: reading it, checking its structure, and applying ``--set key=value`` to it.
 
 The file holds ``[run]`` defaults, ``[train]`` (the shared pipeline), ``[methods.<name>]``,
-``[datasets.<name>]`` (training settings of one dataset, and its ``options``), ``[plugins]`` and
+``[datasets.<name>]`` (one dataset: the ``plugin`` it is an instance of, its training settings and
+its ``options``), ``[plugins]`` and
 ``[sweeps.<name>]`` (named grids for ``nlbench sweep --preset``). How these combine into the
 settings of one run (the precedence) is decided in one
 place, :func:`nlbench.spec.resolve_spec`. Every key is checked: an unknown one is an error that
@@ -14,11 +15,15 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nlbench.errors import ConfigError
 from nlbench.options import build_options
 from nlbench.settings import RunDefaults, TrainSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.dataset import Dataset
+    from nlbench.registry import Registry
 
 CONFIG_ENV = "NLBENCH_CONFIG"
 CONFIG_NAME = "benchmark.toml"
@@ -47,13 +52,56 @@ class Config:
         """``[datasets.<name>.options]``: options passed to the dataset plugin."""
         return dict(self.datasets.get(dataset, {}).get("options", {}))
 
+    def dataset_instances(self) -> dict[str, Any]:
+        """The configured datasets that name a ``plugin`` other than their own name -> that plugin (unchecked)."""
+        return {name: table["plugin"] for name, table in self.datasets.items()
+                if "plugin" in table and table["plugin"] != name}
+
+    def dataset_plugin(self, name: str, registry: Registry) -> str:
+        """The dataset plugin the dataset ``name`` is an instance of, checked against ``registry``.
+
+        A dataset is named by its instance: ``[datasets.<name>]`` with ``plugin = "csvlabels"``
+        makes ``name`` an instance of csvlabels, with its own training settings and options. A
+        table without ``plugin`` (or no table) names the plugin called ``name`` itself, so the
+        built-in names stay instances of themselves. A ``plugin`` that is not a string or names
+        no registered dataset, and an instance named after another plugin, are ConfigErrors; an
+        unknown name is a UsageError listing the plugins and the configured instances.
+        """
+        table = self.datasets.get(name, {})
+        if "plugin" not in table:
+            registry.dataset(name, self.dataset_instances())  # a UsageError unless registered
+            return name
+        plugin = table["plugin"]
+        known = ", ".join(sorted(registry.datasets)) or "(none)"
+        if not isinstance(plugin, str):
+            raise ConfigError(f"datasets.{name}.plugin must be the name of a dataset plugin (a string), got {plugin!r}; "
+                              f"known plugins: {known}.")
+        if plugin not in registry.datasets:
+            failed = [p.name for p in registry.plugins if not p.ok]
+            hint = f" Some plugins failed to load ({', '.join(failed)}): see `nlbench plugins`." if failed else ""
+            raise ConfigError(f"datasets.{name}.plugin: no dataset plugin is called {plugin!r}; known plugins: "
+                              f"{known}.{hint}")
+        if name in registry.datasets and name != plugin:
+            raise ConfigError(f"datasets.{name}.plugin = {plugin!r}: {name!r} is the name of another dataset plugin; "
+                              f"give the instance a name of its own (known plugins: {known}).")
+        registry.dataset(plugin)  # two plugins registering the same name are a PluginError here
+        return plugin
+
+    def dataset_class(self, name: str, registry: Registry) -> type[Dataset]:
+        """The plugin class of the dataset (instance) ``name``: see :meth:`dataset_plugin`."""
+        return registry.dataset(self.dataset_plugin(name, registry))
+
+    def dataset_names(self, registry: Registry) -> list[str]:
+        """Every dataset a run can name: the registered plugins and the configured instances."""
+        return sorted(set(registry.datasets) | set(self.datasets))
+
     def method_hparams(self, method: str) -> dict[str, Any]:
         """``[methods.<name>]``: hyperparameters overriding the method's defaults."""
         return dict(self.methods.get(method, {}))
 
     def dataset_train(self, dataset: str) -> dict[str, Any]:
-        """``[datasets.<name>]`` without its options: training settings of that dataset."""
-        return {k: v for k, v in self.datasets.get(dataset, {}).items() if k != "options"}
+        """``[datasets.<name>]`` without its plugin and options: training settings of that dataset."""
+        return {k: v for k, v in self.datasets.get(dataset, {}).items() if k not in ("options", "plugin")}
 
     def with_sets(self, items: list[tuple[str, Any]]) -> Config:
         """A copy with parsed ``--set`` items applied (see :func:`parse_set`), checked again."""

@@ -4,6 +4,10 @@ Precedence of settings, lowest first, resolved in :func:`resolve_spec` and nowhe
 
     built-in defaults < [train] < the dataset plugin's train_defaults < [datasets.<name>]
     < command-line flags and --set
+
+A dataset is named by its instance (``[datasets.<name>]`` with ``plugin = ...``, or a plugin's own
+name): :meth:`nlbench.spec.config.Config.dataset_plugin` maps the name to its plugin, and the spec
+records both (:class:`nlbench.spec.runspec.DataSpec`).
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     method_name = request.method or defaults.method
     dataset_name = request.dataset or defaults.dataset
     method_cls = registry.method(method_name)
-    dataset_cls = registry.dataset(dataset_name)
+    dataset_plugin = config.dataset_plugin(dataset_name, registry)
+    dataset_cls = registry.dataset(dataset_plugin)
 
     infos = {info.name: info for info in option_infos(RunDefaults)}
 
@@ -133,7 +138,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         )
     root_path = str(Path(root).expanduser().resolve()) if root else None
     options_json = FrozenMap(identity_dict(options))  # options added later enter the id only when set
-    dataset = open_dataset(dataset_cls, root_path, options_json, datasets)
+    dataset = open_dataset(dataset_cls, root_path, options_json, datasets, instance=dataset_name)
     if source == "injected" and mode == "fer-confusion" and request.noise_file is None:
         from nlbench.data.fer_confusion import flip_targets
 
@@ -177,7 +182,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     return RunSpec(
         method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
         data=DataSpec(name=dataset_name, version=str(dataset_cls.version), options=options_json,
-                      fingerprint=dataset.fingerprint(), root=root_path),
+                      fingerprint=dataset.fingerprint(), root=root_path, plugin=dataset_plugin),
         noise=NoiseSpec(rate=float(rate), mode=mode, source=source, file_sha256=file_sha,
                         file_label_base=request.noise_file_base if file_path else None,
                         file=str(file_path) if file_path else None), seed=int(seed), train=settings,
@@ -186,10 +191,13 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
 
 
 def dataset_noise_rate(dataset: Any, seed: int = 1) -> float:
-    """The share of the dataset's own noisy training labels that differ from its clean ones (votes drawn with ``seed``)."""
+    """The share of the dataset's own noisy training labels that differ from its clean ones (votes drawn with ``seed``).
+
+    The votes are drawn as the run draws them: seeded by the dataset's name (its instance name)."""
     from nlbench.data.noise import dataset_noise
 
-    return round(dataset_noise(dataset.table("train"), dataset=dataset.name, seed=seed).realised_rate, 6)
+    name = getattr(dataset, "instance", dataset.name)
+    return round(dataset_noise(dataset.table("train"), dataset=name, seed=seed).realised_rate, 6)
 
 
 def method_settings(settings: TrainSettings, dataset: Any) -> dict[str, Any]:
@@ -228,18 +236,28 @@ def resolve_train_settings(config: Config, dataset_cls: type, dataset_name: str,
 
 
 def check_plugin_tables(config: Config, registry: Registry) -> None:
-    """Every ``[methods.<name>]`` and ``[datasets.<name>]`` table names a registered plugin and only its keys."""
+    """Every ``[methods.<name>]`` table names a registered method and every ``[datasets.<name>]`` a
+    registered dataset or, with ``plugin``, an instance of one (:meth:`Config.dataset_plugin`); each
+    holds only the keys of its plugin."""
     for section, table, lookup in (("methods", config.methods, registry.methods),
                                    ("datasets", config.datasets, registry.datasets)):
         for name, values in table.items():
-            if name not in lookup:
-                known = ", ".join(sorted(lookup)) or "(none)"
+            if section == "methods" and "plugin" in values:
+                raise ConfigError(f"methods.{name}.plugin: only a dataset can be an instance of a plugin "
+                                  f"([datasets.NAME] with plugin = ...); a method is named by its plugin, so remove "
+                                  f"the key.")
+            if name not in lookup and "plugin" not in values:
+                instances = config.dataset_instances() if section == "datasets" else {}
+                known = ", ".join(sorted([*lookup, *(f"{n} ({p})" for n, p in instances.items())])) or "(none)"
                 failed = [p.name for p in registry.plugins if not p.ok]
                 hint = f" Some plugins failed to load ({', '.join(failed)}): see `nlbench plugins`." if failed else ""
-                raise ConfigError(f"{section}.{name}: no {section[:-1]} is called {name!r}; known: {known}.{hint}")
-            cls = lookup[name].cls
+                instance = (f" To make {name!r} a dataset of its own, name its plugin: "
+                            f"[datasets.{name}] plugin = \"csvlabels\" (or another)." if section == "datasets" else "")
+                raise ConfigError(f"{section}.{name}: no {section[:-1]} is called {name!r}; known: {known}.{hint}"
+                                  f"{instance}")
             if section == "methods":
-                build_options(cls.HParams, values, f"methods.{name}")
+                build_options(lookup[name].cls.HParams, values, f"methods.{name}")
             else:
+                cls = config.dataset_class(name, registry)
                 build_options(cls.Options, dict(values.get("options", {})), f"datasets.{name}.options")
-                build_options(TrainSettings, {k: v for k, v in values.items() if k != "options"}, f"datasets.{name}")
+                build_options(TrainSettings, config.dataset_train(name), f"datasets.{name}")

@@ -59,8 +59,11 @@ class NoiseSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data a run trains on: the dataset plugin, its version and options, and the files."""
+    """Which data a run trains on: the dataset (its name and plugin), the plugin's version and
+    options, and the files."""
 
+    #: The dataset's name: a configured instance (``[datasets.<name>]``) or a plugin's own name.
+    #: Runs are stored, listed and reported under it.
     name: str
     version: str = "1"
     options: FrozenMap = field(default_factory=FrozenMap)
@@ -69,6 +72,19 @@ class DataSpec:
     fingerprint: str | None = None
     #: Where the files are on this machine.
     root: str | None = runtime(None)
+    #: The dataset plugin ``name`` is an instance of; None (and left out of the JSON, so of the run
+    #: id) when it is the plugin of that name, as every run before instances was. A worker opens
+    #: the plugin from this field alone (:attr:`plugin_name`), never from benchmark.toml.
+    plugin: str | None = field(default=None, metadata={OMIT_NONE: True})
+
+    def __post_init__(self) -> None:
+        if self.plugin == self.name:  # an instance of itself: the id of the same run without the field
+            object.__setattr__(self, "plugin", None)
+
+    @property
+    def plugin_name(self) -> str:
+        """The registered dataset plugin to open: :attr:`plugin`, else :attr:`name`."""
+        return self.plugin or self.name
 
 
 @dataclass(frozen=True)

@@ -173,11 +173,12 @@ def count_states(runs: list[GridRun]) -> dict[str, int]:
 
 
 def parse_data_roots(items: list[str]) -> dict[str, str]:
-    """``--data-root PATH`` (every dataset) or ``--data-root NAME=PATH`` (one dataset), repeatable."""
+    """``--data-root PATH`` (every dataset) or ``--data-root NAME=PATH`` (one dataset, a plugin or a
+    configured instance, whose name may hold hyphens), repeatable."""
     roots: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
-        if sep and name.isidentifier() and not Path(item).exists():
+        if sep and name.replace("-", "_").isidentifier() and not Path(item).exists():
             roots[name] = path
         else:
             roots[""] = item

@@ -58,8 +58,9 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def make_dataset(registry: Registry, spec: RunSpec) -> Dataset:
-    """The dataset of a spec, its layout checked."""
-    return open_dataset(registry.dataset(spec.data.name), spec.data.root, spec.data.options)
+    """The dataset of a spec, its layout checked: the spec's plugin (not benchmark.toml's) under the spec's name."""
+    return open_dataset(registry.dataset(spec.data.plugin_name), spec.data.root, spec.data.options,
+                        instance=spec.data.name)
 
 
 def load_splits(dataset: Dataset, spec: RunSpec) -> tuple[SplitData, SplitData]:

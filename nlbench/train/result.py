@@ -42,6 +42,7 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
         "run_id": spec.run_id,
         "method": spec.method,
         "dataset": spec.data.name,
+        **({"dataset_plugin": spec.data.plugin} if spec.data.plugin else {}),  # an instance of another plugin
         "dataset_version": spec.data.version,
         "dataset_options": dict(spec.data.options),
         "data_fingerprint": spec.data.fingerprint,
