@@ -97,7 +97,7 @@ def test_run_prepare_and_noise_preview_take_the_instance_name_and_its_options(cl
     preview = cli("noise", "preview", "--config", str(config), "-d", "twoway", "--data-root", str(two),
                   "--noise", "0.4")
     assert preview.code == 0, preview.err
-    assert preview.out.startswith("twoway: 45 training samples")
+    assert preview.out.startswith("twoway, seed 1: 45 training samples")
     # --set reaches the instance's options, and the plugin's message names the instance's key.
     wrong = cli("run", "--config", str(config), "-d", "twoway", "--data-root", str(two),
                 "--set", "datasets.twoway.options.csv=missing.csv")
