@@ -390,3 +390,13 @@ def test_the_interval_and_the_test_cannot_disagree():
         diff = rng.normal(rng.normal(0, 2), rng.uniform(0.1, 3), n)
         c = paired_comparison(base[0] + diff, np.full(n, base[0]))
         assert c.significant == (c.low > 0 or c.high < 0)
+
+
+def test_a_setting_left_out_at_its_default_is_labelled_with_the_default_where_another_run_sets_it(tmp_path):
+    # train_size was added later: a run at the default does not record it (its id did not move)
+    _result(tmp_path, "standard", "rafdb", 0.2, 0, 70.0, 71.0)
+    _result(tmp_path, "standard", "rafdb", 0.2, 0, 60.0, 61.0, train={"epochs": 40, "image_size": 224,
+                                                                     "batch_size": 256, "train_size": 200})
+    _result(tmp_path, "cct", "ferplus", 0.2, 0, 80.0, 81.0)  # another dataset: its rows line up
+    rows = [row[1] for row in build_table(tmp_path, "last").rows]
+    assert rows == ["standard [train_size=0]", "standard [train_size=200]", "cct [train_size=0]"]

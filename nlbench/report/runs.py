@@ -292,19 +292,20 @@ def variant_labels(runs: list[FinishedRun], axes: tuple[str, ...] = ()) -> dict[
         groups: dict[str, list[FinishedRun]] = defaultdict(list)
         for run in runs:
             groups[group(run)].append(run)
+        varying: set[str] = set()
         for members in groups.values():
-            keys = sorted({k for run in members for k in values(run)} - set(axes))
-            for key in keys:
-                seen = [json.dumps(values(run).get(key), sort_keys=True) for run in members]
-                if len(set(seen)) < 2:
-                    continue  # the same in every run shown: not a difference
-                for run, text in zip(members, seen):
-                    if key in values(run):  # a run stored before the setting existed says nothing of it
-                        out[run.path].append(f"{key}={json.loads(text)}")
+            keys = {k for run in members for k in values(run)} - set(axes)
+            varying |= {key for key in keys  # the same in every run of a group: not a difference
+                        if len({json.dumps(values(run).get(key), sort_keys=True) for run in members}) > 1}
+        # A setting that varies in one group labels the runs of every group that record it, so
+        # the rows of one method line up across the datasets (columns) of a table.
+        for run in runs:
+            for key in sorted(varying & set(values(run))):  # a run stored before a setting existed: unknown
+                out[run.path].append(f"{key}={values(run)[key]}")
         return out
 
     hp = differing(lambda r: r.result.get("hparams", {}), lambda r: r.method)
-    train = differing(lambda r: r.result.get("train", {}), lambda r: r.dataset)
+    train = differing(lambda r: {**_ADDED_TRAIN_DEFAULTS, **r.result.get("train", {})}, lambda r: r.dataset)
     # Real-noise runs are compared with real-noise runs: the options that pick a dataset's real
     # noisy labels (FERPlus real_noise) are what makes them real-noise runs, not a variant.
     # Runs on other test splits are told apart by their column (tables.test_set_labels), so the
@@ -319,6 +320,21 @@ def variant_labels(runs: list[FinishedRun], axes: tuple[str, ...] = ()) -> dict[
             extra.append(f"pretrained={_pretrained(run)[:8]}")
         labels[run.path] = run.method + (f" [{', '.join(extra)}]" if extra else "")
     return labels
+
+
+def _added_defaults() -> dict[str, Any]:
+    """Training settings added after runs were stored: left out of a run's identity at their
+    default, so a result without one ran with it (and is labelled with it where it differs)."""
+    import dataclasses
+
+    from nlbench.options import is_added
+    from nlbench.settings import TrainSettings
+
+    return {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+            for f in dataclasses.fields(TrainSettings) if is_added(f)}
+
+
+_ADDED_TRAIN_DEFAULTS = _added_defaults()
 
 
 def _pretrained(run: FinishedRun) -> str:
