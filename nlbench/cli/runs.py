@@ -50,9 +50,11 @@ def runs(
                if wanted.matches(e.method, e.dataset, e.spec.get("noise", {}).get("rate"), e.seed, e.run_id,
                                  settings=settings_of_spec(e.spec))]
     lasts, stale = _finished_facts(folder)
+    counted = {e.run_id for e in entries if e.path in lasts}  # the copy of each run id that reports count
     usual = _configured(cfg) if entries else None
     rows = [{"run_id": e.run_id, "dataset": e.dataset, "method": e.method, "noise": e.noise, "seed": str(e.seed),
-             "state": e.state.state + ("*" if e.path in stale and fmt == "text" else ""),
+             "state": ("duplicate" if e.state.state == "done" and e.path not in lasts and e.run_id in counted
+                       else e.state.state) + ("*" if e.path in stale and fmt == "text" else ""),
              "last": lasts.get(e.path, ""), "settings": differing(e.spec, usual),
              "other_code": " ".join(stale.get(e.path, [])), "path": str(e.path)} for e in entries]
     if fmt == "csv":
@@ -64,6 +66,9 @@ def runs(
         width = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in shown[:-1]}
         lines = ["  ".join(c.ljust(width[c]) for c in shown[:-1]) + "  settings"]
         lines += ["  ".join(r[c].ljust(width[c]) for c in shown[:-1]) + "  " + r["settings"] for r in rows]
+        if any(r["state"].startswith("duplicate") for r in rows):
+            lines.append("duplicate: another folder holds the same run id; tables and exports count the copy "
+                         "that finished last, once.")
         marked = sorted({name for e in entries for name in stale.get(e.path, [])})
         if marked:
             from nlbench.code_identity import stale_text

@@ -163,11 +163,14 @@ def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
         if layout == "table1" and "source" in table.frame and (table.frame["source"] == "dataset").all():
             continue  # only real noise: the Table 2 layout shows it
         text = io.StringIO()
-        baseline = "standard" if any(row[-1] == "standard" for row in table.rows) else None
+        # The Standard row is the baseline where there is one (labelled or not); several: none.
+        standards = {row[-1] for row in table.rows if row[-1].split(" [", 1)[0] == "standard" and ":" not in row[-1]}
+        baseline = standards.pop() if len(standards) == 1 else None
         can_compare = baseline is not None and LAYOUT_SPECS[layout].method_rows
         render(table, "markdown", out=text, comparison=compare(table, baseline) if can_compare else None,
                rank_result=ranks(table) if can_compare else None)
-        sections.append(Section(TITLES[layout], [text.getvalue().strip()]))
+        notes = [f"- {note.removeprefix('note: ').removeprefix('warning: ')}" for note in table.notes]
+        sections.append(Section(TITLES[layout], [text.getvalue().strip()] + (["\n".join(notes)] if notes else [])))
     return sections
 
 

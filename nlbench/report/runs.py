@@ -148,7 +148,11 @@ def setting_of(record: Any, key: str) -> Any:
     if len(rest) != 1:
         return _MISSING
     table = record.get(section) or {}
-    return table.get(rest[0], _MISSING) if isinstance(table, dict) else _MISSING
+    if not isinstance(table, dict):
+        return _MISSING
+    if section == "train" and rest[0] not in table:  # added later: left out of the identity at its default
+        return _ADDED_TRAIN_DEFAULTS.get(rest[0], _MISSING)
+    return table.get(rest[0], _MISSING)
 
 
 def settings_of_spec(spec: dict[str, Any]) -> dict[str, Any]:
