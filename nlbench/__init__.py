@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from nlbench.errors import ConfigError, DataError, NlbenchError, UsageError  # noqa: E402
 from nlbench.hookspecs import hookimpl  # noqa: E402
