@@ -228,3 +228,17 @@ def test_a_run_records_the_noise_of_what_it_trained_on(cli, tmp_path):
     preview = cli("noise", "preview", "--noise", "0.4", *TINY, "--set", "train.train_size=60")
     assert preview.code == 0 and "60 trained on" in preview.out
     assert f"{100 * trained['rate']:.1f}% of the 60 labels trained on are wrong" in preview.out
+
+
+def test_a_copied_run_is_listed_as_a_duplicate_and_shown_by_its_id(tmp_path, cli):
+    import shutil
+
+    from tests.test_run_reader import fake_run
+
+    root = tmp_path / "runs"
+    original = fake_run(root, "standard", 1, run_id="abc123def456", last=60.0)
+    shutil.copytree(original, original.parent / (original.name + "-copy"))
+    listed = cli("runs", "--runs-dir", str(root))
+    assert "duplicate" in listed.out and "count the copy that finished last, once" in listed.out
+    shown = cli("show", "abc123", "--runs-dir", str(root))
+    assert shown.code == 0 and "run abc123def456" in shown.out

@@ -35,7 +35,14 @@ def _find(root: Path, prefix: str) -> Path:
     from nlbench.store import scan_store
 
     entries, _ = scan_store(root)
-    found = [e.path for e in entries if e.run_id.startswith(prefix)]
+    matching = [e for e in entries if e.run_id.startswith(prefix)]
+    found = [e.path for e in matching]
+    if len({e.run_id for e in matching}) == 1 and len(found) > 1:  # copies of one run: the one reports count
+        from nlbench.report.runs import read_runs
+
+        counted = read_runs(root, run_ids={matching[0].run_id}).runs
+        if counted:
+            return counted[0].path
     if not found:
         raise UsageError(f"no run folder {prefix!r} and no run id starting with {prefix!r} in {root}; "
                          f"`nlbench runs --runs-dir {root}` lists the runs with their ids.")
