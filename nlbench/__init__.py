@@ -21,11 +21,13 @@ _LAZY = {
     "Phase": "nlbench.method",
     "Dataset": "nlbench.dataset",
     "SampleTable": "nlbench.dataset",
+    "SampleState": "nlbench.context",
     "Range": "nlbench.options",
     "runtime": "nlbench.options",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nlbench.context import SampleState
     from nlbench.dataset import Dataset, SampleTable
     from nlbench.method import Batch, Method, Phase
     from nlbench.options import Range, runtime
@@ -50,6 +52,7 @@ __all__ = [
     "NlbenchError",
     "Phase",
     "Range",
+    "SampleState",
     "SampleTable",
     "UsageError",
     "__version__",

@@ -10,16 +10,21 @@ from __future__ import annotations
 PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "scn", "cct")
 #: Methods after the paper that noisy-label FER papers compare with (EAC, ECCV 2022; RUL, NeurIPS 2021).
 MODERN_METHODS = ("eac", "rul")
-#: Row order of every table and figure: the paper's methods, then the modern ones, then any other by name.
-METHOD_ORDER = PAPER_METHODS + MODERN_METHODS
+#: General noisy-label methods (not FER-specific) that general benchmarks include: GCE (NeurIPS
+#: 2018), SCE (ICCV 2019), ELR (NeurIPS 2020).
+LNL_METHODS = ("gce", "sce", "elr")
+#: Row order of every table and figure: the paper's methods, the modern FER ones, the general
+#: noisy-label ones, then any other by name.
+METHOD_ORDER = PAPER_METHODS + MODERN_METHODS + LNL_METHODS
 #: The paper's datasets, in its column order.
 PAPER_DATASETS = ("rafdb", "ferplus", "affectnet8", "affectnet7", "fec")
 
 #: Names that stand for a group of methods in ``--methods`` (joined with "+": ``all+modern``).
-METHOD_GROUPS = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_METHODS}
+METHOD_GROUPS = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_METHODS, "lnl": LNL_METHODS}
 #: What each group is, for help texts.
 METHOD_GROUP_TEXT = {"all": "the paper's seven methods", "paper": "the paper's seven methods",
-                     "modern": "EAC and RUL, the post-paper methods"}
+                     "modern": "EAC and RUL, the post-paper methods",
+                     "lnl": "GCE, SCE and ELR, general noisy-label methods"}
 
 
 def method_order_key(method: str) -> tuple[int, str]:

@@ -45,6 +45,45 @@ class LabelStore:
         self.changes.copy_(state["changes"].to(self.changes.device))
 
 
+def last_occurrences(index: torch.Tensor) -> torch.Tensor:
+    """Positions in ``index`` of the last occurrence of each distinct value (a batch drawn with
+    replacement repeats samples; "the last wins" makes an indexed write deterministic on any device)."""
+    order = torch.argsort(index, stable=True)
+    ordered = index[order]
+    last = torch.ones_like(ordered, dtype=torch.bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return order[last]
+
+
+class SampleState:
+    """Per-sample state of a method (N x ``shape``, on the device) that checkpoints save and a
+    resumed run restores bit for bit: ELR's targets, a loss history. Made by ``ctx.sample_state``;
+    a method keeps it as an attribute, which :meth:`nlbench.Method.state_dict` saves."""
+
+    def __init__(self, size: int, shape: tuple[int, ...], dtype: torch.dtype, fill: float,
+                 device: torch.device) -> None:
+        self.data = torch.full((size, *shape), fill, dtype=dtype, device=device)
+
+    def update(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        """Set the rows at ``index`` (training indices) to ``values``; a repeated index takes the
+        values of its last occurrence."""
+        keep = last_occurrences(index)
+        self.data[index[keep]] = values[keep].to(self.data.dtype)
+
+    @property
+    def megabytes(self) -> float:
+        return self.data.numel() * self.data.element_size() / 2**20
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": self.data.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        data = state["data"]
+        if tuple(data.shape) != tuple(self.data.shape):
+            raise ValueError(f"saved per-sample state has shape {tuple(data.shape)}, this run {tuple(self.data.shape)}")
+        self.data.copy_(data.to(self.data.device))
+
+
 def _bf16_device(settings: TrainSettings, device: torch.device) -> bool:
     """Whether the device takes the bf16 path at all: CUDA always, the CPU with ``cpu_amp``."""
     return device.type == "cuda" or (device.type == "cpu" and settings.cpu_amp)
@@ -96,6 +135,8 @@ class Context:
     #: set by the assembly, used by :meth:`augment`.
     augmenters: Callable[[str], Any] | None = None
     _augmenter_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The per-sample states made by :meth:`sample_state`, by name.
+    sample_states: dict[str, SampleState] = field(default_factory=dict, repr=False)
 
     @property
     def use_amp(self) -> bool:
@@ -182,6 +223,15 @@ class Context:
                 factor = self.lr_factor(registered, epoch)
                 for group in registered.optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
+
+    def sample_state(self, name: str, shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32,
+                     fill: float = 0.0) -> SampleState:
+        """New per-sample state (``train_size`` x ``shape``, filled with ``fill``) on the run's
+        device; keep it as an attribute of the method so checkpoints save it. ``name`` labels it
+        in the result's cost (``cost.sample_state_mb``)."""
+        state = SampleState(self.train_size, tuple(shape), dtype, fill, self.device)
+        self.sample_states[name] = state
+        return state
 
     def generator(self, purpose: str) -> torch.Generator:
         """A device generator seeded by (seed, phase, epoch, purpose): reproducible across resumes."""

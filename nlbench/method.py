@@ -192,10 +192,12 @@ class Method:
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: by default every network and optimiser attribute."""
+        """Everything needed to resume: by default every network, optimiser and per-sample state attribute."""
         state: dict[str, Any] = {}
+        from nlbench.context import SampleState
+
         for key, value in vars(self).items():
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+            if isinstance(value, (nn.Module, torch.optim.Optimizer, SampleState)):
                 state[key] = value.state_dict()
             elif isinstance(value, (list, tuple)) and value and all(
                 isinstance(v, (nn.Module, torch.optim.Optimizer)) for v in value

@@ -38,3 +38,40 @@ def cross_entropy_per_sample(logits: Tensor, labels: Tensor) -> Tensor:
 def mean_softmax(logits: list[Tensor]) -> Tensor:
     """Average of the networks' softmax outputs (the ensemble of CCT, Co-teaching, JoCoR)."""
     return torch.stack([F.softmax(z.float(), dim=1) for z in logits]).mean(dim=0)
+
+
+def gce_per_sample(logits: Tensor, labels: Tensor, q: float) -> Tensor:
+    """Generalized cross-entropy (Zhang and Sabuncu 2018) per sample: (1 - p_y^q) / q, shape B.
+
+    q -> 0 gives CE, q = 1 gives 1 - p_y (MAE up to a factor); the gradient is p_y^q times CE's.
+    """
+    p_y = F.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    return (1.0 - p_y.pow(q)) / q
+
+
+def sce_per_sample(logits: Tensor, labels: Tensor, alpha: float, beta: float,
+                   log_zero: float = -9.210340371976182) -> tuple[Tensor, Tensor]:
+    """Symmetric cross-entropy (Wang et al. 2019) per sample: the CE term -ln max(p_y, 1e-7) and the
+    reverse-CE term A (1 - p_y), A = -log_zero (the code's one-hot clipped at 1e-4: A = 9.2103).
+
+    Returns (alpha * CE + beta * RCE, RCE), each shape B. Below p_y = 1e-7 the CE term is capped
+    and has no gradient, as the code's clip of the probabilities.
+    """
+    p = F.softmax(logits.float(), dim=1)
+    p_y = p.gather(1, labels.view(-1, 1)).squeeze(1)
+    ce = -torch.log(p_y.clamp(min=1e-7))
+    rce = -log_zero * (1.0 - p_y)
+    return alpha * ce + beta * rce, rce
+
+
+def elr_probabilities(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """ELR's clamped softmax p in [1e-4, 1 - 1e-4] (no gradient where clamped) and its detached,
+    renormalised copy p_hat, the input of the temporal-ensemble targets."""
+    p = F.softmax(logits.float(), dim=1).clamp(1e-4, 1.0 - 1e-4)
+    return p, (p / p.sum(dim=1, keepdim=True)).detach()
+
+
+def elr_regulariser(p: Tensor, targets: Tensor) -> Tensor:
+    """Early-learning regularisation (Liu et al. 2020) per sample: ln(1 - <t_i, p_i>), shape B;
+    minimising it pushes p towards the targets t."""
+    return torch.log(1.0 - (targets * p).sum(dim=1))

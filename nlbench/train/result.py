@@ -77,6 +77,9 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
             # seconds, attempts and training images per second, measured by the engine.
             **cost,
             "peak_memory_mb": peak_memory_mb(run.device),
+            # Per-sample state a method keeps (ELR's targets): memory beside the networks.
+            **({"sample_state_mb": sum(state.megabytes for state in run.ctx.sample_states.values())}
+               if run.ctx.sample_states else {}),
         },
         "environment": describe_environment(run.device),
         "code": code_record(method_cls, type(dataset)),
