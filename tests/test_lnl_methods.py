@@ -170,3 +170,19 @@ def test_elr_resumed_equals_a_whole_run_and_records_its_state_size(cli, tmp_path
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
     assert a["cost"]["sample_state_mb"] == pytest.approx(86 * 7 * 4 / 2**20)  # N x K float32
     assert np.isfinite(a["diagnostics"]["loss_elr"])
+
+
+def test_adam_ignores_a_constant_factor_on_the_loss() -> None:
+    """docs/methods.md §5.10: under Adam without weight decay only the ratio alpha : beta matters."""
+    updates = []
+    for factor in (1.0, 10.0):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(4, 3)
+        before = net.weight.detach().clone()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        loss, _ = sce_per_sample(net(torch.randn(8, 4)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), 0.1 * factor,
+                                 1.0 * factor)
+        loss.mean().backward()
+        optimizer.step()
+        updates.append(net.weight.detach() - before)
+    assert torch.allclose(updates[0], updates[1], rtol=1e-4, atol=1e-9)
