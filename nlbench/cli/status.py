@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from nlbench.cli.common import ConfigOption, RunsDirOption
@@ -62,7 +64,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _report_other_code(out: object, entries: list) -> None:
+def _report_other_code(out: Any, entries: list[Any]) -> None:
     """A line per plugin file that changed since some done runs were trained with it."""
     from collections import Counter
 
@@ -76,6 +78,6 @@ def _report_other_code(out: object, entries: list) -> None:
             result = read_json_or_none(entry.path / RESULT)
             by_file.update(code_changes(result) if isinstance(result, dict) else [])
     for name, count in sorted(by_file.items()):
-        out.print(f"other code  {count} done run(s) were {stale_text([name])} than installed now; "  # type: ignore[attr-defined]
+        out.print(f"other code  {count} done run(s) were {stale_text([name])} than installed now; "
                   f"`nlbench runs` marks them and `nlbench sweep ... --force` trains them again.",
                   markup=False, highlight=False)
