@@ -137,3 +137,10 @@ def test_sigterm_leaves_a_run_interrupted_and_resumable(tmp_path):
     assert run.returncode == 130 and "resume" in err, err[-2000:]
     [status] = list(runs.rglob("status.json"))
     assert json.loads(status.read_text())["state"] == "interrupted"
+
+
+def test_version_prints_the_package_version(cli):
+    import nlbench
+
+    shown = cli("--version")
+    assert shown.code == 0 and shown.out.startswith(f"nlbench {nlbench.__version__}")

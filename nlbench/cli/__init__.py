@@ -53,6 +53,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from nlbench import __version__
+        from nlbench.code_identity import nlbench_commit
+
+        commit = nlbench_commit()
+        typer.echo(f"nlbench {__version__}" + (f" (commit {commit[:12]})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print nlbench's version (and git commit) and exit.")) -> None:
+    """Benchmark noisy-label training methods for facial expression recognition."""
+
+
 def _click_exception() -> type[BaseException]:
     """The base class of typer's usage errors.
 
