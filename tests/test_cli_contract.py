@@ -144,3 +144,12 @@ def test_version_prints_the_package_version(cli):
 
     shown = cli("--version")
     assert shown.code == 0 and shown.out.startswith(f"nlbench {nlbench.__version__}")
+
+
+def test_settings_lists_every_training_setting_with_its_default_and_the_configured_value(cli, tmp_path):
+    config = tmp_path / "benchmark.toml"
+    config.write_text("[train]\nepochs = 12\n")
+    shown = cli("settings", "--config", str(config))
+    out = " ".join(shown.out.split())
+    assert shown.code == 0 and "train_size" in out and "val_fraction" in out and "float [0, 0.5]" in out
+    assert "│ epochs │ 40 │ 12 │" in out and "run defaults" in out

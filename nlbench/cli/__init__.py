@@ -43,6 +43,7 @@ def _register_commands() -> None:
     app.command("methods")(listing.methods)
     app.command("datasets")(listing.datasets)
     app.command("plugins")(listing.plugins)
+    app.command("settings")(listing.settings)
     app.command("prepare")(prepare.prepare)
     app.command("plot")(plot.plot)
     app.command("report")(report.report)

@@ -131,7 +131,6 @@ def _dataset_facts(cls: Any) -> list[str]:
 def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefix: str, extra: list[str]) -> None:
     """Print one plugin's facts and its options table."""
     from rich.markup import escape
-    from rich.table import Table
 
     from nlbench.options import option_infos
     from nlbench.progress import stdout_console
@@ -140,18 +139,53 @@ def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefi
     console.print(f"{title} ({_source(entry)})", markup=False, highlight=False)
     for fact in extra:
         console.print(f"  {fact}", markup=False, highlight=False)
-    infos = option_infos(options_cls)
-    if not infos:
+    if not option_infos(options_cls):
         console.print("  no options", markup=False)
         return
-    table = Table(title=escape(f"options (--set {prefix}.NAME=VALUE or [{prefix}] in benchmark.toml)"),
-                  title_justify="left")
-    for column in ("option", "default", "type", "description"):
+    console.print(options_table(options_cls, escape(f"options (--set {prefix}.NAME=VALUE or [{prefix}] in "
+                                                    f"benchmark.toml)")))
+
+
+def options_table(options_cls: type, title: str, configured: dict[str, Any] | None = None) -> Any:
+    """A table of an options dataclass: name, default, type or choices, doc (and the configured
+    value where ``configured`` sets one)."""
+    from rich.table import Table
+
+    from nlbench.options import option_infos
+
+    table = Table(title=title, title_justify="left")
+    columns = ("option", "default", *(("configured",) if configured else ()), "type", "description")
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for info in infos:
-        table.add_row(info.name, repr(info.default) if isinstance(info.default, str) else str(info.default),
-                      info.describe_type(), info.doc)
-    console.print(table)
+
+    def text(value: Any) -> str:
+        return repr(value) if isinstance(value, str) else str(value)
+
+    for info in option_infos(options_cls):
+        shown = [text(configured[info.name]) if info.name in configured else ""] if configured else []
+        table.add_row(info.name, text(info.default), *shown, info.describe_type(), info.doc)
+    return table
+
+
+def settings(config: ConfigOption = None) -> None:
+    """List every training setting ([train], --set train.NAME=VALUE) and run default ([run])."""
+    from rich.markup import escape
+
+    from nlbench.progress import stdout_console
+    from nlbench.settings import RunDefaults, TrainSettings
+    from nlbench.spec.config import find_config, load_config
+
+    cfg = load_config(find_config(config))
+    console = stdout_console()
+    where = f" ({cfg.source})" if cfg.source else ""
+    console.print(options_table(TrainSettings, escape("training settings: [train] in benchmark.toml, "
+                                                      "[datasets.NAME] per dataset, --set train.NAME=VALUE"),
+                                cfg.train or None))
+    console.print(options_table(RunDefaults, escape("run defaults: [run] in benchmark.toml; flags override them"),
+                                cfg.run or None))
+    if cfg.train or cfg.run:
+        console.print(f"configured: the value benchmark.toml{where} sets. A dataset's own defaults "
+                      f"(`nlbench datasets NAME`) come between [train] and [datasets.NAME].", markup=False)
 
 
 def _warn_failures(registry: Any) -> None:
