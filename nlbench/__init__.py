@@ -19,6 +19,7 @@ _LAZY = {
     "Batch": "nlbench.method",
     "Method": "nlbench.method",
     "Phase": "nlbench.method",
+    "Segment": "nlbench.method",
     "Dataset": "nlbench.dataset",
     "SampleTable": "nlbench.dataset",
     "SampleState": "nlbench.context",
@@ -29,7 +30,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.context import SampleState
     from nlbench.dataset import Dataset, SampleTable
-    from nlbench.method import Batch, Method, Phase
+    from nlbench.method import Batch, Method, Phase, Segment
     from nlbench.options import Range, runtime
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "Range",
     "SampleState",
     "SampleTable",
+    "Segment",
     "UsageError",
     "__version__",
     "hookimpl",

@@ -134,9 +134,17 @@ class Context:
     #: Builds the run's augmenter for a named pipeline (size, normalisation, layout of the run);
     #: set by the assembly, used by :meth:`augment`.
     augmenters: Callable[[str], Any] | None = None
+    #: The uint8 training images by training index (set by the assembly: the run's image source,
+    #: or a plain N x 3 x H x W tensor in tests), for :meth:`fetch` and :meth:`scan`.
+    images: Any = None
+    #: The method's networks (set by the assembly: ``method.modules``), put in eval mode by :meth:`scan`.
+    modules_of: Callable[[], list[nn.Module]] | None = None
     _augmenter_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     #: The per-sample states made by :meth:`sample_state`, by name.
     sample_states: dict[str, SampleState] = field(default_factory=dict, repr=False)
+    #: Per-sample correctness (N bools) of the last scan that returned ``logits``, for the engine's
+    #: ``scan_acc_clean``/``scan_acc_noisy``; taken (and cleared) by the engine at the epoch's end.
+    scan_correct: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def use_amp(self) -> bool:
@@ -170,6 +178,57 @@ class Context:
         if pipeline not in self._augmenter_cache:
             self._augmenter_cache[pipeline] = self.augmenters(pipeline)
         return self._augmenter_cache[pipeline].train(images, gen)
+
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 training images (n x 3 x H x W, on the device) of training indices ``index``:
+        the source ``batch.raw`` comes from, for extra batches a method picks itself (``ctx.augment``
+        makes their views)."""
+        if self.images is None:
+            raise RuntimeError("this context has no training images (it was not built by the assembly)")
+        if isinstance(self.images, torch.Tensor):
+            return self.images.index_select(0, index.to(self.images.device)).to(self.device)
+        return self.images.get(0, index.to(self.device))
+
+    def scan(self, fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+             pipeline: str = "none", batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        """One pass over every training sample, in index order: ``fn(x, index, labels)`` per batch.
+
+        Batches of ``batch_size`` (None: ``eval_batch_size``) with the test transform (or the named
+        augmentation ``pipeline``, drawn from ``ctx.generator("scan")``), under ``no_grad`` and the
+        run's autocast, with the method's networks in eval mode for the call (their modes restored
+        after); ``labels`` are the current training labels. ``fn`` returns per-sample tensors
+        (B x ...); the result holds each concatenated to N x ... in index order. When ``fn`` returns
+        ``logits`` (those of the deployable network), the engine stores the epoch's training
+        accuracy on them, for the clean and the noisy samples (``scan_acc_clean``, ``scan_acc_noisy``).
+        """
+        if self.augmenters is None or self.images is None:
+            raise RuntimeError("this context has no training images or augmenter (it was not built by the assembly)")
+        if pipeline not in self._augmenter_cache:
+            self._augmenter_cache[pipeline] = self.augmenters(pipeline)
+        augmenter = self._augmenter_cache[pipeline]
+        gen = self.generator("scan") if pipeline != "none" else None
+        size = batch_size or self.settings.eval_batch_size
+        modes = [(m, m.training) for top in (self.modules_of() if self.modules_of else []) for m in top.modules()]
+        parts: dict[str, list[torch.Tensor]] = {}
+        try:
+            for module, _ in modes:
+                module.training = False
+            with torch.no_grad():
+                for start in range(0, self.train_size, size):
+                    index = torch.arange(start, min(start + size, self.train_size), device=self.device)
+                    raw = self.fetch(index)
+                    x = augmenter.test(raw) if gen is None else augmenter.train(raw, gen)
+                    with self.autocast():
+                        out = fn(x, index, self.labels.current[index])
+                    for key, value in out.items():
+                        parts.setdefault(key, []).append(value.detach())
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        result = {key: torch.cat(values) for key, values in parts.items()}
+        if "logits" in result:
+            self.scan_correct = result["logits"].argmax(dim=1) == self.labels.current
+        return result
 
     def optimizer(
         self, networks: Sequence[nn.Module], phase: str = "train", classifier_lr: float | None = None,

@@ -57,13 +57,31 @@ class Batch:
     each sample (for methods that keep per-sample state). Clean labels are never part of a batch.
     ``raw`` holds the gathered uint8 images (B x 3 x H x W, on the device, before augmentation)
     for methods that set :attr:`Method.needs_raw` to make views of their own (``ctx.augment``);
-    it is None otherwise.
+    it is None otherwise. ``segment`` names the :class:`Segment` of the method's epoch plan the
+    batch belongs to (None in an epoch the engine planned).
     """
 
     x: Tensor
     y: Tensor
     index: Tensor
     raw: Tensor | None = None
+    segment: str | None = None
+
+
+@dataclass
+class Segment:
+    """A stretch of an epoch planned by the method (:meth:`Method.epoch_plan`): batches over ``indices``.
+
+    ``indices`` are training indices (a tensor; repeats allowed). A shuffled segment is permuted
+    with a generator seeded by (seed, phase, epoch, "sampler", name); its batches have
+    ``batch_size`` samples (None = the phase's), ceil(n / B) steps, or floor(n / B) with
+    ``drop_last`` (at least one step when n > 0). An empty segment is skipped.
+    """
+
+    name: str
+    indices: Tensor
+    shuffle: bool = True
+    batch_size: int | None = None
 
 
 @dataclass
@@ -143,6 +161,16 @@ class Method:
 
     def on_epoch_start(self, phase: Phase, epoch: int) -> None:
         """Update per-epoch schedules; ``epoch`` is 0-based within the phase."""
+
+    def epoch_plan(self, phase: Phase, epoch: int) -> list[Segment] | None:
+        """The epoch's batches as segments over method-chosen samples, or None (the default): the
+        engine's epoch (one seeded permutation of the training set, or the class-balanced draw).
+
+        Called after :meth:`on_epoch_start`; the segments run in order, each batch carrying its
+        segment's name in ``batch.segment``; ``max_steps_per_epoch`` caps their total. A plan may
+        depend only on state at the epoch's start and seeded generators, so resume stays exact.
+        """
+        return None
 
     def train_step(self, batch: Batch, phase: Phase, epoch: int) -> dict[str, Tensor]:
         """Forward, loss, backward and optimiser step for one mini-batch."""

@@ -46,8 +46,8 @@ class Reporter:
         """A phase begins (or resumes at ``first_epoch``)."""
         self.message(f"phase {phase}: epochs {first_epoch + 1}..{epochs}, {steps} batches per epoch")
 
-    def epoch_start(self, epoch: int) -> None:
-        """An epoch begins."""
+    def epoch_start(self, epoch: int, steps: int | None = None) -> None:
+        """An epoch of ``steps`` batches begins (a method's epoch plan may change the count per epoch)."""
 
     def step(self) -> None:
         """One training batch is done."""
@@ -85,8 +85,8 @@ class RichReporter(Reporter):
         self.epochs_task = self.progress.add_task(f"{phase} epochs", total=epochs, completed=first_epoch)
         self.batches_task = self.progress.add_task("batches", total=steps)
 
-    def epoch_start(self, epoch: int) -> None:
-        self.progress.reset(self.batches_task)
+    def epoch_start(self, epoch: int, steps: int | None = None) -> None:
+        self.progress.reset(self.batches_task, total=steps)
 
     def step(self) -> None:
         self.progress.advance(self.batches_task)

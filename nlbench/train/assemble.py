@@ -229,12 +229,14 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     ctx = build_context(spec, dataset, labels, device)
     method = build_method(spec, registry, ctx)
     held_index = torch.as_tensor(held)
+    train_cache = ImageCache(ImageCache.place(train_images, device, spec.train), device)
+    ctx.images, ctx.modules_of = train_cache, method.modules  # ctx.fetch and ctx.scan
     return Assembly(
         spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised, noise=noise,
         labels=labels, clean=torch.as_tensor(train.table.labels[fit], device=device),
         test_labels=torch.as_tensor(test.table.labels, device=device), ctx=ctx, method=method,
         augmenter=build_augmenter(spec, dataset, device),
-        train_images=ImageCache(ImageCache.place(train_images, device, spec.train), device),
+        train_images=train_cache,
         test_images=ImageCache.place(test.images, device, spec.train),
         weights=sampling_weights(noisy[fit], dataset.num_classes, spec),
         val_images=ImageCache.place(train.images.index_select(0, held_index), device, spec.train),

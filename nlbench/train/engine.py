@@ -172,7 +172,7 @@ class Engine:
             for epoch in range(first, phase.epochs):
                 began = time.perf_counter()
                 steps = runner.start(epoch)
-                self.reporter.epoch_start(epoch)
+                self.reporter.epoch_start(epoch, steps)
                 for _ in range(steps):
                     train_images_total += runner.step()
                     self.reporter.step()

@@ -20,7 +20,7 @@ import torch
 from nlbench.context import Context, LabelStore
 from nlbench.data.augment import Augmenter
 from nlbench.errors import RunFailed
-from nlbench.method import Batch, Method, Phase
+from nlbench.method import Batch, Method, Phase, Segment
 from nlbench.seeding import derive_seed
 from nlbench.settings import TrainSettings
 
@@ -35,11 +35,47 @@ def epoch_order(
         order = torch.multinomial(weights, n, replacement=True, generator=gen)
     else:
         order = torch.randperm(n, generator=gen)
-    batch = settings.batch_size
-    steps = n // batch if settings.drop_last and n >= batch else math.ceil(n / batch)
+    steps = step_count(n, settings.batch_size, settings.drop_last)
     if settings.max_steps_per_epoch:
         steps = min(steps, settings.max_steps_per_epoch)
     return order, steps
+
+
+def step_count(n: int, batch: int, drop_last: bool) -> int:
+    """Steps over ``n`` samples in batches of ``batch``: ceil(n / B), or floor with ``drop_last`` (at least
+    one step when 0 < n < B)."""
+    return n // batch if drop_last and n >= batch else math.ceil(n / batch)
+
+
+@dataclasses.dataclass
+class PlannedStep:
+    """One batch of a method-planned epoch: its segment's name and its training indices."""
+
+    segment: str
+    index: torch.Tensor
+
+
+def planned_steps(plan: list[Segment], settings: TrainSettings, seed: int, phase: str,
+                  epoch: int) -> list[PlannedStep]:
+    """The batches of a method's epoch plan in order (see :class:`nlbench.method.Segment`), capped at
+    ``max_steps_per_epoch`` in total."""
+    steps: list[PlannedStep] = []
+    for segment in plan:
+        if not isinstance(segment, Segment):
+            raise TypeError(f"epoch_plan must return a list of nlbench.Segment, got {type(segment).__name__}")
+        indices = torch.as_tensor(segment.indices).reshape(-1).long()
+        n = int(indices.numel())
+        if n == 0:
+            continue
+        if segment.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(seed, phase, epoch, "sampler", segment.name))
+            indices = indices[torch.randperm(n, generator=gen).to(indices.device)]
+        batch = segment.batch_size or settings.batch_size
+        for step in range(step_count(n, batch, settings.drop_last)):
+            steps.append(PlannedStep(segment.name, indices[step * batch : (step + 1) * batch]))
+    if settings.max_steps_per_epoch:
+        steps = steps[: settings.max_steps_per_epoch]
+    return steps
 
 
 def describe_method(method: Method) -> str:
@@ -64,6 +100,16 @@ def relabel_counts(labels: LabelStore, clean: torch.Tensor) -> dict[str, int]:
     restored = changed & (labels.current == clean)
     counts = torch.stack([changed.sum(), restored.sum(), labels.changes]).cpu().tolist()
     return {"labels_changed": counts[0], "labels_restored": counts[1], "relabel_events": counts[2]}
+
+
+def split_accuracy(correct: torch.Tensor, is_noisy: torch.Tensor, prefix: str) -> dict[str, float | None]:
+    """``<prefix>_clean`` and ``<prefix>_noisy``: accuracy in % over the samples whose given label is
+    right and wrong (None where a subset is empty)."""
+    clean, noisy = ~is_noisy, is_noisy
+    n_clean, hit_clean, n_noisy, hit_noisy = torch.stack(
+        [clean.sum(), (correct & clean).sum(), noisy.sum(), (correct & noisy).sum()]).cpu().tolist()
+    return {f"{prefix}_clean": 100.0 * hit_clean / n_clean if n_clean else None,
+            f"{prefix}_noisy": 100.0 * hit_noisy / n_noisy if n_noisy else None}
 
 
 class StepMeter:
@@ -198,6 +244,8 @@ class EpochRunner:
         self.epoch = -1
         self.step_index = 0
         self.steps = 0
+        #: The batches of a method-planned epoch (None: the engine's own order, ``self.order``).
+        self.plan: list[PlannedStep] | None = None
         self.meter: StepMeter | None = None
 
     def start(self, epoch: int) -> int:
@@ -210,10 +258,19 @@ class EpochRunner:
         # are reseeded every epoch, so a run resumed at an epoch boundary draws what an
         # uninterrupted one would.
         torch.manual_seed(derive_seed(ctx.seed, "global-rng", phase.name, epoch))
+        ctx.scan_correct = None
         method.on_epoch_start(phase, epoch)
         method.train_mode(phase)
-        sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
-        order, self.steps = epoch_order(self.n, self.settings, sampler, self.weights)
+        plan = method.epoch_plan(phase, epoch)
+        if plan is None:
+            self.plan = None
+            sampler = torch.Generator().manual_seed(derive_seed(ctx.seed, phase.name, epoch, "sampler"))
+            order, self.steps = epoch_order(self.n, self.settings, sampler, self.weights)
+        else:
+            self.plan = planned_steps(plan, self.settings, ctx.seed, phase.name, epoch)
+            self.steps = len(self.plan)
+            order = torch.cat([s.index.cpu() for s in self.plan]) if self.plan else torch.zeros(0, dtype=torch.long)
+            self.plan = [PlannedStep(s.segment, s.index.to(self.device)) for s in self.plan]
         self.source.start_epoch(order, self.steps, self.settings.batch_size)
         self.order = order.to(self.device)
         self.augment_gen = ctx.generator("augment")
@@ -224,14 +281,18 @@ class EpochRunner:
     def step(self) -> int:
         """Train one batch of the current epoch; returns its size."""
         batch, step = self.settings.batch_size, self.step_index
-        index = self.order[step * batch : (step + 1) * batch]
+        segment = None
+        if self.plan is None:
+            index = self.order[step * batch : (step + 1) * batch]
+        else:
+            segment, index = self.plan[step].segment, self.plan[step].index
         raw = self.source.get(step, index)
         x = self.augmenter.train(raw, self.augment_gen)
         y = self.labels.current[index]
         where = f"in phase {self.phase.name}, epoch {self.epoch + 1}, batch {step + 1}"
         try:
             with self.ctx.autocast():
-                out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None),
+                out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None, segment),
                                              self.phase, self.epoch)
         except (RunFailed, KeyboardInterrupt):
             raise
@@ -253,5 +314,8 @@ class EpochRunner:
         summary = self.meter.summary(max(1, self.step_index), self.phase.name, self.epoch)
         summary.update(self.method.on_epoch_end(self.phase, self.epoch))
         summary.update(relabel_counts(self.labels, self.clean))
+        correct, self.ctx.scan_correct = self.ctx.scan_correct, None
+        if correct is not None:
+            summary.update(split_accuracy(correct, self.is_noisy, "scan_acc"))
         self.meter = None
         return summary
