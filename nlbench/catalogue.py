@@ -11,8 +11,8 @@ PAPER_METHODS = ("standard", "coteaching", "coteaching_plus", "jocor", "nct", "s
 #: Methods after the paper that noisy-label FER papers compare with (EAC, ECCV 2022; RUL, NeurIPS 2021).
 MODERN_METHODS = ("eac", "rul")
 #: General noisy-label methods (not FER-specific) that general benchmarks include: GCE (NeurIPS
-#: 2018), SCE (ICCV 2019), ELR (NeurIPS 2020).
-LNL_METHODS = ("gce", "sce", "elr")
+#: 2018), SCE (ICCV 2019), ELR (NeurIPS 2020), DivideMix (ICLR 2020).
+LNL_METHODS = ("gce", "sce", "elr", "dividemix")
 #: Row order of every table and figure: the paper's methods, the modern FER ones, the general
 #: noisy-label ones, then any other by name.
 METHOD_ORDER = PAPER_METHODS + MODERN_METHODS + LNL_METHODS
@@ -24,7 +24,7 @@ METHOD_GROUPS = {"all": PAPER_METHODS, "paper": PAPER_METHODS, "modern": MODERN_
 #: What each group is, for help texts.
 METHOD_GROUP_TEXT = {"all": "the paper's seven methods", "paper": "the paper's seven methods",
                      "modern": "EAC and RUL, the post-paper methods",
-                     "lnl": "GCE, SCE and ELR, general noisy-label methods"}
+                     "lnl": "GCE, SCE, ELR and DivideMix, general noisy-label methods"}
 
 
 def method_order_key(method: str) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""DivideMix: the loss mixture and the MixMatch pieces (hand-computed values)."""
+"""DivideMix: the loss mixture, the MixMatch pieces, the epoch plan, a step, resume (hand-computed values)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY, read_result, run_dirs
+from nlbench import Batch, Phase
+from nlbench.errors import ConfigError
 from nlbench.lib.gmm import clean_probability, fit_gmm, initial_responsibilities, two_means_split
 from nlbench.lib.mixmatch import (
     co_guess,
@@ -23,6 +26,11 @@ from nlbench.lib.mixmatch import (
     unlabeled_loss,
     warmup_epochs,
 )
+from nlbench.plugins import get_registry
+from nlbench.seeding import derive_seed
+from nlbench.spec import build_hparams
+from nlbench.testing import stub_context
+from nlbench.train.epoch import planned_steps
 
 EIGHT = torch.tensor([0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.9, 1.0], dtype=torch.float64)
 
@@ -213,3 +221,249 @@ def test_warmup_defaults_to_a_tenth_of_the_epochs() -> None:
 def test_softmax_helpers_agree_with_torch() -> None:
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(sharpen(F.softmax(z, 1), 1.0), F.softmax(z, 1), atol=1e-6)
+
+
+# -- the method ----------------------------------------------------------------------------------
+DivideMix = get_registry().method("dividemix")
+PHASE = Phase("train", 10)
+
+
+class FakeAugmenter:
+    """Training "images" are N x 4 uint8 feature rows (the stub networks are Linear(4, K))."""
+
+    def test(self, images):
+        return images.float() / 100
+
+    def train(self, images, gen):
+        return images.float() / 100 + 0.05 * torch.randn(images.shape, generator=gen, device=images.device)
+
+
+def built(labels=(0, 1, 2, 0, 1), batch_size: int = 2, epochs: int = 10, **hp):
+    import dataclasses
+
+    ctx = stub_context(num_classes=3, labels=np.array(labels), epochs=epochs, batch_size=batch_size)
+    ctx.settings = dataclasses.replace(ctx.settings, drop_last=False)
+    ctx.images = torch.randint(0, 255, (len(labels), 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    ctx.augmenters = lambda name: FakeAugmenter()
+    method = DivideMix(DivideMix.HParams(**hp))
+    method.build(ctx)
+    ctx.modules_of = method.modules
+    return method
+
+
+def batch_of(method, index: list[int], segment: str | None) -> Batch:
+    ctx = method.ctx
+    index_t = torch.tensor(index)
+    raw = ctx.fetch(index_t)
+    return Batch(FakeAugmenter().train(raw, torch.Generator().manual_seed(1)), ctx.labels.current[index_t], index_t,
+                 raw, segment)
+
+
+W1 = torch.tensor([0.9, 0.9, 0.9, 0.1, 0.1])  # net1's division: L1 = {0, 1, 2}
+W2 = torch.tensor([0.1, 0.9, 0.9, 0.9, 0.1])  # net2's division: L2 = {1, 2, 3}
+
+
+def divided(**hp):
+    method = built(warmup_epochs=1, **hp)
+    with method.ctx.at("train", 1):
+        method.on_epoch_start(PHASE, 1)  # scans and divides; replaced by the hand-made division
+    method.set_division(W1, W2)
+    return method
+
+
+def test_co_divide_each_network_trains_on_its_peers_labeled_set() -> None:
+    import dataclasses
+
+    method = divided()
+    plan = method.epoch_plan(PHASE, 1)
+    assert [s.name for s in plan] == ["net1", "net2"]
+    assert sorted(plan[0].indices.tolist()) == [1, 2, 3]  # net1 trains on L2
+    assert sorted(plan[1].indices.tolist()) == [0, 1, 2]  # net2 trains on L1
+    settings = method.ctx.settings
+    steps = planned_steps(plan, settings, 0, "train", 1)
+    assert [s.segment for s in steps] == ["net1", "net1", "net2", "net2"]
+    dropped = planned_steps(plan, dataclasses.replace(settings, drop_last=True), 0, "train", 1)
+    assert [s.segment for s in dropped] == ["net1", "net2"]
+    assert method.epoch_plan(PHASE, 0) is None  # warm-up: the engine's epoch
+
+
+def test_an_empty_labeled_set_is_skipped() -> None:
+    method = divided()
+    method.set_division(W1, torch.zeros(5))  # net2 labels nothing: net1 has no segment
+    plan = method.epoch_plan(PHASE, 1)
+    steps = planned_steps(plan, method.ctx.settings, 0, "train", 1)
+    assert [s.segment for s in steps] == ["net2", "net2"]
+    assert method.on_epoch_end(PHASE, 1)["labeled_share"] == 0
+
+
+def test_unlabeled_batches_come_from_the_peers_unlabeled_set_cycled() -> None:
+    method = divided()
+    draws = [method.next_unlabeled("net1", 2).tolist() for _ in range(3)]
+    assert all(sorted(d) == [0, 4] for d in draws)  # U2 = {0, 4}
+    assert sorted(method.next_unlabeled("net1", 3).tolist()) in ([0, 0, 4], [0, 4, 4])
+    assert sorted(method.next_unlabeled("net2", 2).tolist()) == [3, 4]  # U1 = {3, 4}
+
+
+def test_a_segment_step_trains_only_its_network_with_the_peers_weights() -> None:
+    method = divided()
+    before1 = [p.detach().clone() for p in method.net1.parameters()]
+    before2 = [p.detach().clone() for p in method.net2.parameters()]
+    out = method.train_step(batch_of(method, [1, 3], "net1"), PHASE, 1)
+    assert all(torch.equal(a, b) for a, b in zip(before2, method.net2.parameters()))  # the peer is fixed
+    assert any(not torch.equal(a, b) for a, b in zip(before1, method.net1.parameters()))
+    assert out["sample_score"].tolist() == pytest.approx([0.9, 0.9])  # w2 of samples 1 and 3
+    assert out["selected"].tolist() == [True, True] and out["logits"].shape == (2, 3)
+    # Epoch 1 = W, step 0: the ramp starts at 0, so L = L_x + penalty.
+    assert out["lambda_u"].item() == 0
+    assert out["loss"].item() == pytest.approx(out["loss_x"].item() + out["penalty"].item(), rel=1e-6)
+    assert not method.net2.training and method.net1.training
+    out2 = method.train_step(batch_of(method, [0, 2], "net2"), PHASE, 1)
+    assert set(out2) == {"loss", "loss_x", "loss_u", "lambda_u", "penalty"}  # diagnostics: segment net1 only
+
+
+def test_the_step_loss_is_mixmatch_on_hand_wired_pieces() -> None:
+    """Recompute a step from the pieces: same draws, same mixed rows, same loss."""
+    method = divided(lambda_u=25.0, rampup_epochs=1)
+    index = [1, 2]
+    batch = batch_of(method, index, "net1")
+    net1 = torch.nn.Linear(4, 3)
+    net1.load_state_dict(method.net1.state_dict())
+    net2 = method.net2
+    ctx = method.ctx
+    # Replay the generators the step draws from.
+    with ctx.at("train", 2):
+        method.on_epoch_start(PHASE, 2)
+    method.set_division(W1, W2)
+    with ctx.at("train", 2):
+        view_gen = ctx.generator("dividemix-views")
+        mix_gen = ctx.generator("dividemix-mix")
+        unlabeled_gen = ctx.generator("dividemix-unlabeled")
+    beta = np.random.default_rng(derive_seed(ctx.seed, "train", 2, "dividemix-beta"))
+    out = method.train_step(batch, PHASE, 2)
+
+    x2 = FakeAugmenter().train(batch.raw, view_gen)
+    pool = torch.tensor([0, 4])
+    u_index = pool[torch.randperm(2, generator=unlabeled_gen)]
+    raw_u = ctx.fetch(u_index)
+    u, u2 = FakeAugmenter().train(raw_u, view_gen), FakeAugmenter().train(raw_u, view_gen)
+    with torch.no_grad():
+        q_u = co_guess([F.softmax(m(v), 1) for m in (net1, net2) for v in (u, u2)], 0.5)
+        mean_x = (F.softmax(net1(batch.x), 1) + F.softmax(net1(x2), 1)) / 2
+        q_x = co_refine(F.one_hot(batch.y, 3).float(), W2[index], mean_x, 0.5)
+    lam = mix_weight(float(beta.beta(4.0, 4.0)))
+    perm = torch.randperm(8, generator=mix_gen)
+    mixed_in, mixed_t = mix(torch.cat([batch.x, x2, u, u2]), torch.cat([q_x, q_x, q_u, q_u]), lam, perm)
+    logits = net1(mixed_in)
+    weight = lambda_u(25.0, 2, 0, iterations(3, 2), 1, 1)
+    assert weight == 25.0
+    expected = labeled_loss(logits[:4], mixed_t[:4]) + weight * unlabeled_loss(logits[4:], mixed_t[4:]) + \
+        prior_penalty(logits)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["lambda_u"].item() == 25.0
+
+
+def test_warmup_steps_train_both_networks_on_ce() -> None:
+    method = built(warmup_epochs=2)
+    with method.ctx.at("train", 0):
+        method.on_epoch_start(PHASE, 0)
+    batch = batch_of(method, [0, 1, 2], None)
+    z1, z2 = method.net1(batch.x), method.net2(batch.x)
+    expected = F.cross_entropy(z1, batch.y) + F.cross_entropy(z2, batch.y)
+    out = method.train_step(batch, PHASE, 0)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert method.probability == [None, None]  # no division in the warm-up
+
+
+def test_division_from_a_scan_of_both_networks() -> None:
+    method = built(labels=(0, 1, 2, 0, 1, 2, 0, 1), warmup_epochs=1)
+    with method.ctx.at("train", 1):
+        method.on_epoch_start(PHASE, 1)
+    x = FakeAugmenter().test(method.ctx.images)
+    y = method.ctx.labels.current
+    for k, net in enumerate((method.net1, method.net2)):
+        losses = F.cross_entropy(net(x), y, reduction="none")
+        assert torch.allclose(method.probability[k], clean_probability(losses).float(), atol=1e-6)
+    assert method.ctx.scan_correct is not None  # net1's logits: the memorisation record
+
+
+def test_prediction_is_the_sum_of_both_networks_logits() -> None:
+    method = built()
+    x = torch.randn(3, 4)
+    members = method.predict_members(x, PHASE)
+    assert set(members) == {"model", "net1", "net2", "ensemble"}
+    assert torch.allclose(members["model"], method.net1(x) + method.net2(x))
+    assert torch.allclose(method.predict(x), members["model"])
+    assert method.deployment()["single"] == "train/net1"
+
+
+def test_validate_refuses_a_warmup_that_leaves_no_dividemix_epoch() -> None:
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        build_hparams(DivideMix, {"warmup_epochs": 5}, epochs=5, noise_rate=0.2, batch_size=64)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        build_hparams(DivideMix, {}, epochs=1, noise_rate=0.2, batch_size=64)  # W = 1
+    assert build_hparams(DivideMix, {"warmup_epochs": 1}, epochs=2, noise_rate=0.2, batch_size=64).warmup_epochs == 1
+    # Without an unlabeled loss the ramp has no effect: equivalent runs share one id.
+    assert DivideMix.canonical(DivideMix.HParams(lambda_u=0, rampup_epochs=3)) == DivideMix.HParams(lambda_u=0)
+
+
+def test_loss_history_averages_the_last_normalised_losses_and_survives_a_checkpoint() -> None:
+    method = built(loss_history=2)
+    first, second = torch.tensor([0.0, 1, 2, 3, 4]), torch.tensor([8.0, 6, 4, 2, 0])
+    method.division_probability(0, first)
+    averaged = method.division_probability(0, second)
+    assert torch.allclose(averaged, torch.ones(5))  # (l1' + l2') / 2 is constant here
+    state = method.extra_state()
+    fresh = built(loss_history=2)
+    fresh.load_extra_state(state)
+    assert len(fresh.history[0]) == 2 and torch.equal(fresh.history[0][1], method.history[0][1])
+
+
+def test_conformance_with_one_warmup_and_one_divided_epoch(tmp_path) -> None:
+    from nlbench.testing import check_method
+
+    report = check_method(DivideMix, {"warmup_epochs": 1}, tmp_path=tmp_path, epochs=2)
+    warm, divided_epoch = (r["train"] for r in report.history)
+    assert "loss1" in warm and "loss_x" not in warm
+    assert {"loss_x", "loss_u", "lambda_u", "penalty", "labeled_share", "scan_acc_clean"} <= set(divided_epoch)
+    assert divided_epoch["label_precision"] is not None
+
+
+def test_the_cli_trains_dividemix(cli, tmp_path) -> None:
+    result = cli("run", "--method", "dividemix", "--epochs", "2", "--set", "methods.dividemix.warmup_epochs=1", *TINY,
+                 "--runs-dir", str(tmp_path))
+    assert result.code == 0, result.err
+    listed = cli("methods")
+    assert "dividemix" in listed.out
+
+
+@pytest.mark.slow
+def test_a_resumed_run_equals_a_whole_one(cli, tmp_path) -> None:
+    """Divisions are recomputed by the scan at each epoch's start, the loss history is checkpointed,
+    every draw comes from per-epoch generators: a run stopped after its first divided epoch resumes exactly."""
+    import nlbench
+
+    class StopAfter:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        @nlbench.hookimpl
+        def on_epoch_end(self, run, record):
+            self.seen += 1
+            if self.seen == 2:
+                raise KeyboardInterrupt
+
+    args = ["run", "--method", "dividemix", "--epochs", "3", "--noise", "0.3", *TINY,
+            "--set", "methods.dividemix.warmup_epochs=1", "--set", "methods.dividemix.loss_history=2"]
+    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
+    assert whole.code == 0, whole.err
+    manager = get_registry().manager
+    observer = StopAfter()
+    manager.register(observer)
+    try:
+        assert cli(*args, "--runs-dir", str(tmp_path / "resumed")).code == 130
+    finally:
+        manager.unregister(observer)
+    final = cli(*args, "--runs-dir", str(tmp_path / "resumed"))
+    assert final.code == 0 and "resuming" in final.err
+    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])
+    assert a["metrics"] == b["metrics"] and a["final"] == b["final"]

@@ -138,7 +138,7 @@ def test_the_lnl_group_selects_them_and_tables_order_them(cli, tmp_path) -> None
     assert all(name in dry.out for name in ("gce", "sce", "elr", "standard"))
     from nlbench.catalogue import METHOD_ORDER
 
-    assert METHOD_ORDER[-3:] == ("gce", "sce", "elr")
+    assert METHOD_ORDER[-4:] == ("gce", "sce", "elr", "dividemix")
 
 
 @pytest.mark.slow
