@@ -224,7 +224,8 @@ class DivideMix(Method):
         self.ctx.backward(loss)
         self.optimizer1.step()
         self.optimizer2.step()
-        return {"loss": loss.detach(), **out, "logits": z1.detach()}
+        work = torch.full((), 2.0 * z1.shape[0], device=loss.device)  # both networks, forward and backward
+        return {"loss": loss.detach(), **out, "logits": z1.detach(), "work": work}
 
     def mixmatch_step(self, batch: Batch, segment: str, epoch: int) -> dict[str, Tensor]:
         """One MixMatch step of the network of ``segment`` on its peer's division (module docstring)."""
@@ -275,8 +276,13 @@ class DivideMix(Method):
         optimizer.zero_grad(set_to_none=True)
         ctx.backward(loss)
         optimizer.step()
+        guessed = 0 if u_index is None else int(u_index.numel())
+        # No-grad forwards (1/3 each): x, x' by the trained network, u, u' by both; then one
+        # forward-backward of every mixed row.
+        work = (2 * rows + 4 * guessed) / 3 + inputs.shape[0]
         out = {"loss": loss.detach(), "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
-               "lambda_u": torch.full((), weight_u, device=loss.device), "penalty": penalty.detach()}
+               "lambda_u": torch.full((), weight_u, device=loss.device), "penalty": penalty.detach(),
+               "work": torch.full((), work, device=loss.device)}
         if first:
             out["logits"] = z_x.detach()
             out["selected"] = torch.ones(rows, dtype=torch.bool, device=loss.device)

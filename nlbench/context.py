@@ -145,6 +145,8 @@ class Context:
     #: Per-sample correctness (N bools) of the last scan that returned ``logits``, for the engine's
     #: ``scan_acc_clean``/``scan_acc_noisy``; taken (and cleared) by the engine at the epoch's end.
     scan_correct: torch.Tensor | None = field(default=None, repr=False)
+    #: Work of this epoch's scans (image-passes: 1/3 per image and network), taken by the engine.
+    scan_work: float = field(default=0.0, repr=False)
 
     @property
     def use_amp(self) -> bool:
@@ -190,7 +192,8 @@ class Context:
         return self.images.get(0, index.to(self.device))
 
     def scan(self, fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
-             pipeline: str = "none", batch_size: int | None = None) -> dict[str, torch.Tensor]:
+             pipeline: str = "none", batch_size: int | None = None,
+             networks: int | None = None) -> dict[str, torch.Tensor]:
         """One pass over every training sample, in index order: ``fn(x, index, labels)`` per batch.
 
         Batches of ``batch_size`` (None: ``eval_batch_size``) with the test transform (or the named
@@ -200,6 +203,8 @@ class Context:
         (B x ...); the result holds each concatenated to N x ... in index order. When ``fn`` returns
         ``logits`` (those of the deployable network), the engine stores the epoch's training
         accuracy on them, for the clean and the noisy samples (``scan_acc_clean``, ``scan_acc_noisy``).
+        Its work, 1/3 per image and network forward (``networks``, None: the method's networks), counts
+        in the epoch's ``scan_work``.
         """
         if self.augmenters is None or self.images is None:
             raise RuntimeError("this context has no training images or augmenter (it was not built by the assembly)")
@@ -208,7 +213,8 @@ class Context:
         augmenter = self._augmenter_cache[pipeline]
         gen = self.generator("scan") if pipeline != "none" else None
         size = batch_size or self.settings.eval_batch_size
-        modes = [(m, m.training) for top in (self.modules_of() if self.modules_of else []) for m in top.modules()]
+        tops = self.modules_of() if self.modules_of else []
+        modes = [(m, m.training) for top in tops for m in top.modules()]
         parts: dict[str, list[torch.Tensor]] = {}
         try:
             for module, _ in modes:
@@ -225,6 +231,7 @@ class Context:
         finally:
             for module, mode in modes:
                 module.training = mode
+        self.scan_work += (len(tops) if networks is None else networks) * self.train_size / 3
         result = {key: torch.cat(values) for key, values in parts.items()}
         if "logits" in result:
             self.scan_correct = result["logits"].argmax(dim=1) == self.labels.current

@@ -102,6 +102,10 @@ class Method:
     - ``sample_score``: B floats, one per sample (an uncertainty, a weight, a per-sample loss),
       averaged by the engine separately over the samples whose given label is right and wrong
       (``score_clean``, ``score_noisy``), without the method ever seeing which are which.
+    - ``work``: the step's work in image-passes of one network's forward and backward (a no-grad
+      forward counts 1/3), for methods whose work per epoch varies (DivideMix): summed per epoch
+      (``work``, plus ``scan_work`` of ``ctx.scan``), and ``cost.work_epochs`` = total / N replaces
+      the estimate networks x ``passes_per_step`` x epochs.
     - any other scalar: averaged per epoch over the steps that returned it, stored in metrics.jsonl.
     """
 

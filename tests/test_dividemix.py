@@ -318,7 +318,10 @@ def test_a_segment_step_trains_only_its_network_with_the_peers_weights() -> None
     assert out["loss"].item() == pytest.approx(out["loss_x"].item() + out["penalty"].item(), rel=1e-6)
     assert not method.net2.training and method.net1.training
     out2 = method.train_step(batch_of(method, [0, 2], "net2"), PHASE, 1)
-    assert set(out2) == {"loss", "loss_x", "loss_u", "lambda_u", "penalty"}  # diagnostics: segment net1 only
+    assert set(out2) == {"loss", "loss_x", "loss_u", "lambda_u", "penalty", "work"}  # diagnostics: net1's segment
+    # Work: no-grad forwards at 1/3 each of x, x' by net1 (2 x 2 images) and of u, u' by both networks
+    # (4 x 2), then the forward-backward of the 8 mixed rows.
+    assert out["work"].item() == pytest.approx((2 * 2 + 4 * 2) / 3 + 8)
 
 
 def test_the_step_loss_is_mixmatch_on_hand_wired_pieces() -> None:
@@ -371,6 +374,7 @@ def test_warmup_steps_train_both_networks_on_ce() -> None:
     expected = F.cross_entropy(z1, batch.y) + F.cross_entropy(z2, batch.y)
     out = method.train_step(batch, PHASE, 0)
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out["work"].item() == 6  # two networks, three images, forward and backward
     assert method.probability == [None, None]  # no division in the warm-up
 
 
@@ -426,6 +430,12 @@ def test_conformance_with_one_warmup_and_one_divided_epoch(tmp_path) -> None:
     assert "loss1" in warm and "loss_x" not in warm
     assert {"loss_x", "loss_u", "lambda_u", "penalty", "labeled_share", "scan_acc_clean"} <= set(divided_epoch)
     assert divided_epoch["label_precision"] is not None
+    # Measured work: warm-up 2 per image; the divided epoch's scan 2/3 per image plus its steps.
+    n = 140 - report.result["validation"]["size"]
+    assert warm["work"] == pytest.approx(2 * 32 * (n // 32)) and "scan_work" not in warm  # drop_last
+    assert divided_epoch["scan_work"] == pytest.approx(2 * n / 3)
+    assert report.result["cost"]["work_epochs"] == pytest.approx(
+        (warm["work"] + divided_epoch["work"] + divided_epoch["scan_work"]) / n)
 
 
 def test_the_cli_trains_dividemix(cli, tmp_path) -> None:

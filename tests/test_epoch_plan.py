@@ -186,3 +186,25 @@ def test_an_epoch_that_scans_records_training_accuracy_on_clean_and_noisy_sample
     assert summary["scan_acc_noisy"] == pytest.approx(100.0)
     assert ctx.scan_correct is None  # taken by the engine
     assert "scan_acc_clean" not in run_epoch(Recorder(None), context())
+
+
+def test_step_work_is_summed_and_scans_add_a_third_per_image_and_network() -> None:
+    from nlbench.train.result import work_epochs
+
+    class Worker(Recorder):
+        def on_epoch_start(self, phase, epoch):
+            self.ctx.scan(lambda x, index, labels: {"v": x[:, 0]})  # one network: N / 3
+            self.ctx.scan(lambda x, index, labels: {"v": x[:, 0]}, networks=2)
+
+        def train_step(self, batch, phase, epoch):
+            out = super().train_step(batch, phase, epoch)
+            return {**out, "work": torch.tensor(float(batch.index.numel()) * 1.5)}
+
+    summary = run_epoch(Worker(None), context(batch_size=4))
+    assert summary["work"] == pytest.approx(1.5 * N)  # summed over steps, not averaged
+    assert summary["scan_work"] == pytest.approx(N / 3 + 2 * N / 3)
+    assert work_epochs([{"train": summary}, {"train": summary}], N) == {"work_epochs": pytest.approx(2 * (1.5 + 1))}
+    plain = run_epoch(Recorder(None), context())
+    assert "work" not in plain and "scan_work" not in plain
+    # Methods that report no work keep the networks x passes estimate alone.
+    assert work_epochs([{"train": plain}, {"train": {"scan_work": 5.0}}], N) == {}

@@ -206,7 +206,8 @@ def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
         return
     rich_table = Table(title="Training cost (mean per run)",
                        caption="network-epochs = networks trained x epochs, summed over phases; passes = "
-                               "forward-backward passes over the training set (EAC: 2 per network-epoch).")
+                               "forward-backward passes over the training set (EAC: 2 per network-epoch; measured work where "
+                               "a method reports it, a no-grad forward counting 1/3).")
     for i, name in enumerate(header):
         rich_table.add_column(name, justify="left" if i < 2 else "right")
     for r in rows:

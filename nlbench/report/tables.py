@@ -486,8 +486,9 @@ def cost_rows(table: ComparisonTable) -> list[dict[str, Any]]:
 
     for (dataset, variant), group in frame[frame["suffix"] == ""].groupby(["dataset", "variant"]):
         costs = list(group["cost"])
-        # Results written before pass_epochs existed trained one pass per network-epoch.
-        passes = [c.get("pass_epochs", c.get("network_epochs")) for c in costs]
+        # Measured work where the method reports it (DivideMix); results written before pass_epochs
+        # existed trained one pass per network-epoch.
+        passes = [c.get("work_epochs", c.get("pass_epochs", c.get("network_epochs"))) for c in costs]
         out.append({"dataset": dataset, "method": variant, "runs": len(group),
                     "network_epochs": mean(costs, "network_epochs"),
                     "pass_epochs": mean([{"p": p} for p in passes], "p"),

@@ -127,6 +127,8 @@ class StepMeter:
         self.has_logits = False
         self.has_selected = False
         self.has_score = False
+        #: Sum of the steps' ``work`` outputs (None until a step returns one).
+        self.work: torch.Tensor | float | None = None
 
     def add(self, out: dict[str, torch.Tensor], y: torch.Tensor, is_noisy: torch.Tensor) -> None:
         """Add one step's outputs; ``is_noisy`` marks samples whose given label is wrong."""
@@ -135,6 +137,10 @@ class StepMeter:
         self.losses.append(out["loss"].detach().float().reshape(()))
         for key, value in out.items():
             if key in ("loss", "logits", "selected", "sample_score"):
+                continue
+            if key == "work":  # summed, not averaged
+                work = value.detach().float().reshape(()) if isinstance(value, torch.Tensor) else float(value)
+                self.work = work if self.work is None else self.work + work
                 continue
             self.key_steps[key] = self.key_steps.get(key, 0) + 1
             if isinstance(value, torch.Tensor) and value.device == self.device:
@@ -193,6 +199,8 @@ class StepMeter:
         if self.has_logits:
             summary["acc_clean"] = 100.0 * counts[1] / counts[0] if counts[0] else None
             summary["acc_noisy"] = 100.0 * counts[3] / counts[2] if counts[2] else None
+        if self.work is not None:
+            summary["work"] = float(self.work)
         if self.has_selected:
             summary["label_precision"] = 100.0 * counts[5] / counts[4] if counts[4] else None
             summary["selected_per_step"] = counts[4] / max(1, steps)
@@ -258,7 +266,7 @@ class EpochRunner:
         # are reseeded every epoch, so a run resumed at an epoch boundary draws what an
         # uninterrupted one would.
         torch.manual_seed(derive_seed(ctx.seed, "global-rng", phase.name, epoch))
-        ctx.scan_correct = None
+        ctx.scan_correct, ctx.scan_work = None, 0.0
         method.on_epoch_start(phase, epoch)
         method.train_mode(phase)
         plan = method.epoch_plan(phase, epoch)
@@ -317,5 +325,8 @@ class EpochRunner:
         correct, self.ctx.scan_correct = self.ctx.scan_correct, None
         if correct is not None:
             summary.update(split_accuracy(correct, self.is_noisy, "scan_acc"))
+        scan_work, self.ctx.scan_work = self.ctx.scan_work, 0.0
+        if scan_work:
+            summary["scan_work"] = scan_work
         self.meter = None
         return summary

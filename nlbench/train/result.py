@@ -73,6 +73,8 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
             # Forward-backward passes over the training set: EAC passes each image and its flip.
             "pass_epochs": float(run.method.passes_per_step)
             * sum(run.method.trained_networks(p) * p.epochs for p in run.method.phases()),
+            # Measured work (methods whose steps report it): image-passes / N, scans included.
+            **work_epochs(history, int(run.labels.given.numel())),
             # Every attempt's epochs up to its last checkpoint (work lost after one is not counted):
             # seconds, attempts and training images per second, measured by the engine.
             **cost,
@@ -89,6 +91,15 @@ def build_result(spec: RunSpec, method_cls: type, run: Assembly, history: list[d
     }
     # Checked as it will be stored (numpy numbers become JSON numbers), so what readers get is what passed.
     return parse_result(json.loads(json.dumps(record, default=json_default)), "the result the engine built")
+
+
+def work_epochs(history: list[dict[str, Any]], n: int) -> dict[str, float]:
+    """``{"work_epochs": sum of the epochs' work and scan work / N}`` when the method's steps report
+    ``work`` (nlbench.Method), else nothing."""
+    trains = [r.get("train", {}) for r in history]
+    if not n or not any("work" in t for t in trains):
+        return {}
+    return {"work_epochs": sum((t.get("work") or 0.0) + (t.get("scan_work") or 0.0) for t in trains) / n}
 
 
 def test_split_record(run: Assembly) -> dict[str, Any]:
