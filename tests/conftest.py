@@ -64,3 +64,32 @@ def totals(status_out: str) -> list[int]:
     match = re.search(r"^\W*all\b(.*)$", status_out, re.MULTILINE)
     assert match, status_out
     return [int(n) for n in re.findall(r"\d+", match.group(1))]
+
+
+def whole_and_resumed(cli, tmp_path: Path, args: list[str], stop_after: int = 1) -> tuple[dict, dict]:
+    """Train ``args`` (an ``nlbench run`` command line) once whole and once interrupted after
+    ``stop_after`` epochs and resumed; returns both results (the resume must say "resuming")."""
+    import nlbench
+    from nlbench.plugins import get_registry
+
+    class StopAfter:
+        seen = 0
+
+        @nlbench.hookimpl
+        def on_epoch_end(self, run, record):
+            StopAfter.seen += 1
+            if StopAfter.seen == stop_after:
+                raise KeyboardInterrupt
+
+    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
+    assert whole.code == 0, whole.err
+    manager = get_registry().manager
+    observer = StopAfter()
+    manager.register(observer)
+    try:
+        assert cli(*args, "--runs-dir", str(tmp_path / "resumed")).code == 130
+    finally:
+        manager.unregister(observer)
+    final = cli(*args, "--runs-dir", str(tmp_path / "resumed"))
+    assert final.code == 0 and "resuming" in final.err, final.err
+    return read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])

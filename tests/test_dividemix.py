@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, read_result, run_dirs
+from conftest import TINY, whole_and_resumed
 from nlbench import Batch, Phase
 from nlbench.errors import ConfigError
 from nlbench.lib.gmm import clean_probability, fit_gmm, initial_responsibilities, two_means_split
@@ -450,30 +450,7 @@ def test_the_cli_trains_dividemix(cli, tmp_path) -> None:
 def test_a_resumed_run_equals_a_whole_one(cli, tmp_path) -> None:
     """Divisions are recomputed by the scan at each epoch's start, the loss history is checkpointed,
     every draw comes from per-epoch generators: a run stopped after its first divided epoch resumes exactly."""
-    import nlbench
-
-    class StopAfter:
-        def __init__(self) -> None:
-            self.seen = 0
-
-        @nlbench.hookimpl
-        def on_epoch_end(self, run, record):
-            self.seen += 1
-            if self.seen == 2:
-                raise KeyboardInterrupt
-
     args = ["run", "--method", "dividemix", "--epochs", "3", "--noise", "0.3", *TINY,
             "--set", "methods.dividemix.warmup_epochs=1", "--set", "methods.dividemix.loss_history=2"]
-    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
-    assert whole.code == 0, whole.err
-    manager = get_registry().manager
-    observer = StopAfter()
-    manager.register(observer)
-    try:
-        assert cli(*args, "--runs-dir", str(tmp_path / "resumed")).code == 130
-    finally:
-        manager.unregister(observer)
-    final = cli(*args, "--runs-dir", str(tmp_path / "resumed"))
-    assert final.code == 0 and "resuming" in final.err
-    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])
+    a, b = whole_and_resumed(cli, tmp_path, args, stop_after=2)
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, read_result, run_dirs
+from conftest import TINY, whole_and_resumed
 from nlbench import Batch, Phase
 from nlbench.context import SampleState
 from nlbench.lib.losses import elr_probabilities, elr_regulariser, gce_per_sample, sce_per_sample
@@ -143,30 +143,7 @@ def test_the_lnl_group_selects_them_and_tables_order_them(cli, tmp_path) -> None
 
 @pytest.mark.slow
 def test_elr_resumed_equals_a_whole_run_and_records_its_state_size(cli, tmp_path) -> None:
-    import nlbench
-
-    class StopAfter:
-        seen = 0
-
-        @nlbench.hookimpl
-        def on_epoch_end(self, run, record):
-            StopAfter.seen += 1
-            if StopAfter.seen == 1:
-                raise KeyboardInterrupt
-
-    args = ["run", "--method", "elr", "--epochs", "2", "--noise", "0.3", *TINY]
-    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
-    assert whole.code == 0, whole.err
-    manager = get_registry().manager
-    observer = StopAfter()
-    manager.register(observer)
-    try:
-        assert cli(*args, "--runs-dir", str(tmp_path / "resumed")).code == 130
-    finally:
-        manager.unregister(observer)
-    final = cli(*args, "--runs-dir", str(tmp_path / "resumed"))
-    assert final.code == 0 and "resuming" in final.err
-    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])
+    a, b = whole_and_resumed(cli, tmp_path, ["run", "--method", "elr", "--epochs", "2", "--noise", "0.3", *TINY])
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
     assert a["cost"]["sample_state_mb"] == pytest.approx(86 * 7 * 4 / 2**20)  # N x K float32
     assert np.isfinite(a["diagnostics"]["loss_elr"])

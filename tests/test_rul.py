@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from conftest import TINY, read_result, run_dirs
+from conftest import TINY, whole_and_resumed
 from nlbench import Batch, Phase
 from nlbench.context import LabelStore
 from nlbench.lib.selection import Relabeller
@@ -253,32 +253,9 @@ def test_rul_relabels_from_its_start_epoch_only() -> None:
 def test_a_resumed_run_equals_a_whole_one(cli, tmp_path, method: str) -> None:
     """RUL's dropout draws from the global generator, reseeded every epoch; EAC draws its erasing
     from per-epoch generators: a resumed run equals an uninterrupted one."""
-    import nlbench
-
-    class StopAfter:
-        def __init__(self) -> None:
-            self.seen = 0
-
-        @nlbench.hookimpl
-        def on_epoch_end(self, run, record):
-            self.seen += 1
-            if self.seen == 1:
-                raise KeyboardInterrupt
-
     args = ["run", "--method", method, "--epochs", "2", "--noise", "0.3", *TINY,
             *(["--set", "train.augmentation=none"] if method == "eac" else [])]  # EAC then erases itself
-    whole = cli(*args, "--runs-dir", str(tmp_path / "whole"))
-    assert whole.code == 0, whole.err
-    manager = get_registry().manager
-    observer = StopAfter()
-    manager.register(observer)
-    try:
-        assert cli(*args, "--runs-dir", str(tmp_path / "resumed")).code == 130
-    finally:
-        manager.unregister(observer)
-    final = cli(*args, "--runs-dir", str(tmp_path / "resumed"))
-    assert final.code == 0 and "resuming" in final.err
-    a, b = read_result(run_dirs(tmp_path / "whole")[0]), read_result(run_dirs(tmp_path / "resumed")[0])
+    a, b = whole_and_resumed(cli, tmp_path, args)
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
     assert a["diagnostics"]["score_noisy"] is not None
 
