@@ -13,8 +13,8 @@ Runs that differ in a setting get their own row, labelled with their value of it
 the configured one too), and only where they exist; runs on another test split get their own
 column. A setting that is the same in every run shown is not a difference (it goes in the
 caption). Under the rows: the majority-class and chance scores of each column's test split
-(:mod:`nlbench.report.references`). Cells without runs are shown as missing, never dropped; the best mean of each
-group is bold.
+(:mod:`nlbench.report.references`). Cells without runs are shown as missing, never dropped; the
+best mean of each group is bold.
 """
 
 from __future__ import annotations
@@ -280,7 +280,8 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         caption = f"{SCORE_TEXT[score]} of {who}; selection: {METRIC_TEXT[metric]}."
         return ComparisonTable(layout, pd.DataFrame(columns=["row", "column", "mean", "std", "n", "seeds"]), [],
                                spec.row_names, [], caption, title, lower, frame, notes)
-    shown = [run for run in runs.runs if str(run.path) in set(frame["path"])]
+    paths = set(frame["path"])
+    shown = [run for run in runs.runs if str(run.path) in paths]
     labels = variant_labels(shown, AXES.get(layout, ()))
     frame["variant"] = [labels[Path(p)] + suffix for p, suffix in zip(frame["path"], frame["suffix"])]
     sets = test_set_labels(shown)
