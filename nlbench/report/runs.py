@@ -5,11 +5,12 @@ Every report (``table``, ``plot``, ``report``, ``export``) reads the store throu
 checked by :mod:`nlbench.result` (damaged files are listed, never a crash), the same filters,
 and each run's history read once, on first use.
 
-A *cell* is what a table cell and a figure's line average over: runs of one dataset, one noise
-(:func:`noise_label`) and one *variant* (:func:`variant_labels`): the method plus every setting
-in which it differs from the other runs shown: its hyperparameters, the training settings, the
-dataset's version, options and files (so runs on other test splits never share a cell) and the
-initialisation. Only the seed varies inside a cell.
+A *cell* is what a table cell and a figure's line average over: runs of one test set
+(:func:`test_set_labels`: a dataset and its test split), one noise (:func:`noise_label`) and one
+*variant* (:func:`variant_labels`): the method plus every setting in which it differs from the
+other runs shown: its hyperparameters, the training settings, the dataset's version, options and
+files, and the initialisation. Only the seed (and the fold of a k-fold protocol) varies inside a
+cell. :class:`Filters` narrows the runs every report reads, ``--where`` included.
 """
 
 from __future__ import annotations
