@@ -29,3 +29,10 @@ class RunFailed(NlbenchError):
     """A run started but could not finish (NaN loss, crash inside a method) (exit 1)."""
 
     exit_code = 1
+
+
+class StoppedWaiting(NlbenchError):
+    """Ctrl-C (or SIGTERM) while waiting for cluster jobs that go on without the client (exit 130)."""
+
+    exit_code = 130
+    label = "interrupted"

@@ -40,6 +40,8 @@ class ExecutorOptions:
     slurm_time_min: int = 240
     slurm_gpus: int = 0
     slurm_cpus: int | None = None
+    #: Memory per SLURM job, GB (None: the cluster's default).
+    slurm_mem_gb: int | None = None
     #: Wait for the jobs to end (submitit executors; SLURM submits and returns by default).
     wait: bool | None = None
 

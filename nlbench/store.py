@@ -121,7 +121,8 @@ class RunDir:
 
     def set_status(self, state: str, **details: Any) -> None:
         """Record the run's state (pending, running, done, failed) and details."""
-        status = {"state": state, "updated": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+        status = {"state": state, "updated": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+                  **scheduler_job()}
         status.update(details)
         fileio.atomic_write_json(self.file(STATUS), status)
 
@@ -336,6 +337,23 @@ class RunDir:
 #: What a checkpoint holds (Engine._train writes it) and the type of each entry.
 CHECKPOINT_KEYS = {"run_id": str, "phase_index": int, "next_epoch": int, "method": dict, "labels": dict,
                    "history": list, "elapsed": (int, float)}
+
+
+#: Set by an executor in the process of a cluster job: the job's log file, recorded in status.json.
+JOB_LOG_VARIABLE = "NLBENCH_JOB_LOG"
+
+
+def scheduler_job() -> dict[str, str]:
+    """The SLURM job this process runs in (``12_3`` for task 3 of array 12) and its log, if any."""
+    env = os.environ
+    job: dict[str, str] = {}
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        job["slurm_job"] = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    elif env.get("SLURM_JOB_ID"):
+        job["slurm_job"] = env["SLURM_JOB_ID"]
+    if env.get(JOB_LOG_VARIABLE):
+        job["log"] = env[JOB_LOG_VARIABLE]
+    return job
 
 
 def _checkpoint_problem(state: Any) -> str | None:

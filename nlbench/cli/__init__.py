@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             from nlbench.progress import stderr_console
 
             stderr_console().print_exception()
-        _print_error(f"error: {err}")
+        _print_error(f"{getattr(err, 'label', 'error')}: {err}")
         code = err.exit_code
     except KeyboardInterrupt:
         _print_error(RESUME_HINT)

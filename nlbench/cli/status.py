@@ -44,17 +44,25 @@ def status(
     out.print(table)
     now = time.time()
     for entry in entries:
+        info = entry.state.status
+        where = (f"SLURM job {info['slurm_job']}" if info.get("slurm_job")
+                 else f"{info.get('host', '?')} pid {info.get('pid', '?')}")
         if entry.state.state == "running":
-            info = entry.state.status
             beat = now - float(info.get("updated", now))
             epoch = f"{info.get('phase', 'train')} epoch {info.get('epoch', 0)}/{info.get('epochs', '?')}"
-            out.print(f"running     {entry.path}: {epoch}, last heartbeat {beat:.0f} s ago "
-                      f"({info.get('host', '?')} pid {info.get('pid', '?')})", markup=False, highlight=False)
+            _line(out, "running", entry.path, f"{epoch}, last heartbeat {beat:.0f} s ago ({where})")
+        elif entry.state.state == "interrupted" and "Requeued" in str(info.get("error", "")):
+            _line(out, "requeued", entry.path, f"{where}, stopped after epoch {info.get('epoch', '?')}; "
+                                               "resumes from its checkpoint when SLURM restarts the job")
     if failed:
         for entry in entries:
             if entry.state.state in ("failed", "interrupted"):
-                out.print(f"{entry.state.state:<11} {entry.path}: {entry.state.detail or '(no error recorded)'}",
-                          markup=False, highlight=False)
+                log = entry.state.status.get("log")
+                _line(out, entry.state.state, entry.path, (entry.state.detail or "(no error recorded)")
+                      + (f"\n{'':<12}log: {log}" if log else ""))
+    elif totals["failed"]:
+        out.print(f"failed      {totals['failed']} run(s): `nlbench status --failed` lists them with their errors"
+                  " and job logs", markup=False, highlight=False)
     _report_other_code(out, entries)
     if damaged:
         stderr_console().print(f"skipped {len(damaged)} run folder(s) whose spec.json is damaged or from nlbench 0.1, "
@@ -62,6 +70,10 @@ def status(
                                markup=False)
     if totals["failed"]:
         raise typer.Exit(1)
+
+
+def _line(out: Any, state: str, path: Any, text: str) -> None:
+    out.print(f"{state:<11} {path}: {text}", markup=False, highlight=False)
 
 
 def _report_other_code(out: Any, entries: list[Any]) -> None:

@@ -38,6 +38,7 @@ def sweep(
     slurm_time: int = typer.Option(240, "--slurm-time", help="SLURM time limit per job, minutes (requeued after)."),
     slurm_gpus: int = typer.Option(0, "--slurm-gpus", help="GPUs per SLURM job."),
     slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per SLURM job (default 4)."),
+    slurm_mem: Optional[int] = typer.Option(None, "--slurm-mem", help="Memory per SLURM job, GB (default: the cluster's)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs (default: not on SLURM)."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep finished runs' resumable checkpoints."),
     force: bool = typer.Option(False, "--force",
@@ -69,6 +70,10 @@ def sweep(
         request = apply_preset(request, cfg, preset)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}.")
+    for flag, value, least in (("--slurm-time", slurm_time, 1), ("--slurm-cpus", slurm_cpus, 1),
+                               ("--slurm-gpus", slurm_gpus, 0), ("--slurm-mem", slurm_mem, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}.")
     executor_cls = registry.executor(executor)
     folder = runs_dir(runs, cfg)
     specs = expand(request, cfg, registry)
@@ -98,15 +103,17 @@ def sweep(
         jobs=jobs, runs_dir=str(folder), plugin_paths=[str(p) for p in cfg.plugin_paths],
         keep_checkpoint=keep_checkpoint, force_ids=sorted(retrain), quiet=quiet,
         slurm_partition=slurm_partition, slurm_time_min=slurm_time,
-        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, wait=wait,
+        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, slurm_mem_gb=slurm_mem, wait=wait,
     )
     interrupt_on_sigterm()  # a killed sweep stops its workers and leaves their runs resumable
     began = time.perf_counter()
     reports = executor_cls(options).run(todo, reporter) if todo else []
-    outcomes = {o: sum(r.outcome == o for r in reports) for o in ("done", "skipped", "locked", "failed", "submitted")}
+    outcomes = {o: sum(r.outcome == o for r in reports)
+                for o in ("done", "skipped", "locked", "failed", "interrupted", "submitted")}
     reporter.message(
         f"{name}: trained {outcomes['done']}, already done {counts['done'] - len(retrain) + outcomes['skipped']}, "
         f"being trained elsewhere {outcomes['locked']}, failed {outcomes['failed']}"
+        + (f", interrupted {outcomes['interrupted']} (the same command resumes them)" if outcomes["interrupted"] else "")
         + (f", submitted {outcomes['submitted']}" if outcomes["submitted"] else "")
         + f" ({time.perf_counter() - began:.0f} s)"
     )

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from nlbench.executors import ExecutorOptions, RunReport
 
 
-def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int | None = None) -> RunReport:
-    """Train one run of a sweep in this process: the body every executor runs."""
+def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int | None = None,
+              job_log: bool = False) -> RunReport:
+    """Train one run of a sweep in this process: the body every executor runs.
+
+    ``job_log``: stderr is the log of a cluster job, where nobody reads the sweep's own output:
+    write a line per epoch there, and any failure (with the traceback of an unexpected error)."""
     import torch
 
     from nlbench.errors import NlbenchError
@@ -30,15 +36,20 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
         torch.set_num_threads(threads)
     spec = RunSpec.from_json(spec_json)
     registry = get_registry([Path(p) for p in options.plugin_paths])
-    reporter = make_reporter(options.quiet or threads is not None)  # workers: one line per epoch, no bars
+    # Pool workers stay quiet (the sweep reports their outcome); a cluster job writes its log.
+    reporter = make_reporter(not job_log and (options.quiet or threads is not None))
     engine = Engine(spec, registry, Path(options.runs_dir), reporter)
     try:
         outcome = engine.execute(force=spec.run_id in options.force_ids, keep_checkpoint=options.keep_checkpoint)
     except RunLocked as err:
         return RunReport(spec.run_id, "locked", str(engine.run.path), str(err))
     except NlbenchError as err:
+        if job_log:
+            print(f"failed {spec.run_id} {engine.run.path}: {err}", file=sys.stderr, flush=True)
         return RunReport(spec.run_id, "failed", str(engine.run.path), str(err).splitlines()[0])
     except Exception as err:  # a bug in a plugin or in nlbench: the sweep goes on, the run says why
+        if job_log:
+            traceback.print_exc()
         return RunReport(spec.run_id, "failed", str(engine.run.path), f"{type(err).__name__}: {err}")
     finally:
         reporter.close()
