@@ -98,3 +98,38 @@ def test_workers_exit_when_the_sweep_is_killed(cli, tmp_path):
     assert all(RunDir(f).state().state in ("interrupted", "done") for f in _statuses(root))
     again = cli(*SWEEP, "--runs-dir", str(root))
     assert again.code == 0, again.err
+
+
+def _start_in_group(root: Path, seeds: str, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """A sweep in a process group of its own, SIGINT at ``sigint`` (a shell's background job ignores it)."""
+    env = {**os.environ, "NLBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    command = [sys.executable, "-P", "-m", "nlbench", *SWEEP, "--seeds", seeds, "--runs-dir", str(root)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigint", "sigterm", "ctrl-c-ignored"])
+def test_a_stopped_sweep_starts_no_new_run_and_exits_130_at_once(cli, tmp_path, how):
+    # Ctrl-C in a terminal sends SIGINT to the whole process group (the sweep itself may ignore it:
+    # a shell's background job does); `kill` sends SIGINT or SIGTERM to the sweep only.
+    root = tmp_path / "runs"
+    process = _start_in_group(root, "1,2,3,4,5", signal.SIG_IGN if how == "ctrl-c-ignored" else signal.SIG_DFL)
+    try:
+        _wait_for_training(root, process)
+        if how.startswith("ctrl-c"):
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT if how == "sigint" else signal.SIGTERM)
+        stopped = time.monotonic()
+        out, err = process.communicate(timeout=120)
+        took = time.monotonic() - stopped
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert took < 20, f"the sweep took {took:.0f} s to stop"
+    assert "run the same command again to resume" in err
+    states = sorted(RunDir(f).state().state for f in _statuses(root))
+    assert len(states) <= 2, f"a run started after the stop: {states}"  # only the two in flight
+    assert "interrupted" in states and set(states) <= {"interrupted", "done"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,9 @@ class LocalExecutor(Executor):
             for index in range(jobs):
                 queue.put(index % gpus)
         threads = threads_per_job(jobs)
+        stop = context.Event()  # set by the first worker stopped by Ctrl-C or SIGTERM (see _worker_train)
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                                   initargs=(queue, threads))
+                                   initargs=(queue, threads, stop))
         futures = {pool.submit(_worker_train, spec, self.options): spec["run_id"] for spec in specs}
         try:
             for future in as_completed(futures):
@@ -83,20 +85,37 @@ class LocalExecutor(Executor):
                     reports[futures[future]] = self._announce(reporter, future.result())
                 except BrokenProcessPool:
                     # The pool stops every worker (SIGTERM: each leaves its run resumable).
-                    pool.shutdown(wait=True, cancel_futures=True)
+                    _stop_quietly(pool)
+                    if stop.is_set():  # a worker was interrupted (Ctrl-C reached the workers only)
+                        raise KeyboardInterrupt from None
                     return True
         except KeyboardInterrupt:
             # Workers started from a terminal got the SIGINT too; others are told here. Each marks
-            # its run interrupted and exits; nothing is lost (the last checkpoint stays).
-            for process in list(getattr(pool, "_processes", {}).values()):
+            # its run interrupted and exits; nothing is lost (the last checkpoint stays), and the
+            # stop event keeps a worker from starting a run that was queued to it.
+            stop.set()
+            for process in list((getattr(pool, "_processes", None) or {}).values()):  # None once shut down
                 try:
                     os.kill(process.pid, signal.SIGINT)
                 except OSError:
                     pass
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_quietly(pool)
             raise
         pool.shutdown(wait=True)
         return False
+
+
+def _stop_quietly(pool: Any) -> None:
+    """Wait for the workers to leave their runs resumable; a second Ctrl-C meanwhile changes nothing
+    (the sweep is stopping already, and cutting the wait short could leave a status half-written)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_dir(spec: dict[str, Any], options: Any) -> RunDir:

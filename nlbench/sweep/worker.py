@@ -95,9 +95,21 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(gpus: Any, threads: int) -> None:
-    """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C in a worker: remember it was the user (not the pool stopping its workers after one
+    died), then interrupt the run as Python's default handler does."""
+    _WORKER["sigint"] = True
+    raise KeyboardInterrupt
+
+
+def _init_worker(gpus: Any, threads: int, stop: Any = None) -> None:
+    """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads.
+
+    ``stop``: the sweep's stop event (a ``multiprocessing.Event``), shared by every worker: set by
+    the first worker stopped by Ctrl-C (or by the sweep), it keeps the others from starting a
+    run that was already queued to them."""
+    signal.signal(signal.SIGINT, _on_sigint)
+    _WORKER["stop"] = stop
     interrupt_on_sigterm()
     _WORKER["parent"] = os.getppid()
     _die_with_parent()
@@ -111,8 +123,16 @@ def _init_worker(gpus: Any, threads: int) -> None:
 def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions) -> RunReport:
     """One run in a pool worker. Interrupted (Ctrl-C, SIGTERM, the sweep's death), the worker has
     left its run resumable and exits at once: a worker waiting for more work from a sweep that is
-    gone would block forever, holding its memory."""
+    gone would block forever, holding its memory. The first worker stopped by Ctrl-C sets the stop
+    event, so that no worker starts another run (the pool hands out queued runs before it sees a
+    death). SIGTERM does not set it: the pool itself sends SIGTERM to the other workers when one
+    was killed (out of memory), and the sweep then goes on in a fresh pool."""
+    stop = _WORKER.get("stop")
     try:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         return train_one(spec_json, options, _WORKER.get("threads", 1))
     except KeyboardInterrupt:
+        if stop is not None and _WORKER.get("sigint"):
+            stop.set()
         os._exit(130)
