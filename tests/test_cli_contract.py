@@ -153,3 +153,16 @@ def test_settings_lists_every_training_setting_with_its_default_and_the_configur
     out = " ".join(shown.out.split())
     assert shown.code == 0 and "train_size" in out and "val_fraction" in out and "float [0, 0.5]" in out
     assert "│ epochs │ 40 │ 12 │" in out and "run defaults" in out
+
+
+@pytest.mark.parametrize("group", [[], ["noise"], ["crowd"]])
+def test_help_at_80_columns_cuts_no_summary(cli, monkeypatch, group):
+    # click cuts a command's first docstring sentence to fit, mid-word, with "...": each command
+    # has a summary written to fit instead.
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli(*group, "--help")
+    assert result.code == 0
+    commands = result.out.split("Commands:")[1].splitlines()
+    assert len([line for line in commands if line.strip()]) >= 2
+    for line in commands:
+        assert len(line) <= 80 and not line.rstrip().endswith(("...", "…")), line

@@ -30,25 +30,39 @@ app = typer.Typer(
 RESUME_HINT = "interrupted: run the same command again to resume from the last checkpoint."
 
 
+#: What each command is for, in `nlbench --help`: short enough for 80 columns, where click would
+#: otherwise cut the docstring's first sentence mid-word with "...".
+SUMMARIES = {
+    "run": "Train one run; an identical finished run is not retrained.",
+    "sweep": "Train a grid of runs, here, in worker processes or on SLURM.",
+    "status": "What is done, running, interrupted, failed and still to do.",
+    "runs": "List every stored run with its settings and result.",
+    "table": "Print results in the paper's layouts, with statistics.",
+    "show": "Show one stored run: spec, per-epoch curves, confusion.",
+    "export": "Write one row per finished run (CSV, JSON lines, parquet).",
+    "methods": "List the training methods, or every option of one.",
+    "datasets": "List the dataset plugins and their configured instances.",
+    "plugins": "List every plugin found and what it registered.",
+    "settings": "List every training setting with its default and range.",
+    "prepare": "Check a dataset's layout and build its image cache.",
+    "plot": "Draw one kind of figure from the stored runs.",
+    "report": "Write one report: every table, figure and run.",
+    "noise": "Preview or export the noisy labels of a dataset.",
+    "crowd": "Infer labels from crowd votes; compare; simulate.",
+}
+
+
 def _register_commands() -> None:
     from nlbench.cli import crowd, export, listing, noise, plot, prepare, report, run, runs, show, status, sweep, table
 
-    app.command("run")(run.run)
-    app.command("sweep")(sweep.sweep)
-    app.command("status")(status.status)
-    app.command("runs")(runs.runs)
-    app.command("table")(table.table)
-    app.command("show")(show.show)
-    app.command("export")(export.export)
-    app.command("methods")(listing.methods)
-    app.command("datasets")(listing.datasets)
-    app.command("plugins")(listing.plugins)
-    app.command("settings")(listing.settings)
-    app.command("prepare")(prepare.prepare)
-    app.command("plot")(plot.plot)
-    app.command("report")(report.report)
-    app.add_typer(noise.app, name="noise")
-    app.add_typer(crowd.app, name="crowd")
+    for name, command in (("run", run.run), ("sweep", sweep.sweep), ("status", status.status), ("runs", runs.runs),
+                          ("table", table.table), ("show", show.show), ("export", export.export),
+                          ("methods", listing.methods), ("datasets", listing.datasets), ("plugins", listing.plugins),
+                          ("settings", listing.settings), ("prepare", prepare.prepare), ("plot", plot.plot),
+                          ("report", report.report)):
+        app.command(name, short_help=SUMMARIES[name])(command)
+    app.add_typer(noise.app, name="noise", short_help=SUMMARIES["noise"])
+    app.add_typer(crowd.app, name="crowd", short_help=SUMMARIES["crowd"])
 
 
 _register_commands()

@@ -17,7 +17,7 @@ app = typer.Typer(help="Infer labels from crowd votes (PM as in the CCT paper, m
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
-@app.command("infer")
+@app.command("infer", short_help="Infer items' labels and annotators' expertise from votes.")
 def infer(
     votes: str = typer.Argument(..., help="CSV of votes in long form: columns item, annotator, label."),
     method: str = typer.Option("pm", "--method", help="pm (the CCT paper's), majority or dawid-skene."),
@@ -64,7 +64,7 @@ def _print_expertise(console, table, result, limit: int = 20) -> None:
     console.print(view)
 
 
-@app.command("compare")
+@app.command("compare", short_help="Score every inference method against known truth.")
 def compare(
     votes: str = typer.Argument(..., help="CSV of votes (item, annotator, label)."),
     truth: str = typer.Option(..., "--truth", help="CSV of true labels (item, label)."),
@@ -88,7 +88,7 @@ def compare(
     stdout_console().print(view)
 
 
-@app.command("simulate")
+@app.command("simulate", short_help="Write a simulated crowd with known truth.")
 def simulate(
     out: str = typer.Option(..., "--out", "-o", help="Votes CSV to write (item, annotator, label)."),
     truth_out: Optional[str] = typer.Option(None, "--truth-out", help="Truth CSV (default: OUT with .truth.csv)."),

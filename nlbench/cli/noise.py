@@ -49,7 +49,7 @@ CacheOption = Annotated[Optional[str], typer.Option(
     "--cache-dir", help="Decoded-image cache (instance noise reads the images).")]
 
 
-@app.command("preview")
+@app.command("preview", short_help="Print the realised noise rate and transition matrix.")
 def preview(
     dataset: DatasetOption = None, noise: NoiseOption = None, noise_mode: ModeOption = None,
     noise_source: SourceOption = None, seed: SeedOption = None, data_root: DataRootOption = None,
@@ -78,7 +78,7 @@ def preview(
         out.print(block)
 
 
-@app.command("export")
+@app.command("export", short_help="Write the noisy labels in the noise-file format.")
 def export(
     out: str = typer.Option(..., "--out", "-o", help="File to write (nlbench's noise-file format)."),
     dataset: DatasetOption = None, noise: NoiseOption = None, noise_mode: ModeOption = None,
