@@ -83,3 +83,18 @@ def test_a_run_killed_at_any_moment_finishes_exactly_when_run_again(cli, tmp_pat
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
     lines = [json.loads(x) for x in (run_dirs(root)[0] / "metrics.jsonl").read_text().splitlines()]
     assert [(r["phase"], r["epoch"]) for r in lines] == [("train", 0), ("train", 1), ("distill", 0)]
+
+
+def test_status_knows_the_epoch_total_before_the_first_epoch_ends(cli, tmp_path, monkeypatch):
+    # `nlbench status` showed "epoch 0/?" until a run's first epoch ended: the phase's start says it.
+    from nlbench.train import engine
+
+    def stopped(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.EpochRunner, "start", stopped)
+    result = cli("run", "--method", "standard", "--epochs", "7", "--runs-dir", str(tmp_path), *TINY)
+    assert result.code == 130
+    [run] = run_dirs(tmp_path)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and (status["phase"], status["epoch"], status["epochs"]) == ("train", 0, 7)

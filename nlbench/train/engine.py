@@ -172,6 +172,7 @@ class Engine:
                                  settings, run.weights)
             _, steps = epoch_order(runner.n, runner.settings, torch.Generator(), run.weights)
             self.reporter.phase_start(phase.name, first, phase.epochs, steps)
+            store.set_status("running", phase=phase.name, epoch=first, epochs=phase.epochs)  # for `status`
             for epoch in range(first, phase.epochs):
                 began = time.perf_counter()
                 steps = runner.start(epoch)
