@@ -100,3 +100,38 @@ def test_status_names_a_requeued_run_and_links_failed_runs_to_their_logs(cli, tm
 def test_impossible_slurm_values_are_usage_errors(cli, flag, value):
     result = cli("sweep", "--executor", "slurm", flag, value, "--dry-run")
     assert result.code == 2 and flag in result.err
+
+
+def test_a_job_submitit_stops_requeueing_is_not_shown_as_requeued(cli, tmp_path, monkeypatch):
+    # After MAX_TIMEOUTS time-outs submitit refuses to requeue: "resumes when SLURM restarts the
+    # job" would be false, so the status says it stopped for good and how to go on.
+    submitit = pytest.importorskip("submitit")
+    from nlbench.plugins import get_registry
+    from nlbench.spec.config import Config
+    from nlbench.store import RunDir, run_dir_name
+    from nlbench.sweep import slurm
+    from nlbench.sweep.grid import SweepRequest, expand
+
+    [spec] = expand(SweepRequest(methods=["standard"], seeds=[1]), Config(), get_registry())
+    options = ExecutorOptions(runs_dir=str(tmp_path), slurm_time_min=1)
+    run = RunDir(tmp_path / run_dir_name(spec))
+
+    def trains_until_the_time_limit(spec_json, *args, **kwargs):
+        run.path.mkdir(parents=True)
+        run.write_spec(spec_json)
+        run.set_status("interrupted", phase="train", epoch=20, epochs=24,
+                       error="Requeued: SLURM job 5 is being requeued (time limit or preemption)")
+        raise slurm.Requeued("time limit")
+
+    def submitit_gives_up(signum, frame):
+        raise submitit.core.utils.UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(slurm, "train_one", trains_until_the_time_limit)
+    monkeypatch.setattr(slurm, "_take_requeue_signal", lambda: (submitit_gives_up, 12))
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
+        slurm.TrainTask(options)(spec.to_json())
+    status = json.loads(run.file("status.json").read_text())
+    assert status["state"] == "interrupted" and status["epoch"] == 20 and "Requeued" not in status["error"]
+    assert "timed-out too many times" in status["error"] and "longer --slurm-time (now 1 min)" in status["error"]
+    shown = cli("status", "--runs-dir", str(tmp_path))
+    assert shown.code == 0 and "requeued" not in shown.out

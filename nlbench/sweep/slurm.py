@@ -49,7 +49,11 @@ class TrainTask:
             if requeue is None:  # pragma: no cover - only raised where a handler was taken over
                 raise
             handler, signum = requeue
-            handler(signum, None)  # submitit: checkpoint (below), `scontrol requeue`, exit
+            try:
+                handler(signum, None)  # submitit: checkpoint (below), `scontrol requeue`, exit
+            except Exception as refused:  # submitit's UncompletedJobError: it timed out MAX_TIMEOUTS times
+                _record_given_up(spec_json, self.options, refused)
+                raise
             raise signalled
         except KeyboardInterrupt as stopped:  # scancel: the run is left resumable; say so in the log, briefly
             print(f"interrupted {spec_json.get('run_id')}: {stopped}; the sweep run again resumes it",
@@ -62,6 +66,24 @@ class TrainTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(TrainTask(self.options), spec_json)
+
+
+def _record_given_up(spec_json: dict[str, Any], options: ExecutorOptions, refused: Exception) -> None:
+    """The job will not be requeued again (it hit its time limit too often): say so in the run's
+    status instead of the "requeued" that SLURM will never honour, and how to go on."""
+    from nlbench.fileio import read_json_or_none
+    from nlbench.spec.runspec import RunSpec
+    from nlbench.store import STATUS, RunDir, run_dir_name
+
+    run = RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec_json)))
+    previous = read_json_or_none(run.file(STATUS))
+    reached = {k: v for k, v in previous.items() if k in ("phase", "epoch", "epochs")} \
+        if isinstance(previous, dict) else {}
+    reason = str(refused).splitlines()[0] if str(refused) else type(refused).__name__
+    message = (f"SLURM job stopped for good ({reason}, after {MAX_TIMEOUTS} requeues at most); run the sweep "
+               f"again, with a longer --slurm-time (now {options.slurm_time_min} min), to resume from its checkpoint")
+    run.set_status("interrupted", error=message, **reached)
+    print(f"interrupted {spec_json.get('run_id')}: {message}", file=sys.stderr, flush=True)
 
 
 def _take_requeue_signal() -> tuple[Any, int] | None:

@@ -195,7 +195,9 @@ def test_a_cancelled_job_is_interrupted_and_resumes_when_the_sweep_runs_again(cl
 
 
 def test_a_job_past_its_time_limit_is_requeued_and_ends_as_if_never_stopped(cli, slurm, tmp_path):
-    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "24", *LONG]
+    # 12 epochs: more than one 1-minute job can train, few enough for SLURM's early warnings (up to a
+    # minute early, it says) to leave each attempt an epoch, well within MAX_TIMEOUTS requeues.
+    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "12", *LONG]
     limited, whole = tmp_path / "limited", tmp_path / "whole"
     # The same run twice at once: with a 1-minute limit (SLURM warns it, it requeues itself) and without.
     first = cli("sweep", *flags, "--slurm-time", "1", "--runs-dir", str(limited))
