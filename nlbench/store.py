@@ -120,7 +120,7 @@ class RunDir:
         return json.loads(self.file(name).read_text(encoding="utf-8"))
 
     def set_status(self, state: str, **details: Any) -> None:
-        """Record the run's state (pending, running, done, failed) and details."""
+        """Record the run's state (queued, running, interrupted, done, failed) and details."""
         status = {"state": state, "updated": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
                   **scheduler_job()}
         status.update(details)
@@ -307,9 +307,30 @@ class RunDir:
             return RunState("interrupted", status, "its process is gone" + extra)
         if state == "interrupted":
             return RunState("interrupted", status, first_line)
+        if state == "queued":  # handed to a worker or a SLURM job that has not started it yet
+            if self.is_locked():  # it started in the moment since: the lock is the truth
+                return RunState("running", status)
+            job = f" as SLURM job {status['slurm_job']}" if status.get("slurm_job") else ""
+            return RunState("todo", status, f"queued{job}, not started")
         if self.file(CHECKPOINT).is_file() or self.file(SPEC).is_file():
             return RunState("interrupted", status, "started, never finished")
         return RunState("todo", status)
+
+    def mark_queued(self, spec: dict[str, Any], **details: Any) -> None:
+        """Record that a sweep handed this run to a worker or a job: `status` counts it to do, not
+        absent. Where it stopped before (phase, epoch) is kept; a run that started meanwhile
+        (its lock is held) is left alone."""
+        if self.is_locked():
+            return
+        previous = read_json_or_none(self.file(STATUS))
+        if isinstance(previous, dict) and previous.get("state") == "running":  # started meanwhile, or died:
+            return  # its own status says more than "queued"
+        reached = {k: v for k, v in previous.items() if k in ("phase", "epoch", "epochs")} \
+            if isinstance(previous, dict) else {}
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.file(SPEC).is_file():
+            self.write_spec(spec)
+        self.set_status("queued", **reached, **details)
 
     def leftover_temp_files(self) -> list[Path]:
         """Partial files of an atomic write that never finished (``.checkpoint.pt.XXXX``: the

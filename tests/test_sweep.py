@@ -140,6 +140,42 @@ def test_states_come_from_the_files_and_the_lock(tmp_path):
     assert run.state().state == "failed"
 
 
+def test_a_queued_run_is_to_do_until_it_starts_and_keeps_where_it_stopped(tmp_path):
+    run = RunDir(tmp_path / "r")
+    _write_status(run.path, "interrupted", phase="train", epoch=3, epochs=9, error="KeyboardInterrupt")
+    run.mark_queued({"run_id": "abc"}, slurm_job="41_2")
+    status = json.loads(run.file("status.json").read_text())
+    assert (status["state"], status["epoch"], status["epochs"], status["slurm_job"]) == ("queued", 3, 9, "41_2")
+    assert (run.state().state, run.state().detail) == ("todo", "queued as SLURM job 41_2, not started")
+    other = RunDir(run.path)
+    other.lock()  # its job started in the meantime: "queued" must not hide a live run
+    try:
+        assert run.state().state == "running"
+        run.mark_queued({"run_id": "abc"})
+        assert json.loads(run.file("status.json").read_text())["slurm_job"] == "41_2"  # left alone
+    finally:
+        other.unlock()
+
+
+def test_status_counts_the_runs_a_sweep_has_queued_as_to_do(cli, tmp_path, monkeypatch):
+    from nlbench.store import scan_store
+    from nlbench.train.engine import Engine
+
+    seen = []
+
+    def first_run_stops_the_sweep(self, *args, **kwargs):
+        seen.append(sorted(entry.state.state for entry in scan_store(tmp_path)[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "execute", first_run_stops_the_sweep)
+    result = cli("sweep", "--methods", "standard,coteaching", "--seeds", "1,2", "--jobs", "1", "--runs-dir",
+                 str(tmp_path), *TINY)
+    assert result.code == 130
+    assert seen == [["todo"] * 4]  # while the first run starts, the other three wait, counted
+    status = cli("status", "--runs-dir", str(tmp_path))
+    assert totals(status.out) == [0, 0, 0, 0, 4, 4]
+
+
 @pytest.mark.slow
 def test_sweep_trains_the_grid_then_skips_it_and_status_and_export_agree(cli, tmp_path):
     runs = tmp_path / "runs"

@@ -17,7 +17,7 @@ from nlbench.errors import RunFailed
 from nlbench.executors import Executor, RunReport
 from nlbench.spec.runspec import RunSpec
 from nlbench.store import RunDir, run_dir_name
-from nlbench.sweep.worker import _cuda_count, _init_worker, _worker_train, threads_per_job, train_one
+from nlbench.sweep.worker import _cuda_count, _init_worker, _worker_train, mark_queued, threads_per_job, train_one
 
 
 class LocalExecutor(Executor):
@@ -29,6 +29,7 @@ class LocalExecutor(Executor):
     def run(self, specs: list[dict[str, Any]], reporter: Any) -> list[RunReport]:
         gpus = _cuda_count()
         jobs = self.options.jobs or max(1, gpus)
+        mark_queued(specs, self.options)
         if jobs == 1:  # in this process: no start-up cost, Ctrl-C as for `nlbench run`
             return [self._announce(reporter, train_one(spec, self.options)) for spec in specs]
         return self._pool(specs, jobs, gpus, reporter)

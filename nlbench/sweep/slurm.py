@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from nlbench.errors import StoppedWaiting, UsageError
 from nlbench.executors import Executor, ExecutorOptions, RunReport
 from nlbench.store import JOB_LOG_VARIABLE
-from nlbench.sweep.worker import train_one
+from nlbench.sweep.worker import mark_queued, train_one
 
 
 class Requeued(KeyboardInterrupt):
@@ -275,8 +275,10 @@ class SubmititExecutor(Executor):
                 parameters["slurm_partition"] = opts.slurm_partition
         executor.update_parameters(**parameters)
         wait = opts.wait if opts.wait is not None else self.cluster != "slurm"
+        mark_queued(specs, opts)
         if self.cluster == "slurm":
             jobs = executor.map_array(TrainTask(opts), specs)
+            mark_queued(specs, opts, [job.job_id for job in jobs])
             array = jobs[0].job_id.split("_")[0]
             reporter.message(f"submitted {len(jobs)} runs as SLURM job array {array}; "
                              f"logs in {folder / array}; follow with `nlbench status --runs-dir {opts.runs_dir}`")
@@ -320,9 +322,10 @@ class SubmititExecutor(Executor):
         except Exception as err:  # the job itself ended early (scancel, killed, out of memory): its log says why
             report = RunReport(spec["run_id"], "failed", "", f"job {job.job_id}: {str(err).splitlines()[-1][:200]}")
             run = self._run_dir(spec)
-            if run.state().state == "interrupted":  # cancelled, not broken: the run resumes next time
+            state = run.state()
+            if state.state in ("interrupted", "todo"):  # cancelled (perhaps before it started), not broken
                 report = RunReport(spec["run_id"], "interrupted", str(run.path), f"job {job.job_id}: "
-                                   f"{run.state().detail or 'stopped'}")
+                                   f"{state.detail or 'stopped'}")
         tail = f": {report.error}" if report.error else ""
         reporter.message(f"{report.outcome} {report.run_id} {report.path}{tail} (job {job.job_id})")
         return report

@@ -56,6 +56,18 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
     return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path))
 
 
+def mark_queued(specs: list[dict[str, Any]], options: ExecutorOptions, job_ids: list[str] | None = None) -> None:
+    """Record the runs an executor is about to train as queued (with their SLURM job ids once
+    known), so that `nlbench status` counts them to do while they wait for a worker or a node."""
+    from nlbench.spec.runspec import RunSpec
+    from nlbench.store import RunDir, run_dir_name
+
+    for index, spec in enumerate(specs):
+        run = RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec)))
+        if not run.is_done():  # a done run retrained by --force keeps saying done until replaced
+            run.mark_queued(spec, **({"slurm_job": job_ids[index]} if job_ids else {}))
+
+
 def _cuda_count() -> int:
     try:
         import torch
