@@ -400,3 +400,18 @@ def test_a_setting_left_out_at_its_default_is_labelled_with_the_default_where_an
     _result(tmp_path, "cct", "ferplus", 0.2, 0, 80.0, 81.0)  # another dataset: its rows line up
     rows = [row[1] for row in build_table(tmp_path, "last").rows]
     assert rows == ["standard [train_size=0]", "standard [train_size=200]", "cct [train_size=0]"]
+
+
+def test_a_narrow_tables_caption_is_a_paragraph_of_80_columns_not_of_the_tables_width(tmp_path):
+    # rich wraps a caption to its table's width: one dataset's table (about 50 columns) had a
+    # caption of twenty short lines.
+    for seed in (1, 2):
+        _result(tmp_path, "standard", "rafdb", 0.2, seed, 70.0 + seed, 75.0)
+    out = io.StringIO()
+    render(build_table(tmp_path, "last"), "rich", out)
+    lines = out.getvalue().splitlines()
+    bottom = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    width = len(lines[bottom])
+    caption = [line.rstrip() for line in lines[bottom + 1:] if line.strip()]
+    assert width < 60 and caption[0].startswith("Test accuracy")
+    assert all(len(line) <= 80 for line in caption) and max(len(line) for line in caption) > width + 10

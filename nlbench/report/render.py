@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nlbench.report.tables import LAYOUT_SPECS, MISSING, CompareTable, ComparisonTable
 
@@ -138,7 +139,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
             lines.append("| " + " | ".join([*shown, *parts]) + " |")
         print("\n".join(lines) + f"\n\n{full_caption(table)}", file=out)
     else:
-        rich_table = Table(title=table.title, caption=full_caption(table))
+        rich_table = Table(title=table.title)
         for name in table.row_names:
             rich_table.add_column(name)
         for column in header[len(table.row_names):]:
@@ -148,7 +149,7 @@ def render(table: ComparisonTable, fmt: str, out: Any = None, comparison: Compar
                 rich_table.add_section()  # a new noise level (or dataset)
             parts = [f"[bold]{t}[/bold]" if b else t for t, b in cells]
             rich_table.add_row(*(s.replace("[", "\\[") for s in shown), *parts)
-        _console(out, 24 * len(header)).print(rich_table)
+        _print_with_caption(_console(out, 24 * len(header)), rich_table, full_caption(table))
     if comparison is not None:
         _print_comparison(comparison, fmt, out)
     if rank_result is not None:
@@ -182,7 +183,7 @@ def _print_comparison(comparison: CompareTable, fmt: str, out: Any) -> None:
             lines.append(f"| {' / '.join(row)} | " + " | ".join(cells) + " |")
         print("\n".join(lines) + f"\n\n{comparison.caption}", file=out)
         return
-    rich_table = Table(title=f"Difference to {comparison.baseline}", caption=comparison.caption)
+    rich_table = Table(title=f"Difference to {comparison.baseline}")
     rich_table.add_column("row")
     for column in comparison.columns:
         rich_table.add_column(column, justify="right")
@@ -190,7 +191,7 @@ def _print_comparison(comparison: CompareTable, fmt: str, out: Any) -> None:
         cells = [compare_text(comparison.cells[(row, c)]) if (row, c) in comparison.cells else MISSING
                  for c in comparison.columns]
         rich_table.add_row(" / ".join(row).replace("[", "\\["), *cells)
-    _console(out, 36 * (len(comparison.columns) + 1)).print(rich_table)
+    _print_with_caption(_console(out, 36 * (len(comparison.columns) + 1)), rich_table, comparison.caption)
 
 
 def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
@@ -204,15 +205,27 @@ def _print_cost(cost: list[dict[str, Any]], fmt: str, out: Any) -> None:
         lines = ["", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 5] + ["| " + " | ".join(r) + " |" for r in rows]
         print("\n".join(lines), file=out)
         return
-    rich_table = Table(title="Training cost (mean per run)",
-                       caption="network-epochs = networks trained x epochs, summed over phases; passes = "
-                               "forward-backward passes over the training set (EAC: 2 per network-epoch; measured work where "
-                               "a method reports it, a no-grad forward counting 1/3).")
+    rich_table = Table(title="Training cost (mean per run)")
     for i, name in enumerate(header):
         rich_table.add_column(name, justify="left" if i < 2 else "right")
     for r in rows:
         rich_table.add_row(r[0], r[1].replace("[", "\\["), *r[2:])
-    _console(out, 80).print(rich_table)
+    _print_with_caption(_console(out, 80), rich_table,
+                        "network-epochs = networks trained x epochs, summed over phases; passes = forward-backward "
+                        "passes over the training set (EAC: 2 per network-epoch; measured work where a method "
+                        "reports it, a no-grad forward counting 1/3).")
+
+
+#: The widest a caption paragraph is wrapped to: a table may be wider, prose is read at 80 columns.
+CAPTION_COLUMNS = 80
+
+
+def _print_with_caption(console: Console, rich_table: Table, caption: str) -> None:
+    """The table, then its caption as one paragraph at the terminal's width up to 80 columns: a
+    rich caption is wrapped to the table's width, which makes a narrow table's caption a tall
+    column of short lines."""
+    console.print(rich_table)
+    console.print(Text(caption), width=min(console.width, CAPTION_COLUMNS), soft_wrap=False)
 
 
 def _csv(table: ComparisonTable, out: Any, comparison: CompareTable | None) -> None:
