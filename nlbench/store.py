@@ -325,12 +325,16 @@ class RunDir:
         previous = read_json_or_none(self.file(STATUS))
         if isinstance(previous, dict) and previous.get("state") == "running":  # started meanwhile, or died:
             return  # its own status says more than "queued"
-        reached = {k: v for k, v in previous.items() if k in ("phase", "epoch", "epochs")} \
-            if isinstance(previous, dict) else {}
+        reached = self.reached()
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.file(SPEC).is_file():
             self.write_spec(spec)
         self.set_status("queued", **reached, **details)
+
+    def reached(self) -> dict[str, Any]:
+        """Where the run's status says it got to (phase, epoch, epochs): kept when the state changes."""
+        status = read_json_or_none(self.file(STATUS))
+        return {k: v for k, v in status.items() if k in ("phase", "epoch", "epochs")} if isinstance(status, dict) else {}
 
     def leftover_temp_files(self) -> list[Path]:
         """Partial files of an atomic write that never finished (``.checkpoint.pt.XXXX``: the

@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 from nlbench.errors import RunFailed
 from nlbench.executors import Executor, RunReport
-from nlbench.spec.runspec import RunSpec
-from nlbench.store import RunDir, run_dir_name
-from nlbench.sweep.worker import _cuda_count, _init_worker, _worker_train, mark_queued, threads_per_job, train_one
+from nlbench.sweep.worker import _cuda_count, _init_worker, _worker_train, mark_queued, run_dir_of, threads_per_job, train_one
 
 
 class LocalExecutor(Executor):
@@ -53,7 +50,7 @@ class LocalExecutor(Executor):
                 raise RunFailed("a worker process of the sweep died and its run could not be told apart; "
                                 "run the sweep again to resume what was interrupted.")
             for spec in lost:
-                run = _run_dir(spec, self.options)
+                run = run_dir_of(spec, self.options)
                 run.set_status("interrupted", error="its worker process was killed (signal 9: perhaps out of memory)")
                 reports[spec["run_id"]] = self._announce(reporter, RunReport(
                     spec["run_id"], "failed", str(run.path),
@@ -76,7 +73,7 @@ class LocalExecutor(Executor):
             for index in range(jobs):
                 queue.put(index % gpus)
         threads = threads_per_job(jobs)
-        stop = context.Event()  # set by the first worker stopped by Ctrl-C or SIGTERM (see _worker_train)
+        stop = context.Event()  # set on Ctrl-C, by the sweep or its first worker (see _worker_train)
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(queue, threads, stop))
         futures = {pool.submit(_worker_train, spec, self.options): spec["run_id"] for spec in specs}
@@ -119,11 +116,7 @@ def _stop_quietly(pool: Any) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_dir(spec: dict[str, Any], options: Any) -> RunDir:
-    return RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec)))
-
-
 def _worker_died(spec: dict[str, Any], options: Any) -> bool:
     """Whether the run's process died without a word: its status still says running, nobody holds its lock."""
-    state = _run_dir(spec, options).state()
+    state = run_dir_of(spec, options).state()
     return state.state == "interrupted" and state.status.get("state") == "running"

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from nlbench.errors import StoppedWaiting, UsageError
 from nlbench.executors import Executor, ExecutorOptions, RunReport
 from nlbench.store import JOB_LOG_VARIABLE
-from nlbench.sweep.worker import mark_queued, train_one
+from nlbench.sweep.worker import mark_queued, run_dir_of, train_one
 
 
 class Requeued(KeyboardInterrupt):
@@ -71,18 +71,11 @@ class TrainTask:
 def _record_given_up(spec_json: dict[str, Any], options: ExecutorOptions, refused: Exception) -> None:
     """The job will not be requeued again (it hit its time limit too often): say so in the run's
     status instead of the "requeued" that SLURM will never honour, and how to go on."""
-    from nlbench.fileio import read_json_or_none
-    from nlbench.spec.runspec import RunSpec
-    from nlbench.store import STATUS, RunDir, run_dir_name
-
-    run = RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec_json)))
-    previous = read_json_or_none(run.file(STATUS))
-    reached = {k: v for k, v in previous.items() if k in ("phase", "epoch", "epochs")} \
-        if isinstance(previous, dict) else {}
+    run = run_dir_of(spec_json, options)
     reason = str(refused).splitlines()[0] if str(refused) else type(refused).__name__
     message = (f"SLURM job stopped for good ({reason}, after {MAX_TIMEOUTS} requeues at most); run the sweep "
                f"again, with a longer --slurm-time (now {options.slurm_time_min} min), to resume from its checkpoint")
-    run.set_status("interrupted", error=message, **reached)
+    run.set_status("interrupted", error=message, **run.reached())
     print(f"interrupted {spec_json.get('run_id')}: {message}", file=sys.stderr, flush=True)
 
 
@@ -332,10 +325,7 @@ class SubmititExecutor(Executor):
 
 
     def _run_dir(self, spec: dict[str, Any]) -> Any:
-        from nlbench.spec.runspec import RunSpec
-        from nlbench.store import RunDir, run_dir_name
-
-        return RunDir(Path(self.options.runs_dir) / run_dir_name(RunSpec.from_json(spec)))
+        return run_dir_of(spec, self.options)
 
 
 class SubmititLocalExecutor(SubmititExecutor):

@@ -56,14 +56,19 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
     return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path))
 
 
-def mark_queued(specs: list[dict[str, Any]], options: ExecutorOptions, job_ids: list[str] | None = None) -> None:
-    """Record the runs an executor is about to train as queued (with their SLURM job ids once
-    known), so that `nlbench status` counts them to do while they wait for a worker or a node."""
+def run_dir_of(spec_json: dict[str, Any], options: ExecutorOptions) -> Any:
+    """The store folder (a :class:`nlbench.store.RunDir`) of one run of the sweep."""
     from nlbench.spec.runspec import RunSpec
     from nlbench.store import RunDir, run_dir_name
 
+    return RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec_json)))
+
+
+def mark_queued(specs: list[dict[str, Any]], options: ExecutorOptions, job_ids: list[str] | None = None) -> None:
+    """Record the runs an executor is about to train as queued (with their SLURM job ids once
+    known), so that `nlbench status` counts them to do while they wait for a worker or a node."""
     for index, spec in enumerate(specs):
-        run = RunDir(Path(options.runs_dir) / run_dir_name(RunSpec.from_json(spec)))
+        run = run_dir_of(spec, options)
         if not run.is_done():  # a done run retrained by --force keeps saying done until replaced
             run.mark_queued(spec, **({"slurm_job": job_ids[index]} if job_ids else {}))
 

@@ -24,7 +24,7 @@ from nlbench.progress import Reporter
 from nlbench.registry import Registry
 from nlbench.result import Result, read_result
 from nlbench.spec.runspec import RunSpec
-from nlbench.store import NOISY_LABELS, RESULT, STATUS, RunDir, run_dir_name
+from nlbench.store import NOISY_LABELS, RESULT, RunDir, run_dir_name
 from nlbench.train.assemble import Assembly, assemble
 from nlbench.train.epoch import EpochRunner, epoch_order
 from nlbench.train.evaluate import accuracies, predict_split, predict_with_confidence, scores
@@ -112,10 +112,8 @@ class Engine:
                 raise RunFailed(f"method {self.spec.method!r} called sys.exit({exit_.code!r}) while training") from None
         except BaseException as err:
             state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            previous = read_json_or_none(store.file(STATUS))  # where it stopped, for `nlbench status`
-            reached = {k: v for k, v in previous.items() if k in ("phase", "epoch", "epochs")} \
-                if isinstance(previous, dict) else {}
-            store.set_status(state, error=f"{type(err).__name__}: {err}", **reached)
+            # where it stopped, for `nlbench status`
+            store.set_status(state, error=f"{type(err).__name__}: {err}", **store.reached())
             raise
         finally:
             torch.set_num_threads(threads)
