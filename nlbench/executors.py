@@ -54,6 +54,8 @@ class RunReport:
     outcome: str
     path: str = ""
     error: str = ""
+    #: For a run an earlier attempt had started: "resumed at train epoch 4" or "restarted (no checkpoint)".
+    resumed: str = ""
 
 
 class Executor(abc.ABC):

@@ -327,3 +327,36 @@ def test_a_submitit_job_killed_for_time_resubmits_the_same_run():
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert isinstance(delayed.function, TrainTask) and delayed.function.options == options
     assert delayed.args == (spec_json,) and not delayed.kwargs
+
+
+@pytest.mark.parametrize("checkpoint", ["kept", "lost"])
+def test_a_rerun_says_which_runs_resumed_at_which_epoch_and_which_restarted(cli, tmp_path, checkpoint):
+    import nlbench
+    from nlbench.plugins import get_registry
+
+    class StopAfterTwoEpochs:
+        @nlbench.hookimpl
+        def on_epoch_end(self, run, record):
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt
+
+    sweep = ["sweep", "--methods", "standard", "--seeds", "1,2", "--epochs", "3", "--jobs", "1",
+             "--runs-dir", str(tmp_path), *TINY]
+    manager = get_registry().manager
+    observer = StopAfterTwoEpochs()
+    manager.register(observer)
+    try:
+        assert cli(*sweep).code == 130  # seed 1 stops after two epochs; seed 2 never starts
+    finally:
+        manager.unregister(observer)
+    [first] = [run for run in run_dirs(tmp_path) if run.name.startswith("seed1")]
+    if checkpoint == "lost":
+        (first / "checkpoint.pt").unlink()
+    again = cli(*sweep)
+    assert again.code == 0, again.err
+    if checkpoint == "kept":
+        assert "(resumed at train epoch 3)" in again.err and "trained 2 (1 resumed from a checkpoint)" in again.err
+    else:
+        assert "(restarted (no checkpoint))" in again.err and "trained 2 (1 restarted without one)" in again.err
+    # seed 2 was queued, never started: a first attempt, neither resumed nor restarted
+    assert again.err.count("resumed at") + again.err.count("restarted (") == 1

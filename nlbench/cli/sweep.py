@@ -110,8 +110,13 @@ def sweep(
     reports = executor_cls(options).run(todo, reporter) if todo else []
     outcomes = {o: sum(r.outcome == o for r in reports)
                 for o in ("done", "skipped", "locked", "failed", "interrupted", "submitted")}
+    resumed = sum(r.outcome == "done" and r.resumed.startswith("resumed") for r in reports)
+    restarted = sum(r.outcome == "done" and r.resumed.startswith("restarted") for r in reports)
+    again = ", ".join(part for part in (f"{resumed} resumed from a checkpoint" if resumed else "",
+                                        f"{restarted} restarted without one" if restarted else "") if part)
     reporter.message(
-        f"{name}: trained {outcomes['done']}, already done {counts['done'] - len(retrain) + outcomes['skipped']}, "
+        f"{name}: trained {outcomes['done']}" + (f" ({again})" if again else "")
+        + f", already done {counts['done'] - len(retrain) + outcomes['skipped']}, "
         f"being trained elsewhere {outcomes['locked']}, failed {outcomes['failed']}"
         + (f", interrupted {outcomes['interrupted']} (the same command resumes them)" if outcomes["interrupted"] else "")
         + (f", submitted {outcomes['submitted']}" if outcomes["submitted"] else "")

@@ -32,7 +32,7 @@ class LocalExecutor(Executor):
         return self._pool(specs, jobs, gpus, reporter)
 
     def _announce(self, reporter: Any, report: RunReport) -> RunReport:
-        tail = f": {report.error}" if report.error else ""
+        tail = f": {report.error}" if report.error else (f" ({report.resumed})" if report.resumed else "")
         reporter.message(f"{report.outcome} {report.run_id} {report.path}{tail}")
         return report
 

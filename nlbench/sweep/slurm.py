@@ -319,7 +319,7 @@ class SubmititExecutor(Executor):
             if state.state in ("interrupted", "todo"):  # cancelled (perhaps before it started), not broken
                 report = RunReport(spec["run_id"], "interrupted", str(run.path), f"job {job.job_id}: "
                                    f"{state.detail or 'stopped'}")
-        tail = f": {report.error}" if report.error else ""
+        tail = f": {report.error}" if report.error else (f" ({report.resumed})" if report.resumed else "")
         reporter.message(f"{report.outcome} {report.run_id} {report.path}{tail} (job {job.job_id})")
         return report
 

@@ -53,7 +53,8 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
         return RunReport(spec.run_id, "failed", str(engine.run.path), f"{type(err).__name__}: {err}")
     finally:
         reporter.close()
-    return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path))
+    return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path),
+                     resumed=outcome.resumed or "")
 
 
 def run_dir_of(spec_json: dict[str, Any], options: ExecutorOptions) -> Any:

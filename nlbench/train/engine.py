@@ -38,6 +38,9 @@ class Outcome:
     run_dir: RunDir
     result: dict[str, Any]
     skipped: bool = False
+    #: How this attempt began when an earlier one had started: "resumed at train epoch 4" (from
+    #: its checkpoint) or "restarted (no checkpoint)"; None for a first attempt.
+    resumed: str | None = None
 
 
 class Engine:
@@ -51,6 +54,7 @@ class Engine:
         self.device = device
         self.run = RunDir(Path(runs_dir) / run_dir_name(spec))
         self.hook = registry.manager.hook if registry.manager is not None else None
+        self.resumed: str | None = None  # see Outcome.resumed
 
     def execute(self, force: bool = False, keep_checkpoint: bool = False) -> Outcome:
         """Run (or resume, or skip) the spec and return its outcome.
@@ -96,18 +100,19 @@ class Engine:
                 self.run.replace_with(target)
             if self.hook is not None:
                 self.hook.on_run_end(run=self.run, result=result, error=None)
-            return Outcome(self.run, result)
+            return Outcome(self.run, result, resumed=self.resumed)
         finally:
             self.run.unlock()
 
     def _attempt(self, run: Assembly, store: RunDir, keep_checkpoint: bool) -> Result:
         """Train into ``store`` (the run's folder, or the folder a ``--force`` retrains in) up to its result."""
         store.write_spec(self.spec.to_json())
+        began_before = "phase" in store.reached()  # an earlier attempt got as far as training
         store.set_status("running", started=time.time())
         threads = torch.get_num_threads()  # a resumed run may switch to the count it began with
         try:
             try:
-                result = self._train(run, store)
+                result = self._train(run, store, began_before)
             except SystemExit as exit_:  # a plugin called sys.exit: its run failed, nlbench does not exit
                 raise RunFailed(f"method {self.spec.method!r} called sys.exit({exit_.code!r}) while training") from None
         except BaseException as err:
@@ -126,7 +131,7 @@ class Engine:
         return result
 
     # -------------------------------------------------------------------------------------------
-    def _train(self, run: Assembly, store: RunDir) -> Result:
+    def _train(self, run: Assembly, store: RunDir, began_before: bool = False) -> Result:
         spec, device, method, ctx = self.spec, run.device, run.method, run.ctx
         settings = spec.train
         if not store.file(NOISY_LABELS).is_file():
@@ -152,8 +157,11 @@ class Engine:
                                       f"{threads}), so its numbers match an uninterrupted run")
             store.write_metrics(history)
             if start_phase < len(phases):
+                self.resumed = f"resumed at {phases[start_phase].name} epoch {start_epoch + 1}"
                 self.reporter.message(f"resuming {store.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
         else:
+            if began_before:
+                self.resumed = "restarted (no checkpoint)"
             store.write_metrics([])
         if self.hook is not None:
             self.hook.on_run_start(run=store)
