@@ -20,7 +20,9 @@ through the same assembly (:func:`nlbench.train.assemble.assemble`) and checks t
 - ``train_step`` returns a finite 0-dim ``loss``, B x C ``logits``, a B boolean ``selected`` and
   B finite floats ``sample_score`` when it returns them, and 0-dim tensors for every other key.
 
-A failed check raises :class:`ConformanceError` (an ``AssertionError``) saying what is wrong.
+It prints one line, "check_method(NAME): 8 checks passed: ..." (:data:`CHECKS` names them). A
+failed check raises :class:`ConformanceError` (an ``AssertionError``) naming the check and saying
+what is wrong.
 
 For unit tests of a ``train_step`` on hand-made batches, :func:`stub_context` gives a context
 whose networks are tiny seeded ``nn.Linear`` layers (or any factory the test supplies).
@@ -30,8 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +81,56 @@ class ConformanceError(AssertionError):
 
 @dataclass
 class ConformanceReport:
-    """What the check ran: the run's folder, its result.json content and its per-epoch records."""
+    """What the check ran: the run's folder, its result.json content, its per-epoch records and the
+    checks passed. Shown (printed, or by pytest) as one line, not as the whole result."""
 
     run_path: Path
-    result: dict[str, Any]
-    history: list[dict[str, Any]]
+    result: dict[str, Any] = field(repr=False)
+    history: list[dict[str, Any]] = field(repr=False)
+    #: The names of the checks passed, in order (see CHECKS).
+    checks: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        method = self.result.get("method", "?")
+        return f"check_method({method}): {len(self.checks)} checks passed: " + "; ".join(self.checks)
+
+    def __repr__(self) -> str:
+        return f"ConformanceReport({len(self.checks)} checks passed, run in {self.run_path})"
+
+
+#: What check_method checks, in order: the names it reports, and names in a failure's message.
+CHECKS = (
+    "a Method with a name and an HParams dataclass",
+    "trains through the engine",
+    "the spec gives the same noisy labels again",
+    "every phase ran its epochs with finite losses",
+    "the checkpoint reproduces the last test accuracies",
+    "predict and predict_members give B x C finite scores",
+    "state_dict survives save and load with identical predictions",
+    "train_step returns the documented outputs",
+)
+
+
+class _Checks:
+    """The checks passed so far; a failed one raises ConformanceError naming it."""
+
+    def __init__(self) -> None:
+        self.passed: list[str] = []
+
+    @contextmanager
+    def check(self, name: str) -> Iterator[None]:
+        assert name in CHECKS, name
+        try:
+            yield
+        except ConformanceError as err:
+            raise ConformanceError(f"check {len(self.passed) + 1} of {len(CHECKS)} ({name}) failed: {err}") from None
+        self.passed.append(name)
 
 
 def check_method(method_cls: type[Method], hparams: Any = None, tmp_path: Path | str | None = None,
                  device: str = "cpu", epochs: int = 2, noise: float = 0.2, seed: int = 0,
-                 backbone: str = "resnet18", train: dict[str, Any] | None = None) -> ConformanceReport:
+                 backbone: str = "resnet18", train: dict[str, Any] | None = None,
+                 quiet: bool = False) -> ConformanceReport:
     """Train ``method_cls`` briefly through the engine and check the method contract (module docstring).
 
     ``hparams`` is an instance of ``method_cls.HParams`` or a dict of overrides (None: defaults);
@@ -95,20 +138,28 @@ def check_method(method_cls: type[Method], hparams: Any = None, tmp_path: Path |
     ``backbone`` is the timm model ``ctx.backbone()`` builds (a smaller one, e.g. timm's
     ``test_resnet``, makes the check faster and proves the method does not assume ResNet-18 sizes);
     ``train`` holds further ``[train]`` settings of the tiny run (e.g. ``{"augmentation": "eac"}``).
+    Prints one line, "check_method(NAME): N checks passed: ...", unless ``quiet``.
     """
     if tmp_path is None:
         with tempfile.TemporaryDirectory(prefix="nlbench-conformance-") as folder:
-            return _check(method_cls, hparams, Path(folder), device, epochs, noise, seed, backbone, train or {})
-    return _check(method_cls, hparams, Path(tmp_path), device, epochs, noise, seed, backbone, train or {})
+            report = _check(method_cls, hparams, Path(folder), device, epochs, noise, seed, backbone, train or {})
+    else:
+        report = _check(method_cls, hparams, Path(tmp_path), device, epochs, noise, seed, backbone, train or {})
+    if not quiet:
+        print(report)
+    return report
 
 
 def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str, epochs: int,
            noise: float, seed: int, backbone: str, train: dict[str, Any]) -> ConformanceReport:
-    _expect(isinstance(method_cls, type) and issubclass(method_cls, Method),
-            f"{method_cls!r} is not a nlbench.Method subclass")
-    name = getattr(method_cls, "name", None)
-    _expect(isinstance(name, str) and name.isidentifier(), f"{method_cls.__name__}.name must be an identifier string")
-    _expect(dataclasses.is_dataclass(method_cls.HParams), f"{name}: HParams must be a dataclass")
+    checks = _Checks()
+    with checks.check("a Method with a name and an HParams dataclass"):
+        _expect(isinstance(method_cls, type) and issubclass(method_cls, Method),
+                f"{method_cls!r} is not a nlbench.Method subclass")
+        name = getattr(method_cls, "name", None)
+        _expect(isinstance(name, str) and name.isidentifier(),
+                f"{method_cls.__name__}.name must be an identifier string")
+        _expect(dataclasses.is_dataclass(method_cls.HParams), f"{name}: HParams must be a dataclass")
     registry = _registry_with(method_cls)
     if hparams is None:
         overrides: dict[str, Any] = {}
@@ -124,59 +175,62 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
                          cache_dir=str(root / "cache"), sets=sets)
     spec = resolve_spec(request, config, registry)
     device = torch.device(device_name)
-    engine = Engine(spec, registry, root / "runs", Reporter(Console(quiet=True)), device=device)
-    outcome = engine.execute(force=True, keep_checkpoint=True)
+    with checks.check("trains through the engine"):
+        engine = Engine(spec, registry, root / "runs", Reporter(Console(quiet=True)), device=device)
+        outcome = engine.execute(force=True, keep_checkpoint=True)
     run = outcome.run_dir
     state = run.load_checkpoint()
     history = state["history"]
 
-    # Every phase ran all its epochs with finite losses.
     fresh_run = _fresh(spec, registry, device)
     method = fresh_run.method
-    _expect(np.array_equal(fresh_run.noisy, np.load(run.file("noisy_labels.npy"))),
-            f"{name}: assembling the spec again gives other noisy labels than the run trained on")
+    with checks.check("the spec gives the same noisy labels again"):
+        _expect(np.array_equal(fresh_run.noisy, np.load(run.file("noisy_labels.npy"))),
+                f"{name}: assembling the spec again gives other noisy labels than the run trained on")
     phases = method.phases()
-    _expect(len(phases) >= 1, f"{name}: phases() returned no phase")
-    for phase in phases:
-        done = [r for r in history if r["phase"] == phase.name]
-        _expect(len(done) == phase.epochs, f"{name}: phase {phase.name!r} stored {len(done)} of {phase.epochs} epochs")
-    _expect(all(np.isfinite(r["train"]["loss"]) for r in history), f"{name}: a stored epoch loss is not finite")
+    with checks.check("every phase ran its epochs with finite losses"):
+        _expect(len(phases) >= 1, f"{name}: phases() returned no phase")
+        for phase in phases:
+            done = [r for r in history if r["phase"] == phase.name]
+            _expect(len(done) == phase.epochs,
+                    f"{name}: phase {phase.name!r} stored {len(done)} of {phase.epochs} epochs")
+        _expect(all(np.isfinite(r["train"]["loss"]) for r in history), f"{name}: a stored epoch loss is not finite")
 
-    # The checkpointed state reproduces the engine's last evaluation.
-    method.load_state_dict(state["method"])
-    method.ctx.labels.load_state_dict(state["labels"])
+    with checks.check("the checkpoint reproduces the last test accuracies"):
+        method.load_state_dict(state["method"])
+        method.ctx.labels.load_state_dict(state["labels"])
+        last = phases[-1]
+        labels = fresh_run.test_labels
+        reloaded = accuracies(predict_split(method, last, fresh_run.test_images, fresh_run.augmenter, method.ctx,
+                                            spec.train.eval_batch_size), labels)
+        # Exact on the CPU; on accelerators kernels may differ in the last bit, so one test sample may flip.
+        slack = 0.0 if device.type == "cpu" else 100.0 / len(labels) + 1e-6
+        measured = history[-1]["test"]
+        _expect(set(reloaded) == set(measured) and all(abs(reloaded[k] - measured[k]) <= slack for k in measured),
+                f"{name}: the checkpointed state gives test accuracies {reloaded}, the engine measured "
+                f"{measured}: state_dict misses something predictions depend on")
+
     dataset, test, augmenter = fresh_run.dataset, fresh_run.test, fresh_run.augmenter
-    last = phases[-1]
-    labels = fresh_run.test_labels
-    reloaded = accuracies(
-        predict_split(method, last, fresh_run.test_images, augmenter, method.ctx, spec.train.eval_batch_size), labels)
-    # Exact on the CPU; on accelerators kernels may differ in the last bit, so one test sample may flip.
-    slack = 0.0 if device.type == "cpu" else 100.0 / len(labels) + 1e-6
-    measured = history[-1]["test"]
-    _expect(set(reloaded) == set(measured) and all(abs(reloaded[k] - measured[k]) <= slack for k in measured),
-            f"{name}: the checkpointed state gives test accuracies {reloaded}, the engine measured "
-            f"{measured}: state_dict misses something predictions depend on")
-
-    # predict / predict_members on one batch.
     x = augmenter.test(test.images[:32].to(device))
     classes = dataset.num_classes
-    first = _predictions(method, x, last, classes, name)
+    with checks.check("predict and predict_members give B x C finite scores"):
+        first = _predictions(method, x, last, classes, name)
 
-    # state_dict -> file -> fresh instance gives identical predictions.
-    path = root / "state.pt"
-    torch.save(method.state_dict(), path)
-    fresh = _fresh(spec, registry, device).method
-    fresh.load_state_dict(load_tensors(path))  # what resuming loads
-    second = _predictions(fresh, x, last, classes, name)
-    for member, scores in first.items():
-        same = torch.equal(scores, second[member]) if device.type == "cpu" else torch.allclose(
-            scores, second[member], rtol=1e-3, atol=1e-3)
-        _expect(same,
-                f"{name}: member {member!r} predicts differently after state_dict -> load_state_dict")
+    with checks.check("state_dict survives save and load with identical predictions"):
+        path = root / "state.pt"
+        torch.save(method.state_dict(), path)
+        fresh = _fresh(spec, registry, device).method
+        fresh.load_state_dict(load_tensors(path))  # what resuming loads
+        second = _predictions(fresh, x, last, classes, name)
+        for member, scores in first.items():
+            same = torch.equal(scores, second[member]) if device.type == "cpu" else torch.allclose(
+                scores, second[member], rtol=1e-3, atol=1e-3)
+            _expect(same, f"{name}: member {member!r} predicts differently after state_dict -> load_state_dict")
 
-    # One more training step on the fresh instance: the train_step output contract.
-    _check_train_step(fresh, last, fresh_run.train.images, augmenter, spec.train.batch_size, device, classes, name)
-    return ConformanceReport(run.path, outcome.result, history)
+    with checks.check("train_step returns the documented outputs"):  # one more step on the fresh instance
+        _check_train_step(fresh, last, fresh_run.train.images, augmenter, spec.train.batch_size, device, classes,
+                          name)
+    return ConformanceReport(run.path, outcome.result, history, checks.passed)
 
 
 def _expect(condition: bool, message: str) -> None:

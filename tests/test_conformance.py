@@ -12,7 +12,7 @@ from torch import Tensor
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.plugins import get_registry
-from nlbench.testing import ConformanceError, check_method
+from nlbench.testing import CHECKS, ConformanceError, check_method
 
 # timm's 0.4M-parameter test ResNet keeps the check fast and proves no method assumes ResNet-18's
 # 512-d feature; older timm releases lack it, then the real backbone is used.
@@ -26,10 +26,16 @@ def test_registered_method_conforms(name: str, tmp_path: Path) -> None:
     assert (report.run_path / "result.json").is_file()
 
 
-def test_hparams_are_passed_through(tmp_path: Path) -> None:
+def test_hparams_are_passed_through(tmp_path: Path, capsys) -> None:
     jocor = get_registry().method("jocor")
     report = check_method(jocor, jocor.HParams(co_lambda=0.5), tmp_path=tmp_path, backbone=BACKBONE, epochs=1)
     assert report.result["hparams"]["co_lambda"] == 0.5
+    # One line says what was checked, not the result's JSON: printed, and as the report's repr.
+    assert report.checks == list(CHECKS)
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"check_method(jocor): {len(CHECKS)} checks passed: {CHECKS[0]}; ")
+    assert printed.count("\n") == 1 and "co_lambda" not in printed
+    assert repr(report) == f"ConformanceReport({len(CHECKS)} checks passed, run in {report.run_path})"
 
 
 class ForgetfulMethod(Method):
@@ -57,5 +63,7 @@ class ForgetfulMethod(Method):
 
 def test_check_catches_state_that_is_not_saved(tmp_path: Path) -> None:
     assert issubclass(ForgetfulMethod, nlbench.Method)
-    with pytest.raises(ConformanceError, match="state_dict"):
+    with pytest.raises(ConformanceError, match="state_dict") as caught:
         check_method(ForgetfulMethod, tmp_path=tmp_path, backbone=BACKBONE, epochs=1)
+    # named: the fifth check, after the four it passed
+    assert str(caught.value).startswith("check 5 of 8 (the checkpoint reproduces the last test accuracies) failed: ")
