@@ -92,6 +92,12 @@ def _accounting(job: str) -> dict[str, str]:
     return dict(line.split("|")[:2] for line in text.splitlines() if line.strip())
 
 
+def _completed(job: str) -> dict[str, str] | None:
+    """The job's tasks and states once sacct records every one COMPLETED, else None."""
+    states = _accounting(job)
+    return states if states and set(states.values()) == {"COMPLETED"} else None
+
+
 def _wait(condition, what: str, timeout: float, every: float = 0.5):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -140,8 +146,9 @@ def test_a_sweep_is_one_job_array_capped_by_jobs_and_status_follows_it(cli, slur
             break
         time.sleep(0.2)
     assert most == 1, "--jobs 1 let several tasks of the array run at once"
-    states = _accounting(array)
-    assert sorted(states) == [f"{array}_{i}" for i in range(3)] and set(states.values()) == {"COMPLETED"}
+    # Accounting (slurmdbd) may lag a second behind the queue.
+    states = _wait(lambda: _completed(array), "sacct to record the tasks completed", 60)
+    assert sorted(states) == [f"{array}_{i}" for i in range(3)]
     status = cli("status", "--runs-dir", str(runs))
     assert status.code == 0
     assert "│    3 │" in status.out  # three done runs of one cell
@@ -174,7 +181,7 @@ def test_more_cpus_than_a_node_has_is_refused_before_submitting(cli, slurm, tmp_
 
 def test_a_cancelled_job_is_interrupted_and_resumes_when_the_sweep_runs_again(cli, slurm, tmp_path):
     runs = tmp_path / "runs"
-    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "30", "--runs-dir", str(runs), *LONG]
+    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "8", "--runs-dir", str(runs), *LONG]
     sent = cli("sweep", *flags)
     assert sent.code == 0, sent.err
     job = _array_of(sent.err)
@@ -196,9 +203,12 @@ def test_a_cancelled_job_is_interrupted_and_resumes_when_the_sweep_runs_again(cl
 
 
 def test_a_job_past_its_time_limit_is_requeued_and_ends_as_if_never_stopped(cli, slurm, tmp_path):
-    # 12 epochs: more than one 1-minute job can train, few enough for SLURM's early warnings (up to a
-    # minute early, it says) to leave each attempt an epoch, well within MAX_TIMEOUTS requeues.
-    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "12", *LONG]
+    # SLURM may send its warning up to a minute early (its documentation says so): a 1-minute job
+    # then trains for 5 to 45 s after its start-up. 20 short epochs (about 50 s) are more than one
+    # job can train, and each attempt gets a few of them: a handful of requeues, well within
+    # MAX_TIMEOUTS.
+    flags = [*ONE_CPU, "--methods", "standard", "--seeds", "1", "--epochs", "20", *TINY,
+             "--set", "datasets.synthfer.options.train_size=400"]
     limited, whole = tmp_path / "limited", tmp_path / "whole"
     # The same run twice at once: with a 1-minute limit (SLURM warns it, it requeues itself) and without.
     first = cli("sweep", *flags, "--slurm-time", "1", "--runs-dir", str(limited))
