@@ -112,7 +112,9 @@ class Engine:
         threads = torch.get_num_threads()  # a resumed run may switch to the count it began with
         try:
             try:
-                result = self._train(run, store, began_before)
+                result = self._train(run, store)
+                if self.resumed is None and began_before:  # _train found no checkpoint to resume from
+                    self.resumed = "restarted (no checkpoint)"
             except SystemExit as exit_:  # a plugin called sys.exit: its run failed, nlbench does not exit
                 raise RunFailed(f"method {self.spec.method!r} called sys.exit({exit_.code!r}) while training") from None
         except BaseException as err:
@@ -131,7 +133,7 @@ class Engine:
         return result
 
     # -------------------------------------------------------------------------------------------
-    def _train(self, run: Assembly, store: RunDir, began_before: bool = False) -> Result:
+    def _train(self, run: Assembly, store: RunDir) -> Result:
         spec, device, method, ctx = self.spec, run.device, run.method, run.ctx
         settings = spec.train
         if not store.file(NOISY_LABELS).is_file():
@@ -160,8 +162,6 @@ class Engine:
                 self.resumed = f"resumed at {phases[start_phase].name} epoch {start_epoch + 1}"
                 self.reporter.message(f"resuming {store.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
         else:
-            if began_before:
-                self.resumed = "restarted (no checkpoint)"
             store.write_metrics([])
         if self.hook is not None:
             self.hook.on_run_start(run=store)
