@@ -121,7 +121,9 @@ class RunDefaults:
     seed: Annotated[int, Range(0, 2**31 - 1)] = 1
     #: auto (CUDA when present), cpu, cuda or cuda:N.
     device: str = "auto"
-    #: Where run folders are stored (relative to the working directory).
+    #: Where run folders are stored (in benchmark.toml relative to the file's folder; --runs-dir
+    #: relative to the working directory).
     runs_dir: str = "runs"
-    #: Decoded-image cache ("" = $NLBENCH_CACHE, else ~/.cache/nlbench).
+    #: Decoded-image cache ("" = $NLBENCH_CACHE, else ~/.cache/nlbench; in benchmark.toml relative
+    #: to the file's folder).
     cache_dir: str = ""

@@ -137,7 +137,9 @@ def report_plugin_failures(registry: Registry) -> None:
 
 
 def runs_dir(option: str | None, config: Config, must_exist: bool = False) -> Path:
-    """The runs folder: --runs-dir, else [run] runs_dir (relative to the working directory).
+    """The runs folder: --runs-dir (relative to the working directory), else [run] runs_dir (a path in
+    benchmark.toml is relative to the file's folder: :func:`nlbench.spec.config.load_config` made it
+    absolute; ./runs without one).
 
     ``must_exist``: the command only reads the store, so a missing folder is a typo, not an empty store.
     """

@@ -157,8 +157,12 @@ def _read_list(path: Path, lines: list[str], class_names: Sequence[str], base: i
     return rows
 
 
-def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str]) -> tuple[np.ndarray, int]:
-    """The label of every training sample from the file's rows; also how many rows named no training sample."""
+def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str], *, what: str = "noise file",
+                 allow_missing: bool = False) -> tuple[np.ndarray, int]:
+    """The label of every training sample from the file's rows; also how many rows named no training sample.
+
+    ``what`` names the file in messages; ``allow_missing`` leaves -1 for the samples no row names
+    (the caller explains the gap) instead of refusing the file."""
     levels: list[dict[str, int]] = []
     for depth in range(3):
         keys: dict[str, int] = {}
@@ -177,10 +181,10 @@ def match_labels(path: Path, rows: list[tuple[str, int]], names: Sequence[str]) 
             unmatched += 1
             continue
         if labels[index] >= 0 and labels[index] != label:
-            raise DataError(f"noise file {path} gives sample {names[index]} two different labels.")
+            raise DataError(f"{what} {path} gives sample {names[index]} two different labels.")
         labels[index] = label
     missing = np.flatnonzero(labels < 0)
-    if missing.size:
+    if missing.size and not allow_missing:
         first = ", ".join(names[i] for i in missing[:3])
         raise DataError(
             f"noise file {path} has no label for {missing.size} of the {len(names)} training samples (first: {first}); "

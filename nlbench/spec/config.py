@@ -161,13 +161,41 @@ def load_config(path: Path | None, sets: list[str] | None = None) -> Config:
             raise ConfigError(f"cannot read {path}: {err.strerror}.") from None
     checked = _check_structure(raw, path)
     plugins = raw.get("plugins", {})
-    base = path.parent if path is not None else Path.cwd()
+    base = Path(os.path.abspath(path)).parent if path is not None else Path.cwd()
+    _paths_relative_to(checked, base)
     config = Config(
         run=checked["run"], train=checked["train"], methods=checked["methods"], datasets=checked["datasets"],
-        plugin_paths=[(base / p).expanduser() for p in plugins.get("paths", [])],
+        plugin_paths=[file_relative(p, base) for p in plugins.get("paths", [])],
         sweeps=checked["sweeps"], source=path,
     )
     return config.with_sets([parse_set(item) for item in sets or []])
+
+
+#: The path-valued keys of benchmark.toml's tables besides ``[plugins] paths`` (``[datasets.<name>]``
+#: holds training settings, so its ``pretrained`` too).
+PATH_KEYS = {"run": ("runs_dir", "cache_dir"), "train": ("pretrained",)}
+
+
+def file_relative(value: str, base: Path) -> Path:
+    """A path written in benchmark.toml: ``~`` expanded, a relative one taken from the file's folder ``base``."""
+    return base / Path(value).expanduser()  # an absolute path replaces base
+
+
+def _paths_relative_to(checked: dict[str, Any], base: Path) -> None:
+    """Make the paths a benchmark.toml sets absolute, relative to its folder ``base``, in place.
+
+    One rule for every path in the file, whatever the working directory: the file and what it
+    names move together. Paths given on the command line (flags, ``--set``) are applied later and
+    stay relative to the working directory. "" (the built-in default) stays "". None of these
+    paths enters a run id (runs_dir and cache_dir are not in the spec; a pretrained file enters
+    by its sha256).
+    """
+    tables = [(checked["run"], PATH_KEYS["run"]), (checked["train"], PATH_KEYS["train"])]
+    tables += [(table, PATH_KEYS["train"]) for table in checked["datasets"].values()]
+    for table, keys in tables:
+        for key in keys:
+            if isinstance(table.get(key), str) and table[key].strip():  # other types: the type check names them
+                table[key] = str(file_relative(table[key], base))
 
 
 def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:

@@ -8,11 +8,18 @@ Precedence of settings, lowest first, resolved in :func:`resolve_spec` and nowhe
 A dataset is named by its instance (``[datasets.<name>]`` with ``plugin = ...``, or a plugin's own
 name): :meth:`nlbench.spec.config.Config.dataset_plugin` maps the name to its plugin, and the spec
 records both (:class:`nlbench.spec.runspec.DataSpec`).
+
+Provenance: :func:`resolve_spec` can say where each value of the spec came from (``sources``, or
+every spec resolved inside :func:`recording_sources`), labelled as it applies the precedence, so
+``nlbench config`` shows the resolution itself rather than a second account of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,18 +77,57 @@ def split_sets(items: list[str]) -> tuple[dict[str, Any], list[tuple[str, Any]]]
     return train, other
 
 
+#: The specs resolved inside :func:`recording_sources`, each with its sources (None: not recording).
+_RECORDED: ContextVar[list[tuple[RunSpec, dict[str, str]]] | None] = ContextVar("nlbench_sources", default=None)
+
+
+@contextmanager
+def recording_sources() -> Iterator[list[tuple[RunSpec, dict[str, str]]]]:
+    """Collect (spec, sources) of every :func:`resolve_spec` call inside the block, in call order.
+
+    For callers that resolve through code that does not pass ``sources`` on, e.g. a sweep's
+    :func:`nlbench.sweep.grid.expand`.
+    """
+    recorded: list[tuple[RunSpec, dict[str, str]]] = []
+    token = _RECORDED.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _RECORDED.reset(token)
+
+
+def _table_source(set_items: list[tuple[str, Any]], key: str, table: str) -> str:
+    """Where a value of a benchmark.toml table came from: the last ``--set`` item that assigned
+    the dotted ``key`` (or a table holding it), else the file's ``table``."""
+    label = table
+    for set_key, _ in set_items:
+        if key == set_key or key.startswith(set_key + "."):
+            label = f"--set {set_key}"
+    return label
+
+
 def resolve_spec(request: RunRequest, config: Config, registry: Registry,
-                 datasets: dict[tuple, Dataset] | None = None) -> RunSpec:
+                 datasets: dict[tuple, Dataset] | None = None, sources: dict[str, str] | None = None) -> RunSpec:
     """Build the canonical run spec, checking every value; raises UsageError/ConfigError.
 
     ``datasets`` memoises opened datasets across calls (a sweep resolves many specs on the same
     files); the dataset is opened and its layout checked here, so a wrong data root is a usage
-    error before any run folder exists.
+    error before any run folder exists. ``sources``, when given, is filled with where each value
+    of the spec came from, by dotted key of :meth:`RunSpec.to_json` (``train.epochs`` ->
+    "default", "[train]", "dataset default", "[datasets.<name>]", "--set <key>", "--epochs", ...).
     """
     from nlbench.dataset import open_dataset
 
     train_sets, other_sets = split_sets(request.sets)
     config = config.with_sets(other_sets)
+    origin: dict[str, str] = {}
+
+    def run_source(value: Any, name: str, flag_name: str) -> str:
+        """Where a [run] setting came from: its flag, [run] (or --set run.<name>), else the default."""
+        if value is not None:
+            return flag_name
+        return _table_source(other_sets, f"run.{name}", "[run]") if name in config.run else "default"
+
     check_plugin_tables(config, registry)
     defaults: RunDefaults = config.run_defaults()
     for value, flag_name in ((request.method, "--method"), (request.dataset, "--dataset"),
@@ -112,13 +158,15 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     seed = flag(request.seed, "seed", "--seed")
 
     overrides = dict(train_sets)
+    override_sources = {key: f"--set train.{key}" for key in train_sets}
     if request.epochs is not None:
         if request.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {request.epochs}.")
-        overrides["epochs"] = request.epochs
+        overrides["epochs"], override_sources["epochs"] = request.epochs, "--epochs"
     if request.pretrained is not None:
-        overrides["pretrained"] = request.pretrained
-    settings = resolve_train_settings(config, dataset_cls, dataset_name, overrides)
+        overrides["pretrained"], override_sources["pretrained"] = request.pretrained, "--pretrained"
+    settings = resolve_train_settings(config, dataset_cls, dataset_name, overrides, origin,
+                                      override_sources=override_sources, set_items=other_sets)
     pretrained_sha = None
     if settings.pretrained:
         path = Path(settings.pretrained).expanduser()
@@ -165,8 +213,12 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         # default, so a method that sets its forget rate from the noise rate uses the true one.
         rate = dataset_noise_rate(dataset, int(seed))
 
-    hp = build_hparams(method_cls, config.method_hparams(method_name), epochs=settings.epochs, noise_rate=rate,
-                       batch_size=settings.batch_size, run_settings=method_settings(settings, dataset))
+    method_values = config.method_hparams(method_name)
+    hp = build_hparams(method_cls, method_values, epochs=settings.epochs, noise_rate=rate,
+                       batch_size=settings.batch_size, run_settings=method_settings(settings, dataset),
+                       sources=origin, value_sources={
+                           key: _table_source(other_sets, f"methods.{method_name}.{key}", f"[methods.{method_name}]")
+                           for key in method_values})
     if (source in ("dataset", "file") and rate == 0 and getattr(method_cls, "uses_noise_rate", False)
             and getattr(hp, "forget_rate", 0.0) == -1.0):
         raise UsageError(
@@ -179,7 +231,7 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
         where = "--device" if request.device else f"[run] device in {config.source or 'benchmark.toml'}"
         raise UsageError(f"{where}: unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
     cache_dir = request.cache_dir if request.cache_dir is not None else defaults.cache_dir
-    return RunSpec(
+    spec = RunSpec(
         method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
         data=DataSpec(name=dataset_name, version=str(dataset_cls.version), options=options_json,
                       fingerprint=dataset.fingerprint(), root=root_path, plugin=dataset_plugin),
@@ -188,6 +240,34 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
                         file=str(file_path) if file_path else None), seed=int(seed), train=settings,
         pretrained_sha256=pretrained_sha, device=device, cache_dir=str(cache_dir or ""),
     )
+    by_file = "--noise-file" if file_path else None
+    origin.update({
+        "method": run_source(request.method, "method", "--method"),
+        "seed": run_source(request.seed, "seed", "--seed"),
+        "device": run_source(request.device, "device", "--device"),
+        "cache_dir": run_source(request.cache_dir, "cache_dir", "--cache-dir"),
+        "pretrained_sha256": f"the file of train.pretrained ({origin['train.pretrained']})",
+        "data.name": run_source(request.dataset, "dataset", "--dataset"),
+        "data.version": f"the {dataset_plugin} plugin", "data.fingerprint": "the dataset's files",
+        "data.root": "--data-root",
+        "data.plugin": _table_source(other_sets, f"datasets.{dataset_name}.plugin", f"[datasets.{dataset_name}]"),
+        "noise.rate": by_file or ("the dataset's own noisy labels" if source == "dataset"
+                                  else run_source(request.noise, "noise", "--noise")),
+        "noise.mode": by_file or run_source(request.noise_mode, "noise_mode", "--noise-mode"),
+        "noise.source": by_file or run_source(request.noise_source, "noise_source", "--noise-source"),
+        "noise.file_sha256": "the noise file's bytes", "noise.file": "--noise-file",
+        "noise.file_label_base": "--noise-file-base",
+    })
+    user_options = config.dataset_options(dataset_name)
+    origin.update({f"data.options.{key}": _table_source(other_sets, f"datasets.{dataset_name}.options.{key}",
+                                                        f"[datasets.{dataset_name}.options]")
+                   if key in user_options else "default" for key in options_json})
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded.append((spec, dict(origin)))
+    if sources is not None:
+        sources.update(origin)
+    return spec
 
 
 def dataset_noise_rate(dataset: Any, seed: int = 1) -> float:
@@ -207,12 +287,15 @@ def method_settings(settings: TrainSettings, dataset: Any) -> dict[str, Any]:
 
 
 def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,
-                  batch_size: int, run_settings: dict[str, Any] | None = None) -> Any:
+                  batch_size: int, run_settings: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
+                  value_sources: dict[str, str] | None = None) -> Any:
     """A method's hyperparameters from a dict: typed, range-checked, the method's own ``validate``,
     then its ``canonical`` form (settings without effect reset, so equivalent runs share an id).
 
     ``run_settings`` completes what ``validate`` sees (:func:`method_settings`); unit tests may
-    leave it out and get the shared pipeline's defaults."""
+    leave it out and get the shared pipeline's defaults. ``sources``, when given, is filled with
+    where each hyperparameter came from (``hparams.<key>`` -> ``value_sources[key]``, "default" for
+    keys it lacks, or a note that the canonical form reset it)."""
     where = f"methods.{method_cls.name}"
     hp = build_options(method_cls.HParams, values, where)
     seen = {"image_size": 224, "augmentation": "cct", "drop_last": True, "backbone": "resnet18", "dataset": "",
@@ -221,18 +304,43 @@ def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, nois
         method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size, **seen})
     except ValueError as err:
         raise ConfigError(f"method {method_cls.name!r}: {err}") from None
-    return method_cls.canonical(hp)
+    canonical = method_cls.canonical(hp)
+    if sources is not None:
+        for item in dataclasses.fields(canonical):
+            label = (value_sources or {}).get(item.name, "default")
+            if getattr(canonical, item.name) != getattr(hp, item.name):
+                label = f"reset: no effect in this run (was {getattr(hp, item.name)!r}, {label})"
+            sources[f"hparams.{item.name}"] = label
+    return canonical
 
 
-def resolve_train_settings(config: Config, dataset_cls: type, dataset_name: str,
-                           overrides: dict[str, Any]) -> TrainSettings:
-    """The training settings of one run, in the precedence of the module docstring."""
+def resolve_train_settings(config: Config, dataset_cls: type, dataset_name: str, overrides: dict[str, Any],
+                           sources: dict[str, str] | None = None, *, override_sources: dict[str, str] | None = None,
+                           set_items: list[tuple[str, Any]] | None = None) -> TrainSettings:
+    """The training settings of one run, in the precedence of the module docstring.
+
+    ``sources``, when given, is filled with where each setting came from (``train.<key>`` ->
+    "default", "[train]", "dataset default", "[datasets.<name>]" or the last of ``set_items`` (the
+    ``--set`` items already applied to ``config``) that assigned it, or ``override_sources[key]``
+    ("flag" for keys it lacks)."""
+    table = f"[datasets.{dataset_name}]"
+    layers = (
+        (config.train, lambda key: "[train]"),
+        (dict(getattr(dataset_cls, "train_defaults", {}) or {}), lambda key: "dataset default"),
+        (config.dataset_train(dataset_name),
+         lambda key: _table_source(set_items or [], f"datasets.{dataset_name}.{key}", table)),
+        (overrides, lambda key: (override_sources or {}).get(key, "flag")),
+    )
     merged: dict[str, Any] = {}
-    merged.update(config.train)
-    merged.update(dict(getattr(dataset_cls, "train_defaults", {}) or {}))
-    merged.update(config.dataset_train(dataset_name))
-    merged.update(overrides)
-    return build_options(TrainSettings, merged, "train")
+    origin: dict[str, str] = {}
+    for values, label in layers:  # lowest precedence first: a later layer's key replaces an earlier one's
+        merged.update(values)
+        origin.update({key: label(key) for key in values})
+    settings = build_options(TrainSettings, merged, "train")
+    if sources is not None:
+        sources.update({f"train.{item.name}": origin.get(item.name, "default")
+                        for item in dataclasses.fields(TrainSettings)})
+    return settings
 
 
 def check_plugin_tables(config: Config, registry: Registry) -> None:
