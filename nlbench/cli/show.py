@@ -18,17 +18,25 @@ def show(
     config: ConfigOption = None,
 ) -> None:
     """Show one stored run: the resolved spec, the per-epoch curves, per-class accuracy and the confusion matrix."""
-    from rich.console import Console
-
-    from nlbench.cli.common import runs_dir
+    from nlbench.progress import stdout_console
     from nlbench.spec.config import find_config, load_config
 
     folder = Path(run)
     if not folder.is_dir():  # a run id (or its start): a folder given by path is shown even when damaged
-        folder = _find(runs_dir(runs, load_config(find_config(config)), must_exist=True), run)
-    console = Console(emoji=False)
-    for block in describe_run(folder, member):
+        folder = locate_run(run, runs, load_config(find_config(config)))
+    console = stdout_console()
+    for block in describe_run(folder, member, console.width):
         console.print(block)
+
+
+def locate_run(run: str, runs: str | None, config: Any) -> Path:
+    """A run named on the command line: its folder, or its id (or first characters) in the store."""
+    from nlbench.cli.common import runs_dir
+
+    folder = Path(run)
+    if folder.is_dir():
+        return folder
+    return _find(runs_dir(runs, config, must_exist=True), run)
 
 
 def _find(root: Path, prefix: str) -> Path:
@@ -51,7 +59,7 @@ def _find(root: Path, prefix: str) -> Path:
     return found[0]
 
 
-def describe_run(folder: Path, member: str = "model") -> list[Any]:
+def describe_run(folder: Path, member: str = "model", width: int = 80) -> list[Any]:
     """The printable blocks of ``nlbench show``: spec, curves, selection, per-class results."""
     from rich.table import Table
 
@@ -97,10 +105,28 @@ def describe_run(folder: Path, member: str = "model") -> list[Any]:
     final = result.get("final", {})
     report = final.get("model") if member == "model" else final.get("members", {}).get(member.split("/")[-1])
     if report:
-        blocks.extend(_per_class(report))
+        blocks.extend(_per_class(report, width))
     else:
         blocks.append(f"no per-class results stored for member {member!r}.")
+    blocks.extend(_evaluation_lines(folder, result.run_id, result.get("dataset_options") or {}))
     return blocks
+
+
+def _evaluation_lines(folder: Path, run_id: str, options: dict[str, Any]) -> list[str]:
+    """One line per stored evaluation of the model on other data (``nlbench evaluate``)."""
+    from rich.markup import escape
+
+    from nlbench.evaluations import read_evaluations, summary_line
+
+    records, damaged = read_evaluations(folder, run_id)
+    lines = []
+    if records:
+        lines.append("evaluations of model.pt (`nlbench evaluate`):\n"
+                     + "\n".join(f"  {escape(summary_line(record, options))}" for record in records))
+    if damaged:
+        lines.append(f"warning: skipped {len(damaged)} damaged or foreign evaluation file(s): "
+                     + escape(", ".join(str(p) for p in damaged[:3])))
+    return lines
 
 
 def _reference_lines(result: dict[str, Any], member: str) -> list[str]:
@@ -149,18 +175,46 @@ def _selection_text(result: dict[str, Any], member: str) -> str:
             + (f"\nlast epoch: {extra}" if extra else ""))
 
 
-def _per_class(report: dict[str, Any]) -> list[Any]:
+def _per_class(report: dict[str, Any], width: int = 80) -> list[Any]:
+    """Per-class accuracy and the confusion matrix; where the class names make them wider than
+    ``width``, the columns are headed by short unique prefixes, spelled out in a caption."""
     from rich.table import Table
 
+    from nlbench.progress import table_width
+
     names = report.get("class_names", [])
-    per_class = Table(title="Per-class test accuracy (%)")
-    for name in names:
-        per_class.add_column(name, justify="right")
-    per_class.add_row(*[_num(report["per_class_accuracy"].get(n), ".1f") for n in names])
-    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted)")
-    matrix.add_column("true \\ predicted")
-    for name in names:
-        matrix.add_column(name[:8], justify="right")
-    for name, row in zip(names, report.get("confusion_matrix", [])):
-        matrix.add_row(name, *[str(v) for v in row])
+    accuracy = [_num(report["per_class_accuracy"].get(n), ".1f") for n in names]
+    matrix_rows = [(name, *[str(v) for v in row]) for name, row in zip(names, report.get("confusion_matrix", []))]
+
+    def build(headers: list[str]) -> tuple[Any, Any]:
+        per_class = Table(title="Per-class test accuracy (%)")
+        for header in headers:
+            per_class.add_column(header, justify="right")
+        per_class.add_row(*accuracy)
+        matrix = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+        matrix.add_column("true \\ predicted")
+        for header in headers:
+            matrix.add_column(header, justify="right")
+        for row in matrix_rows:
+            matrix.add_row(*row)
+        return per_class, matrix
+
+    per_class, matrix = build(list(names))
+    if max(table_width(per_class), table_width(matrix)) > width:
+        short = short_names(names)
+        per_class, matrix = build([short[n] for n in names])
+        legend = ", ".join(f"{short[n]} = {n}" for n in names if short[n] != n)
+        return [per_class, matrix, f"Columns: {legend}."]  # a paragraph: wrapped to the page, not the table
     return [per_class, matrix]
+
+
+def short_names(names: Any, least: int = 3) -> dict[str, str]:
+    """A short, unique prefix of each class name (at least ``least`` letters; longer where two
+    names start alike): happiness -> hap, sadness -> sad, surprise -> sur."""
+    out = {}
+    for name in names:
+        length = least
+        while length < len(name) and any(o != name and o[:length] == name[:length] for o in names):
+            length += 1
+        out[name] = name[:length]
+    return out

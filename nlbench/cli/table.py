@@ -21,8 +21,9 @@ from nlbench.errors import UsageError
 
 def table(
     layout: str = typer.Option("table1", "--layout", "-l",
-                               help="table1 (noise x method), table2 (real noisy labels), table3 (clean labels) "
-                                    "or table8 (CCT networks x consistency)."),
+                               help="table1 (noise x method), table2 (real noisy labels), table3 (clean labels), "
+                                    "table8 (CCT networks x consistency) or cross (the stored models on the "
+                                    "datasets `nlbench evaluate` tested them on)."),
     fmt: str = typer.Option("rich", "--format", "-f", help="rich, markdown, latex or csv."),
     metric: str = typer.Option("last", "--metric",
                                help="Epoch selection: last (default), lastk (mean of the last k epochs), val (best "

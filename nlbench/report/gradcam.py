@@ -24,26 +24,13 @@ from nlbench.errors import DataError, UsageError
 LAYER = "layer4"
 
 
-def load_deployable(method: Any, weights: dict[str, Any]) -> None:
-    """Load ``model.pt``'s weights (attribute -> state dict, or list of them) into a built method."""
-    for key, saved in weights.items():
-        value = getattr(method, key, None)
-        if value is None:
-            raise DataError(f"model.pt holds weights for {key!r}, which method {method.name!r} does not have.")
-        if isinstance(value, (list, tuple)):
-            for module, state in zip(value, saved, strict=True):
-                module.load_state_dict(state)
-        else:
-            value.load_state_dict(saved)
-
-
 def rebuild(run_dir: Path, registry: Any) -> Any:
     """The assembly of a finished run with its deployable weights loaded (CPU)."""
     from nlbench.fileio import read_json_or_none
-    from nlbench.safe_load import load_tensors
     from nlbench.spec.runspec import RunSpec
     from nlbench.store import MODEL, SPEC
     from nlbench.train.assemble import assemble
+    from nlbench.train.transfer import load_weights
 
     spec_json = read_json_or_none(run_dir / SPEC)
     if not isinstance(spec_json, dict):
@@ -52,20 +39,7 @@ def rebuild(run_dir: Path, registry: Any) -> Any:
         raise UsageError(f"{run_dir} has no {MODEL} (the deployable weights): Grad-CAM needs a finished run's model.")
     spec = RunSpec.from_json(spec_json)
     run = assemble(spec, registry, device=torch.device("cpu"))
-    from nlbench.safe_load import UnreadableFile
-
-    try:
-        stored = load_tensors(run_dir / MODEL)
-    except UnreadableFile as err:
-        raise DataError(f"{run_dir / MODEL} cannot be loaded ({err}); train the run again with --force.") from None
-    if not isinstance(stored, dict) or not isinstance(stored.get("weights"), dict):
-        raise DataError(f"{run_dir / MODEL} holds no deployable weights (a dict with 'weights'); train the run "
-                        f"again with --force.")
-    try:
-        load_deployable(run.method, stored["weights"])
-    except (RuntimeError, KeyError, TypeError) as err:  # other keys or shapes than the method's networks
-        raise DataError(f"{run_dir / MODEL} does not fit method {spec.method!r} ({str(err).splitlines()[0][:160]}); "
-                        f"train the run again with --force.") from None
+    load_weights(run_dir, run.method, spec.method)
     for module in run.method.modules():
         module.eval()
     return run

@@ -7,7 +7,9 @@ layout into cells, mean ± sample std over seeds; :func:`render` prints them. La
 - ``table1``: rows noise x method, columns datasets: every run (the paper's Table 1);
 - ``table2``: real noisy training labels (``--noise-source dataset``): rows methods;
 - ``table3``: clean training labels (noise 0): rows methods;
-- ``table8``: CCT only: rows dataset x noise, columns networks 1-4 x consistency off/on.
+- ``table8``: CCT only: rows dataset x noise, columns networks 1-4 x consistency off/on;
+- ``cross``: rows training dataset x noise x method, columns the run's own test split ("own test")
+  and every dataset its stored model was evaluated on (``nlbench evaluate``, stored beside the run).
 
 Runs that differ in a setting get their own row, labelled with their value of it (every value,
 the configured one too), and only where they exist; runs on another test split get their own
@@ -36,7 +38,7 @@ from nlbench.report.runs import Filters, RunSet, read_runs, test_set_labels, var
 from nlbench.train.model_selection import SCORES
 
 FORMATS = ("rich", "markdown", "latex", "csv")
-LAYOUTS = ("table1", "table2", "table3", "table8")
+LAYOUTS = ("table1", "table2", "table3", "table8", "cross")
 ALL_SCORES = ("accuracy", *SCORES)
 MISSING = "–"
 METRIC_TEXT = {
@@ -50,7 +52,10 @@ SCORE_TEXT = {"accuracy": "Test accuracy (%)", "balanced_accuracy": "Balanced (m
               "ece": "Expected calibration error on the test set (%, lower is better)"}
 #: The title of each layout, in tables and as the report's section headings.
 TITLES = {"table1": "Table 1: label noise", "table2": "Table 2: real noisy labels",
-          "table3": "Table 3: clean labels", "table8": "Table 8: CCT networks x consistency"}
+          "table3": "Table 3: clean labels", "table8": "Table 8: CCT networks x consistency",
+          "cross": "Cross-dataset: trained on one dataset, tested on others"}
+#: The column of the cross layout that holds each run's own test split.
+OWN_TEST = "own test"
 #: Hyperparameters that are a layout's columns, hence never a row variant.
 AXES = {"table8": ("networks", "consistency")}
 
@@ -147,6 +152,9 @@ LAYOUT_SPECS = {
                      lambda r: (r.variant,), lambda r: r.test_set),
     "table8": Layout("table8", ("dataset", "noise %", "model"), lambda r: r.method == "cct",
                      lambda r: (r.test_set, r.noise, r.variant), _table8_column, method_rows=False),
+    # The stored model only: the models a method shows beside it were never evaluated elsewhere.
+    "cross": Layout("cross", ("trained on", "noise %", "method"), lambda r: r.suffix == "",
+                    lambda r: (r.dataset, r.noise, r.variant), lambda r: r.evaluated),
 }
 TABLE8_COLUMNS = ["1-", "1+", "2-", "2+", "3-", "3+", "4-", "4+"]
 
@@ -236,7 +244,7 @@ def _mean_over_folds(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 def _row_order(layout: str, row: tuple[str, ...]) -> tuple:
     if layout == "table1":
         return (_noise_order(row[0]), _method_order(row[1]))
-    if layout == "table8":
+    if layout in ("table8", "cross"):
         return (_dataset_order(row[0]), _noise_order(row[1]), _method_order(row[2]))
     return (_method_order(row[0]),)
 
@@ -263,9 +271,16 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
     """Aggregate the finished runs under ``runs_dir`` (those passing ``filters``, or those of
     ``run_ids``) into ``layout``."""
     lacking: Counter = Counter()
+    if layout == "cross" and (metric != "last" or member != "model"):
+        from nlbench.errors import UsageError
+
+        raise UsageError("the cross layout compares the stored model (model.pt: the deployed model of the last "
+                         "epoch) on each dataset: use it with --metric last and --member model (the defaults).")
     runs = read_runs(runs_dir, filters, run_ids=run_ids)
     frame = collect(runs, metric, member, score, lacking)
     notes = runs.warnings() + _code_notes(runs)
+    if layout == "cross":
+        frame = _with_evaluations(frame, runs, score, notes)
     if lacking:
         what = "the val metric (they held out no validation split)" if metric == "val" else f"{member!r} / {score}"
         notes.append(f"note: {sum(lacking.values())} finished run(s) lack {what}: "
@@ -300,7 +315,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         present = set(cells["column"])
         columns = [c for c in TABLE8_COLUMNS if c in present or c[0] in {p[0] for p in present}]
     else:
-        columns = sorted(set(cells["column"]), key=_dataset_order)
+        columns = sorted(set(cells["column"]), key=lambda c: (c != OWN_TEST, _dataset_order(c)))
     existing = set(cells["row"])
     rows = set(existing)
     if layout == "table1":  # the plain methods get every noise row; variants only where they ran
@@ -327,17 +342,105 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
         + (f" Realised noise of the real labels: {', '.join(real)}." if real else "")
         + (" Columns: N- = N networks without the consistency loss, N+ = with it (1 network: Standard)."
            if layout == "table8" else "")
+        + (f" Columns: {OWN_TEST} = each run's own test split (its last epoch); the others = its stored model "
+           f"(model.pt) evaluated on that dataset by `nlbench evaluate`, classes matched by name (`nlbench show "
+           f"RUN` lists them)." if layout == "cross" else "")
         + f" Runs in {runs_dir}."
     )
     table = ComparisonTable(layout, cells, ordered, spec.row_names, columns, caption, title, lower, frame, notes,
                             score=score)
     _attach_references(table, raw)
-    if with_paper:
+    if with_paper and layout != "cross":
         _attach_paper(table, metric, score)
+    elif with_paper:
+        table.notes.append("note: the paper has no cross-dataset results; --with-paper shows nothing here.")
     if warn is not None:
         for note in notes:
             warn(note)
     return table
+
+
+def _with_evaluations(frame: pd.DataFrame, runs: RunSet, score: str, notes: list[str]) -> pd.DataFrame:
+    """The cross layout's rows: each run's own test row (column ``own test``) plus one row per
+    evaluation stored beside it, with that evaluation's ``score`` (:mod:`nlbench.evaluations`)."""
+    from nlbench.evaluations import read_evaluations
+    from nlbench.report.references import SplitReference
+
+    if frame.empty:
+        return frame
+    own = frame[frame["suffix"] == ""].copy()
+    own["evaluated"] = OWN_TEST
+    ids = {str(run.path): run.run_id for run in runs.runs}
+    added: list[dict[str, Any]] = []
+    records: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    damaged: list[Path] = []
+    lacking = 0
+    for base in own.to_dict("records"):
+        found, bad = read_evaluations(Path(base["path"]), ids[base["path"]])
+        damaged += bad
+        for record in found:
+            value = record["scores"].get(score)
+            if value is None:
+                lacking += 1
+                continue
+            report = record["report"]
+            support = [int(sum(row)) for row in report["confusion_matrix"]]
+            present = [(name, n) for name, n in zip(report["class_names"], support) if n]
+            reference = (SplitReference(sum(n for _, n in present), tuple(n for _, n in present),
+                                        tuple(name for name, _ in present)) if present else None)
+            added.append({**base, "value": float(value), "evaluated": record["target"]["key"],
+                          "reference": reference, "dominant": dominant_prediction({"final": {"model": report}})})
+            records.append((record, base["dataset_options"]))
+    if damaged:
+        shown = ", ".join(str(p) for p in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        notes.append(f"warning: skipped {len(damaged)} damaged or foreign evaluation file(s): {shown}; "
+                     f"`nlbench evaluate` writes them again.")
+    if lacking:
+        notes.append(f"note: {lacking} stored evaluation(s) lack {score}.")
+    if not records:
+        notes.append("note: no stored evaluations of these runs: `nlbench evaluate RUN --dataset NAME` adds a "
+                     "column per dataset.")
+    labels = _evaluation_columns(records)
+    for row in added:
+        row["evaluated"] = labels[row["evaluated"]]
+    return pd.concat([own, pd.DataFrame.from_records(added, columns=own.columns)], ignore_index=True)
+
+
+def _evaluation_columns(found: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, str]:
+    """A column label per evaluation target (by its key), from (evaluation, the run's dataset options):
+    the dataset, the split unless it is test, and the options that tell it apart from the training
+    data of the same name or from the other targets of the same name (``synthfer (seed=5)``); the
+    data folder, or the key, where that is not enough."""
+    from collections import defaultdict
+
+    targets: dict[str, dict[str, Any]] = {}
+    shown: dict[str, set[str]] = defaultdict(set)
+    for record, options in found:
+        target = record["target"]
+        targets[target["key"]] = target
+        if target["dataset"] == record.get("trained_on"):  # another instance of the training data
+            shown[target["key"]] |= {k for k, v in target["options"].items() if options.get(k) != v}
+    bases = {key: t["dataset"] + ("" if t["split"] == "test" else f" {t['split']}") for key, t in targets.items()}
+    for base in set(bases.values()):
+        same = [key for key, b in bases.items() if b == base]
+        varying = {k for key in same for k in targets[key]["options"]
+                   if len({json.dumps(targets[other]["options"].get(k)) for other in same}) > 1}
+        for key in same:
+            shown[key] |= varying
+    labels = {}
+    for key, base in bases.items():
+        options = targets[key]["options"]
+        text = ", ".join(f"{k}={options.get(k)}" for k in sorted(shown[key]))
+        labels[key] = base + (f" ({text})" if text else "")
+    for text in set(labels.values()):
+        same = [key for key, label in labels.items() if label == text]
+        if len(same) < 2:
+            continue
+        folders = {key: Path(targets[key].get("root") or "").name for key in same}
+        unique = len(set(folders.values())) == len(same) and all(folders.values())
+        for key in same:
+            labels[key] = f"{text} ({folders[key] if unique else key})"
+    return labels
 
 
 def _attach_references(table: ComparisonTable, frame: pd.DataFrame) -> None:
