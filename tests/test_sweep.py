@@ -184,6 +184,11 @@ def test_sweep_trains_the_grid_then_skips_it_and_status_and_export_agree(cli, tm
     first = cli(*args)
     assert first.code == 0, first.err
     assert "trained 4" in first.err and "failed 0" in first.err
+    # Not a terminal: one line per epoch of every run, named, from the two workers; one per outcome.
+    for noise in ("0", "0.4"):
+        for seed in (1, 2):
+            assert f"standard synthfer {noise} s{seed} [train] epoch 1/1 loss=" in first.err
+    assert "[4/4] done standard synthfer" in first.err
     assert "standard" in first.out and "±" in first.out  # the comparison table of the grid
     again = cli(*args)
     assert again.code == 0 and "4 done" in again.err and "trained 0, already done 4" in again.err

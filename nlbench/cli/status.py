@@ -8,6 +8,9 @@ import typer
 
 from nlbench.cli.common import ConfigOption, RunsDirOption
 
+#: The count columns' headers where the full ones do not fit the terminal.
+SHORT_HEADERS = {"running": "run", "interrupted": "int", "failed": "fail"}
+
 
 def status(
     runs: RunsDirOption = None,
@@ -20,7 +23,7 @@ def status(
     from rich.table import Table
 
     from nlbench.cli.common import runs_dir
-    from nlbench.progress import stderr_console, stdout_console
+    from nlbench.progress import keep_words_whole, stderr_console, stdout_console, table_width
     from nlbench.spec.config import find_config, load_config
     from nlbench.store import STATES, scan_store
 
@@ -34,14 +37,22 @@ def status(
     table = Table(title=f"runs in {folder}", title_justify="left")
     for column in ("dataset", "method", "noise", *STATES, "total"):
         table.add_column(column, justify="right" if column in (*STATES, "total") else "left")
+    rows = []
     totals = dict.fromkeys(STATES, 0)
     for (dataset, method, noise), counts in sorted(cells.items()):
-        table.add_row(dataset, method, noise, *(str(counts[s] or "") for s in STATES), str(sum(counts.values())))
+        rows.append((dataset, method, noise, *(str(counts[s] or "") for s in STATES), str(sum(counts.values()))))
         for s in STATES:
             totals[s] += counts[s]
+    for row in rows:
+        table.add_row(*row)
     table.add_section()
     table.add_row("all", "", "", *(str(totals[s]) for s in STATES), str(sum(totals.values())))
-    out.print(table)
+    if table_width(table) > out.width:  # narrow: short headers, said in a legend, rather than cut ones
+        for column in table.columns:
+            column.header = SHORT_HEADERS.get(str(column.header), column.header)
+        table.caption = "; ".join(f"{short} = {long}" for long, short in SHORT_HEADERS.items())
+        table.caption_justify = "left"
+    out.print(keep_words_whole(table, out.width))
     now = time.time()
     for entry in entries:
         info = entry.state.status

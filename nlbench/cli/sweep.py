@@ -48,6 +48,8 @@ def sweep(
     runs: RunsDirOption = None,
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Follow every run's curves with a logger: tensorboard, or a plugin's (repeatable)."),
 ) -> None:
     """Train a grid of runs (methods x datasets x noise x seeds x --set axes), skipping what is done."""
     import time
@@ -56,7 +58,7 @@ def sweep(
     from nlbench.code_identity import stale_text
     from nlbench.errors import RunFailed, UsageError
     from nlbench.executors import ExecutorOptions, interrupt_on_sigterm
-    from nlbench.progress import make_reporter, stdout_console
+    from nlbench.progress import make_sweep_reporter, stdout_console
     from nlbench.sweep.grid import SweepRequest, apply_preset, count_states, expand, grid_runs, parse_data_roots
 
     cfg, registry = load(config, report=True)
@@ -75,15 +77,16 @@ def sweep(
         if value is not None and value < least:
             raise UsageError(f"{flag} must be at least {least}, got {value}.")
     executor_cls = registry.executor(executor)
+    registry.make_loggers(logger)  # an unknown logger or a missing package: exit 2 before any run
     folder = runs_dir(runs, cfg)
     specs = expand(request, cfg, registry)
     grid = grid_runs(specs, folder)
     counts = count_states(grid)
-    reporter = make_reporter(quiet)
+    reporter = make_sweep_reporter(quiet)  # each executor draws its runs' progress
     name = f"preset {preset}" if preset else "grid"
     reporter.message(
         f"{name}: {len(grid)} runs: {counts['done']} done, {counts['interrupted']} interrupted, "
-        f"{counts['running']} running elsewhere, {counts['failed']} failed, {counts['todo']} to do; store {folder}"
+        f"{counts['running']} running elsewhere, {counts['failed']} failed, {counts['todo']} to do\nstore: {folder}"
     )
     stale = _stale_runs(grid)
     if stale:
@@ -103,7 +106,7 @@ def sweep(
         jobs=jobs, runs_dir=str(folder), plugin_paths=[str(p) for p in cfg.plugin_paths],
         keep_checkpoint=keep_checkpoint, force_ids=sorted(retrain), quiet=quiet,
         slurm_partition=slurm_partition, slurm_time_min=slurm_time,
-        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, slurm_mem_gb=slurm_mem, wait=wait,
+        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, slurm_mem_gb=slurm_mem, wait=wait, loggers=list(logger),
     )
     interrupt_on_sigterm()  # a killed sweep stops its workers and leaves their runs resumable
     began = time.perf_counter()

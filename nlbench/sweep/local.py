@@ -24,25 +24,35 @@ class LocalExecutor(Executor):
     summary = "worker processes on this machine, --jobs at once (default: one per GPU, or one using every core)"
 
     def run(self, specs: list[dict[str, Any]], reporter: Any) -> list[RunReport]:
+        from nlbench.progress import EventReporter, SweepDisplay, run_labels
+
         gpus = _cuda_count()
         jobs = self.options.jobs or max(1, gpus)
         mark_queued(specs, self.options)
-        if jobs == 1:  # in this process: no start-up cost, Ctrl-C as for `nlbench run`
-            return [self._announce(reporter, train_one(spec, self.options)) for spec in specs]
-        return self._pool(specs, jobs, gpus, reporter)
+        self.labels = run_labels(specs)
+        display = SweepDisplay(reporter.console, len(specs))
+        try:
+            if jobs == 1:  # in this process: no start-up cost, Ctrl-C as for `nlbench run`
+                return [self._announce(display, train_one(
+                    spec, self.options, reporter=EventReporter(display.handle, self.labels[spec["run_id"]], 0)))
+                    for spec in specs]
+            return self._pool(specs, jobs, gpus, display)
+        finally:
+            display.close()
 
-    def _announce(self, reporter: Any, report: RunReport) -> RunReport:
+    def _announce(self, display: Any, report: RunReport) -> RunReport:
         tail = f": {report.error}" if report.error else (f" ({report.resumed})" if report.resumed else "")
-        reporter.message(f"{report.outcome} {report.run_id} {report.path}{tail}")
+        display.run_finished(f"{report.outcome} {self.labels.get(report.run_id, report.run_id)} "
+                             f"({report.run_id[:8]}){tail}")
         return report
 
-    def _pool(self, specs: list[dict[str, Any]], jobs: int, gpus: int, reporter: Any) -> list[RunReport]:
+    def _pool(self, specs: list[dict[str, Any]], jobs: int, gpus: int, display: Any) -> list[RunReport]:
         """Train ``specs`` in worker processes; a worker that dies (the OOM killer's SIGKILL) costs its
         own run only: it is reported and left resumable, and the others go on in a fresh pool."""
         reports: dict[str, RunReport] = {}
         pending = list(specs)
         while pending:
-            if not self._pool_round(pending, jobs, gpus, reporter, reports):
+            if not self._pool_round(pending, jobs, gpus, display, reports):
                 break
             pending = [spec for spec in pending if spec["run_id"] not in reports]
             lost = [spec for spec in pending if _worker_died(spec, self.options)]
@@ -52,14 +62,14 @@ class LocalExecutor(Executor):
             for spec in lost:
                 run = run_dir_of(spec, self.options)
                 run.set_status("interrupted", error="its worker process was killed (signal 9: perhaps out of memory)")
-                reports[spec["run_id"]] = self._announce(reporter, RunReport(
+                reports[spec["run_id"]] = self._announce(display, RunReport(
                     spec["run_id"], "failed", str(run.path),
                     "its worker process was killed (signal 9: perhaps out of memory); the run is left resumable: "
                     "run the sweep again (with fewer --jobs if memory is short)"))
             pending = [spec for spec in pending if spec["run_id"] not in reports]
         return [reports[spec["run_id"]] for spec in specs]
 
-    def _pool_round(self, specs: list[dict[str, Any]], jobs: int, gpus: int, reporter: Any,
+    def _pool_round(self, specs: list[dict[str, Any]], jobs: int, gpus: int, display: Any,
                     reports: dict[str, RunReport]) -> bool:
         """One pool over ``specs``, filling ``reports``; True when a worker died and broke the pool."""
         import multiprocessing
@@ -74,13 +84,17 @@ class LocalExecutor(Executor):
                 queue.put(index % gpus)
         threads = threads_per_job(jobs)
         stop = context.Event()  # set on Ctrl-C, by the sweep or its first worker (see _worker_train)
+        events = context.Queue()  # the workers' progress, drawn by the display on a listener thread
+        listener = threading.Thread(target=_listen, args=(events, display), daemon=True)
+        listener.start()
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                                   initargs=(queue, threads, stop))
-        futures = {pool.submit(_worker_train, spec, self.options): spec["run_id"] for spec in specs}
+                                   initargs=(queue, threads, stop, events))
+        futures = {pool.submit(_worker_train, spec, self.options, self.labels[spec["run_id"]]): spec["run_id"]
+                   for spec in specs}
         try:
             for future in as_completed(futures):
                 try:
-                    reports[futures[future]] = self._announce(reporter, future.result())
+                    reports[futures[future]] = self._announce(display, future.result())
                 except BrokenProcessPool:
                     # The pool stops every worker (SIGTERM: each leaves its run resumable).
                     _stop_quietly(pool)
@@ -99,8 +113,26 @@ class LocalExecutor(Executor):
                     pass
             _stop_quietly(pool)
             raise
+        finally:
+            events.put(None)  # the listener drains what the workers sent, then stops
+            listener.join(timeout=5)
         pool.shutdown(wait=True)
         return False
+
+
+def _listen(events: Any, display: Any) -> None:
+    """Hand the workers' progress events to the display until the sweep sends None."""
+    while True:
+        try:
+            event = events.get()
+        except (EOFError, OSError):  # the queue is gone
+            return
+        if event is None:
+            return
+        try:
+            display.handle(event)
+        except Exception:  # a drawing problem must never stop the sweep
+            pass
 
 
 def _stop_quietly(pool: Any) -> None:

@@ -18,11 +18,13 @@ from nlbench.executors import ExecutorOptions, RunReport
 
 
 def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int | None = None,
-              job_log: bool = False) -> RunReport:
+              job_log: bool = False, reporter: Any = None) -> RunReport:
     """Train one run of a sweep in this process: the body every executor runs.
 
     ``job_log``: stderr is the log of a cluster job, where nobody reads the sweep's own output:
-    write a line per epoch there, and any failure (with the traceback of an unexpected error)."""
+    write a line per epoch there, and any failure (with the traceback of an unexpected error).
+    ``reporter``: where the run's progress goes (the sweep's display); by default a cluster job
+    writes its log and anything else stays quiet."""
     import torch
 
     from nlbench.errors import NlbenchError
@@ -36,10 +38,15 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
         torch.set_num_threads(threads)
     spec = RunSpec.from_json(spec_json)
     registry = get_registry([Path(p) for p in options.plugin_paths])
-    # Pool workers stay quiet (the sweep reports their outcome); a cluster job writes its log.
-    reporter = make_reporter(not job_log and (options.quiet or threads is not None))
+    if reporter is None:  # a cluster job writes its log; without a display, the sweep reports outcomes only
+        reporter = make_reporter(not job_log and (options.quiet or threads is not None))
+    if hasattr(reporter, "start"):
+        reporter.start()
     engine = Engine(spec, registry, Path(options.runs_dir), reporter)
     try:
+        # The sweep's --logger (absent from jobs an older nlbench queued); inside the try, so that a
+        # node without the logger's package reports a failed run instead of killing its worker.
+        registry.enable_loggers(getattr(options, "loggers", []))
         outcome = engine.execute(force=spec.run_id in options.force_ids, keep_checkpoint=options.keep_checkpoint)
     except RunLocked as err:
         return RunReport(spec.run_id, "locked", str(engine.run.path), str(err))
@@ -120,14 +127,18 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _init_worker(gpus: Any, threads: int, stop: Any = None) -> None:
+def _init_worker(gpus: Any, threads: int, stop: Any = None, events: Any = None) -> None:
     """Pin a fresh worker process to one GPU (if any) and to its share of CPU threads.
 
     ``stop``: the sweep's stop event (a ``multiprocessing.Event``), shared by every worker: set by
     the first worker stopped by Ctrl-C (or by the sweep), it keeps the others from starting a
-    run that was already queued to them."""
+    run that was already queued to them. ``events``: the queue of the sweep's progress display
+    (None: quiet)."""
     signal.signal(signal.SIGINT, _on_sigint)
     _WORKER["stop"] = stop
+    if events is not None:
+        events.cancel_join_thread()  # exiting never waits on a display that stopped reading
+        _WORKER["events"] = events
     interrupt_on_sigterm()
     _WORKER["parent"] = os.getppid()
     _die_with_parent()
@@ -138,7 +149,7 @@ def _init_worker(gpus: Any, threads: int, stop: Any = None) -> None:
     _WORKER["threads"] = threads
 
 
-def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions) -> RunReport:
+def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions, label: str = "") -> RunReport:
     """One run in a pool worker. Interrupted (Ctrl-C, SIGTERM, the sweep's death), the worker has
     left its run resumable and exits at once: a worker waiting for more work from a sweep that is
     gone would block forever, holding its memory. The first worker stopped by Ctrl-C sets the stop
@@ -149,7 +160,13 @@ def _worker_train(spec_json: dict[str, Any], options: ExecutorOptions) -> RunRep
     try:
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
-        return train_one(spec_json, options, _WORKER.get("threads", 1))
+        events = _WORKER.get("events")
+        reporter = None
+        if events is not None:
+            from nlbench.progress import EventReporter
+
+            reporter = EventReporter(events.put, label or spec_json["run_id"], os.getpid())
+        return train_one(spec_json, options, _WORKER.get("threads", 1), reporter=reporter)
     except KeyboardInterrupt:
         if stop is not None and _WORKER.get("sigint"):
             stop.set()

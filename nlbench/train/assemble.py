@@ -200,7 +200,7 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     dataset = dataset if dataset is not None else make_dataset(registry, spec)
     if splits is None:
         if reporter is not None:
-            reporter.message(f"loading {spec.data.name} (decoded once, cached as uint8)")
+            reporter.status(f"loading {spec.data.name} (decoded once, cached as uint8)")
         splits = load_splits(dataset, spec)
     train, test = splits
     skipped = len(train.table.problems) + len(test.table.problems)
