@@ -44,6 +44,8 @@ class ExecutorOptions:
     slurm_mem_gb: int | None = None
     #: Wait for the jobs to end (submitit executors; SLURM submits and returns by default).
     wait: bool | None = None
+    #: Loggers every run of the sweep reports to (``--logger``; see :mod:`nlbench.loggers`).
+    loggers: list[str] = field(default_factory=list)
 
 
 @dataclass

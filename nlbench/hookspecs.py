@@ -6,8 +6,9 @@ A plugin module implements any of these with ``@nlbench.hookimpl``::
     def register_methods(register):
         register(MyMethod)
 
-``register`` takes a :class:`nlbench.Method` or :class:`nlbench.Dataset` subclass; the plugin
-manager records which plugin (and package version) registered it.
+``register`` takes a :class:`nlbench.Method` or :class:`nlbench.Dataset` subclass (an executor
+or a logger class for the hooks of those); the plugin manager records which plugin (and package
+version) registered it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def register_datasets(register: Callable[[type], None]) -> None:
 @hookspec
 def register_executors(register: Callable[[type], None]) -> None:
     """Register sweep executors: call ``register(ExecutorSubclass)`` (see :mod:`nlbench.executors`)."""
+
+
+@hookspec
+def register_loggers(register: Callable[[type], None]) -> None:
+    """Register run loggers: call ``register(LoggerSubclass)`` (see :mod:`nlbench.loggers`).
+
+    A logger is chosen per command (``--logger NAME``); its instance then implements the
+    observer hooks below.
+    """
 
 
 @hookspec

@@ -2,10 +2,12 @@
 
 Three sources, all through the same pluggy hooks (:mod:`nlbench.hookspecs`):
 
-1. the built-in plugin folders ``methods/`` and ``datasets/``, loaded file by file *by path* under
-   a private module namespace (they are not importable packages: a top-level ``datasets`` would
-   shadow Hugging Face's package);
-2. folders listed in benchmark.toml under ``[plugins] paths``, loaded the same way;
+1. the built-in plugin folders ``methods/``, ``datasets/`` and ``executors/``, loaded file by file
+   *by path* under a private module namespace (they are not importable packages: a top-level
+   ``datasets`` would shadow Hugging Face's package), and the built-in loggers
+   (:mod:`nlbench.loggers`, an ordinary module registered as a plugin);
+2. folders listed in benchmark.toml under ``[plugins] paths``, loaded the same way; files whose
+   name starts with ``_`` or ``test_`` are not plugins (a folder may hold its plugins' tests);
 3. installed packages exposing the entry-point group ``nlbench``
    (skipped when ``NLBENCH_DISABLE_PLUGIN_AUTOLOAD=1``).
 
@@ -87,7 +89,7 @@ def _folder_plugins(folder: Path, kind: str) -> Iterable[tuple[PluginInfo, Any]]
         yield PluginInfo(folder.name, kind, str(folder), "", error=f"plugin folder {folder} does not exist"), None
         return
     for path in sorted(folder.glob("*.py")):
-        if path.name.startswith("_"):
+        if path.name.startswith(("_", "test_")):  # private helpers, and the plugins' own tests
             continue
         version = __version__ if kind == "built-in" else ""
         info = PluginInfo(f"{folder.name}/{path.stem}", kind, str(path), version)
@@ -112,7 +114,14 @@ def _entry_point_plugins() -> Iterable[tuple[PluginInfo, Any]]:
 
 
 REGISTRATION_HOOKS = (("register_methods", "method"), ("register_datasets", "dataset"),
-                      ("register_executors", "executor"))
+                      ("register_executors", "executor"), ("register_loggers", "logger"))
+
+
+def _builtin_modules() -> Iterable[tuple[PluginInfo, Any]]:
+    """The built-in plugins that are modules of the package itself (the loggers)."""
+    from nlbench import __version__, loggers
+
+    yield PluginInfo("nlbench.loggers", "built-in", str(Path(loggers.__file__).resolve()), __version__), loggers
 
 
 def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None) -> Registry:
@@ -132,6 +141,7 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
     sources: list[tuple[PluginInfo, Any]] = []
     for folder in builtin_plugin_dirs():
         sources.extend(_folder_plugins(folder, "built-in"))
+    sources.extend(_builtin_modules())
     for folder in extra_dirs:
         sources.extend(_folder_plugins(Path(folder), "folder"))
     if autoload:
@@ -155,7 +165,8 @@ def build_registry(extra_dirs: Iterable[Path] = (), autoload: bool | None = None
             continue
         others = [p for _, p in loaded if p is not plugin]
         for hook_name, kind in REGISTRATION_HOOKS:
-            table = {"method": registry.methods, "dataset": registry.datasets, "executor": registry.executors}[kind]
+            table = {"method": registry.methods, "dataset": registry.datasets, "executor": registry.executors,
+                     "logger": registry.loggers}[kind]
             caller = manager.subset_hook_caller(hook_name, remove_plugins=others)
             if not caller.get_hookimpls():
                 continue
@@ -190,8 +201,9 @@ def _reject_unknown_hooks(manager: pluggy.PluginManager, loaded: list[tuple[Plug
 
 def _registrar(registry: Registry, info: PluginInfo, table: dict[str, Entry], kind: str) -> Any:
     from nlbench.executors import Executor
+    from nlbench.loggers import Logger
 
-    base = {"method": Method, "dataset": Dataset, "executor": Executor}[kind]
+    base = {"method": Method, "dataset": Dataset, "executor": Executor, "logger": Logger}[kind]
 
     def register(cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, base)):

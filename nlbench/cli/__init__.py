@@ -49,20 +49,44 @@ SUMMARIES = {
     "report": "Write one report: every table, figure and run.",
     "noise": "Preview or export the noisy labels of a dataset.",
     "crowd": "Infer labels from crowd votes; compare; simulate.",
+    "config": "Print the resolved settings of a run or sweep, and their sources.",
+    "evaluate": "Evaluate a stored model on another dataset or split.",
+    "predict": "Write a stored model's class probabilities for images (CSV).",
+    "new": "Write a new plugin file and its test from a template.",
 }
 
 
 def _register_commands() -> None:
-    from nlbench.cli import crowd, export, listing, noise, plot, prepare, report, run, runs, show, status, sweep, table
+    from nlbench.cli import (
+        config,
+        crowd,
+        evaluate,
+        export,
+        listing,
+        new,
+        noise,
+        plot,
+        predict,
+        prepare,
+        report,
+        run,
+        runs,
+        show,
+        status,
+        sweep,
+        table,
+    )
 
     for name, command in (("run", run.run), ("sweep", sweep.sweep), ("status", status.status), ("runs", runs.runs),
                           ("table", table.table), ("show", show.show), ("export", export.export),
                           ("methods", listing.methods), ("datasets", listing.datasets), ("plugins", listing.plugins),
                           ("settings", listing.settings), ("prepare", prepare.prepare), ("plot", plot.plot),
-                          ("report", report.report)):
+                          ("report", report.report), ("config", config.config), ("evaluate", evaluate.evaluate),
+                          ("predict", predict.predict)):
         app.command(name, short_help=SUMMARIES[name])(command)
     app.add_typer(noise.app, name="noise", short_help=SUMMARIES["noise"])
     app.add_typer(crowd.app, name="crowd", short_help=SUMMARIES["crowd"])
+    app.add_typer(new.app, name="new", short_help=SUMMARIES["new"])
 
 
 _register_commands()

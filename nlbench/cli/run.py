@@ -44,6 +44,8 @@ def run(
         False, "--keep-checkpoint", help="Keep the resumable checkpoint of a finished run (default: model.pt only)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
+    logger: list[str] = typer.Option(
+        [], "--logger", help="Follow the run's curves with a logger: tensorboard, or a plugin's (repeatable)."),
 ) -> None:
     """Train one run; an identical finished run is reported and skipped, an interrupted one resumed."""
     from nlbench.cli.common import load, runs_dir
@@ -61,6 +63,7 @@ def run(
     from nlbench.train.assemble import resolve_device
 
     target = resolve_device(spec.device)
+    registry.enable_loggers(logger)  # observers of this run only: the finally below removes them
     reporter = make_reporter(quiet)
     reporter.message(f"nlbench run: {spec.describe()}, device {target}")
     engine = Engine(spec, registry, runs_dir(runs, cfg), reporter, device=target)
@@ -70,6 +73,7 @@ def run(
     try:
         outcome = engine.execute(force=force, keep_checkpoint=keep_checkpoint)
     finally:
+        registry.enable_loggers([])
         reporter.close()
     out = stdout_console()
     if outcome.skipped:
