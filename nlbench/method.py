@@ -102,6 +102,11 @@ class Method:
     - ``sample_score``: B floats, one per sample (an uncertainty, a weight, a per-sample loss),
       averaged by the engine separately over the samples whose given label is right and wrong
       (``score_clean``, ``score_noisy``), without the method ever seeing which are which.
+      :attr:`sample_score_name` says what the score is.
+
+    The engine also records ``selected`` and ``sample_score`` per training sample and epoch, with
+    the label each sample has at the epoch's end (``samples/`` of the run folder, written by
+    ``nlbench export --samples RUN``).
     - ``work``: the step's work in image-passes of one network's forward and backward (a no-grad
       forward counts 1/3), for methods whose work per epoch varies (DivideMix): summed per epoch
       (``work``, plus ``scan_work`` of ``ctx.scan``), and ``cost.work_epochs`` = total / N replaces
@@ -126,6 +131,9 @@ class Method:
     #: Forward-backward passes of each trained network per step (EAC: 2, the image and its flip),
     #: so the stored cost counts work rather than networks.
     passes_per_step: ClassVar[float] = 1.0
+    #: What ``sample_score`` is ("weight", "uncertainty", "loss", ...): the name of its column in
+    #: ``nlbench export --samples``; lowercase letters, digits and ``_``.
+    sample_score_name: ClassVar[str] = "score"
 
     def __init__(self, hp: Any | None = None) -> None:
         self.hp = hp if hp is not None else self.HParams()

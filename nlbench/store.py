@@ -11,6 +11,8 @@ Layout of ``<runs>/<dataset>/<method>/noise<rate>-<mode>/seed<seed>-<run_id>/``:
   deleted once the run is done (unless ``--keep-checkpoint``): it holds every network's optimiser
   state, hundreds of MB for CCT;
 - ``model.pt``: the deployable model's weights (tensors only), written when the run is done;
+- ``samples/``: the per-sample record (:mod:`nlbench.report.samples` reads it): ``labels.npz``
+  once per run, and ``<phase>-epoch-<NNNN>.npz`` (1-based) after each epoch's metrics line;
 - ``result.json``: written last by atomic rename; its presence means the run is done.
 
 Files are created with the user's umask (a shared cluster filesystem lets colleagues read them),
@@ -69,6 +71,18 @@ NOISY_LABELS = "noisy_labels.npy"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOCK = ".lock"
+#: Folder of the per-sample record and its per-run file (clean and given labels, names, classes).
+SAMPLES = "samples"
+SAMPLE_LABELS = f"{SAMPLES}/labels.npz"
+#: The columns of ``nlbench export --samples`` besides the method's score (whose name may not be one).
+SAMPLE_COLUMNS = ("index", "image", "clean_label", "noisy_label", "epoch", "phase", "seen", "selected",
+                  "label_used", "relabelled_to")
+
+
+def sample_file(phase: str, epoch: int) -> str:
+    """The per-sample record of 0-based ``epoch`` of ``phase``, relative to the run folder
+    (numbered from 1 in the name, as the CLI prints epochs)."""
+    return f"{SAMPLES}/{phase}-epoch-{epoch + 1:04d}.npz"
 
 
 def run_dir_name(spec: RunSpec) -> Path:
@@ -135,6 +149,20 @@ class RunDir:
         """Store the training labels given to the method."""
         buffer = _npy_bytes(labels)
         fileio.atomic_write_bytes(self.file(NOISY_LABELS), buffer)
+
+    def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Write a compressed ``.npz`` atomically; the same arrays always give the same bytes (no
+        timestamps in the zip), so a resumed run's files equal an uninterrupted run's."""
+        fileio.atomic_write_bytes(self.file(name), _npz_bytes(arrays))
+
+    def prune_samples(self, keep: set[str]) -> None:
+        """Delete the per-epoch sample records other than ``keep`` (names as :func:`sample_file` gives
+        them): epochs an interrupted attempt trained after its last checkpoint, trained again."""
+        folder = self.file(SAMPLES)
+        if folder.is_dir():
+            for path in folder.glob("*-epoch-*.npz"):
+                if f"{SAMPLES}/{path.name}" not in keep:
+                    path.unlink(missing_ok=True)
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl from the full history (used after resuming from a checkpoint)."""
@@ -215,6 +243,7 @@ class RunDir:
         """Remove the outputs of an earlier attempt (``--force``), keeping the folder."""
         for name in (RESULT, CHECKPOINT, MODEL, METRICS, STATUS, NOISY_LABELS):
             self.file(name).unlink(missing_ok=True)
+        shutil.rmtree(self.file(SAMPLES), ignore_errors=True)
 
     # -- retraining a finished run (--force) --------------------------------------------------
     def aside(self) -> RunDir:
@@ -342,8 +371,10 @@ class RunDir:
         if not self.path.is_dir():
             return []
         names = (CHECKPOINT, MODEL, RESULT, STATUS, SPEC, METRICS, NOISY_LABELS)
-        return sorted(p for p in self.path.iterdir()
-                      if p.is_file() and any(p.name.startswith(f".{name}.") for name in names))
+        found = [p for p in self.path.iterdir() if p.is_file() and any(p.name.startswith(f".{name}.") for name in names)]
+        if self.file(SAMPLES).is_dir():  # a sample record's partial file: ".train-epoch-0003.npz.XXXX"
+            found += [p for p in self.file(SAMPLES).iterdir() if p.is_file() and p.name.startswith(".")]
+        return sorted(found)
 
     def remove_leftover_temp_files(self) -> list[Path]:
         """Delete :meth:`leftover_temp_files` (call with the lock held: no writer is alive)."""
@@ -402,6 +433,22 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
     buffer = io.BytesIO()
     np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``np.savez_compressed``'s format with a fixed date in every zip entry (numpy stamps the clock)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key in sorted(arrays):
+            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            array = io.BytesIO()
+            np.save(array, np.asarray(arrays[key]), allow_pickle=False)  # data only, never objects
+            archive.writestr(entry, array.getvalue())
     return buffer.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""``nlbench export``: one row per finished run (identity, settings, every metric, cost) for pandas users."""
+"""``nlbench export``: one row per finished run (identity, settings, every metric, cost) for pandas users;
+``--samples RUN``: one row per training sample and epoch of one run (:mod:`nlbench.report.samples`)."""
 
 from __future__ import annotations
 
@@ -52,13 +53,21 @@ def flatten_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
 def export(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv (default), jsonl or parquet (needs pyarrow)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="File to write (default: stdout; parquet needs a file)."),
+    samples: Optional[str] = typer.Option(
+        None, "--samples", metavar="RUN",
+        help="Instead: one row per training sample and epoch of one run (a run folder, or a run id or its "
+             "first characters): selected, score, relabelling, clean and noisy label."),
     methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
     seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     runs: RunsDirOption = None,
     config: ConfigOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Write one row per finished run: identity, settings, every metric and the cost."""
+    """Write one row per finished run: identity, settings, every metric and the cost.
+
+    With --samples RUN: one row per training sample and epoch of that run: whether the method
+    selected it, its score (weight, uncertainty, loss), the label it trained on, its clean and noisy label.
+    """
     import sys
 
     import pandas as pd
@@ -70,6 +79,13 @@ def export(
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if samples is not None:
+        given = [flag for flag, value in (("--methods", methods), ("--datasets", datasets), ("--noise", noise),
+                                          ("--seeds", seeds), ("--run", run), ("--where", where)) if value]
+        if given:
+            raise UsageError(f"--samples exports one run, named by its argument; leave out {', '.join(given)}.")
+        _export_samples(samples, fmt, out, runs, config, overwrite)
+        return
     folder = runs_dir(runs, load_config(find_config(config)), must_exist=True)
     # What an earlier export wrote (csv, jsonl) may be replaced; any other file only with --overwrite.
     target = output_file(out, starts_with(b"path,run_id,", b'{"path":'), overwrite) if out is not None else None
@@ -78,6 +94,15 @@ def export(
     for warning in found.warnings():
         print(warning, file=sys.stderr)
     frame = pd.DataFrame.from_records([flatten_result(run.result, run.path) for run in found.runs])
+    _write(frame, fmt, target)
+
+
+def _write(frame: Any, fmt: str, target: Optional[Path]) -> None:
+    """Write a table as csv, jsonl or parquet to ``target`` (atomically), or csv/jsonl to stdout."""
+    import sys
+
+    from nlbench.errors import UsageError
+
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -95,3 +120,24 @@ def export(
         from nlbench.fileio import atomic_write_bytes
 
         atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _export_samples(run: str, fmt: str, out: Optional[str], runs: Optional[str], config: Optional[str],
+                    overwrite: bool) -> None:
+    """``--samples RUN``: the run's per-sample record as a table (:func:`nlbench.report.samples.sample_table`)."""
+    import sys
+
+    from nlbench.cli.common import output_file, runs_dir, starts_with
+    from nlbench.cli.show import _find
+    from nlbench.report.samples import sample_table
+    from nlbench.spec.config import find_config, load_config
+
+    # What an earlier --samples export wrote (csv, jsonl) may be replaced; any other file only with --overwrite.
+    target = output_file(out, starts_with(b"index,image,", b'{"index":'), overwrite) if out is not None else None
+    folder = Path(run)
+    if not folder.is_dir():  # a run id (or its start), as `nlbench show` takes it
+        folder = _find(runs_dir(runs, load_config(find_config(config)), must_exist=True), run)
+    frame, warnings = sample_table(folder)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    _write(frame, fmt, target)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nlbench.context import Context
@@ -24,9 +25,9 @@ from nlbench.progress import Reporter
 from nlbench.registry import Registry
 from nlbench.result import Result, read_result
 from nlbench.spec.runspec import RunSpec
-from nlbench.store import NOISY_LABELS, RESULT, RunDir, run_dir_name
+from nlbench.store import NOISY_LABELS, RESULT, SAMPLE_LABELS, RunDir, run_dir_name, sample_file
 from nlbench.train.assemble import Assembly, assemble
-from nlbench.train.epoch import EpochRunner, epoch_order
+from nlbench.train.epoch import EpochRunner, epoch_order, label_dtype, score_name
 from nlbench.train.evaluate import accuracies, predict_split, predict_with_confidence, scores
 from nlbench.train.result import build_result
 
@@ -138,6 +139,8 @@ class Engine:
         settings = spec.train
         if not store.file(NOISY_LABELS).is_file():
             store.write_noisy_labels(run.noisy)
+        if not store.file(SAMPLE_LABELS).is_file():
+            store.write_npz(SAMPLE_LABELS, _sample_labels(run))
         phases = method.phases()
 
         history: list[dict[str, Any]] = []
@@ -163,6 +166,8 @@ class Engine:
                 self.reporter.message(f"resuming {store.path} at {phases[start_phase].name} epoch {start_epoch + 1}")
         else:
             store.write_metrics([])
+        # Sample records of epochs after the checkpoint are trained again: the files follow the history.
+        store.prune_samples({sample_file(r["phase"], r["epoch"]) for r in history})
         if self.hook is not None:
             self.hook.on_run_start(run=store)
 
@@ -214,6 +219,8 @@ class Engine:
                 }
                 history.append(record)
                 store.append_metrics(record)
+                if runner.samples is not None:
+                    store.write_npz(sample_file(phase.name, epoch), runner.samples)
                 last_epoch = epoch + 1 == phase.epochs
                 next_phase, next_epoch = (phase_index + 1, 0) if last_epoch else (phase_index, epoch + 1)
                 if last_epoch or time.perf_counter() - last_saved >= settings.checkpoint_interval:
@@ -238,6 +245,23 @@ class Engine:
         cost = {"seconds": elapsed, "attempts": attempts,
                 "train_images_per_s": images / train_seconds if train_seconds > 0 else None}
         return build_result(self.spec, self.registry.method(self.spec.method), run, history, predictions, cost)
+
+
+def _sample_labels(run: Assembly) -> dict[str, np.ndarray]:
+    """The per-run part of the sample record (``samples/labels.npz``), by training index: ``clean``
+    and ``given`` labels, ``split_index`` (the sample's row in the dataset's training split),
+    ``name`` (as noise files name samples: the path relative to the data root, or the reference),
+    and the run's ``classes``, ``score_name`` and record ``version``."""
+    from nlbench.data.noise_file import sample_names
+
+    names = sample_names(run.train.table.refs, run.dataset.root)  # once per run, not per step
+    dtype = label_dtype(run.dataset.num_classes)
+    return {"version": np.array(1, dtype=np.int16),
+            "clean": run.clean.to(dtype).cpu().numpy(), "given": run.labels.given.to(dtype).cpu().numpy(),
+            "split_index": np.asarray(run.train_index, dtype=np.int64),
+            "name": np.array(names, dtype=str).reshape(-1)[np.asarray(run.train_index, dtype=np.int64)],
+            "classes": np.array(run.dataset.class_names, dtype=str),
+            "score_name": np.array(score_name(run.method), dtype=str)}
 
 
 def _first_lr(ctx: Context, phase: str) -> float | None:

@@ -4,25 +4,29 @@
 ``start(epoch)`` sets the lr schedule, the seeded sample order and the augmentation stream;
 ``step()`` gathers a batch from the image source, augments it on the device in one batched call
 and runs ``method.train_step`` under autocast; the step's outputs are accumulated on the device by
-:class:`StepMeter` (no per-step synchronisation); ``finish()`` synchronises once and returns the
-epoch's training summary. The throughput benchmark times this same object, so what is measured is
-what is trained.
+:class:`StepMeter` (no per-step synchronisation) and, per sample, by :class:`SampleRecorder`;
+``finish()`` synchronises once and returns the epoch's training summary (and leaves the epoch's
+per-sample record in ``samples``). The throughput benchmark times this same object, so what is
+measured is what is trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
+import numpy as np
 import torch
 
-from nlbench.context import Context, LabelStore
+from nlbench.context import Context, LabelStore, last_occurrences
 from nlbench.data.augment import Augmenter
 from nlbench.errors import RunFailed
 from nlbench.method import Batch, Method, Phase, Segment
 from nlbench.seeding import derive_seed
 from nlbench.settings import TrainSettings
+from nlbench.store import SAMPLE_COLUMNS
 
 DEVICE_CACHE_SHARE = 0.3  # at most this share of free GPU memory holds the uint8 image cache
 
@@ -207,6 +211,83 @@ class StepMeter:
         return summary
 
 
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The smallest signed integer type holding every class and -1 (int8 up to 127 classes)."""
+    return torch.int8 if num_classes <= 127 else torch.int16 if num_classes <= 32767 else torch.int32
+
+
+class SampleRecorder:
+    """What a method decided about each training sample in one epoch, gathered on the device.
+
+    Every step scatters into N-long device tensors by the batch's training indices (no per-sample
+    Python, no synchronisation); :meth:`finish` turns them into the epoch's record, numpy arrays of
+    N entries by training index:
+
+    - ``seen`` (uint8): in how many batches of the epoch the sample was (0: none; more than one
+      with balanced sampling or a method's own epoch plan; saturates at 255);
+    - ``selected`` (int8): 1 if a batch's ``selected`` mask picked it at least once, 0 if every
+      batch that returned a mask left it out, -1 unknown (the method returns no mask, or the sample
+      was in no batch that returned one);
+    - ``score`` (float16, about 3 significant digits; beyond 65504 it is inf): the ``sample_score``
+      of the last batch that scored the sample, NaN if none did;
+    - ``relabelled_to`` (int8, int16 past 127 classes): the sample's training label at the epoch's
+      end (after ``on_epoch_end``) where it differs from the given noisy label, else -1.
+    """
+
+    def __init__(self, n: int, num_classes: int, device: torch.device) -> None:
+        self.n, self.num_classes = n, num_classes
+        self.seen = torch.zeros(n, dtype=torch.int32, device=device)
+        self.judged = torch.zeros(n, dtype=torch.int32, device=device)  # in a batch that returned `selected`
+        self.chosen = torch.zeros(n, dtype=torch.int32, device=device)  # selected there
+        self.score = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
+
+    def add(self, index: torch.Tensor, out: dict[str, Any], where: str) -> None:
+        """Record one step: ``index`` its samples' training indices, ``out`` what ``train_step`` returned."""
+        ones = torch.ones_like(index, dtype=torch.int32)
+        self.seen.index_add_(0, index, ones)  # integer sums: the same on any device and order
+        selected, score = out.get("selected"), out.get("sample_score")
+        if isinstance(selected, torch.Tensor):
+            self._check(selected, index, "selected", where)
+            self.judged.index_add_(0, index, ones)
+            self.chosen.index_add_(0, index, (selected.reshape(-1) != 0).to(torch.int32))
+        if isinstance(score, torch.Tensor):
+            self._check(score, index, "sample_score", where)
+            # The last occurrence of a repeated index wins, on any device (an indexed write with
+            # repeats is otherwise free to keep any of them on a GPU).
+            keep = last_occurrences(index)
+            self.score[index[keep]] = score.detach().reshape(-1)[keep].float()
+
+    @staticmethod
+    def _check(value: torch.Tensor, index: torch.Tensor, key: str, where: str) -> None:
+        if value.numel() != index.numel():
+            raise RunFailed(f"train_step returned {key!r} of shape {tuple(value.shape)} for a batch of "
+                            f"{index.numel()} samples; it must hold one value per sample ({where})")
+
+    def finish(self, labels: LabelStore) -> dict[str, np.ndarray]:
+        """The epoch's record (class docstring), on the host; call after the method's ``on_epoch_end``."""
+        minus_one = torch.tensor(-1, dtype=torch.int8, device=self.seen.device)
+        selected = torch.where(self.judged > 0, (self.chosen > 0).to(torch.int8), minus_one)
+        relabelled = torch.where(labels.current != labels.given, labels.current, -1)
+        return {"seen": self.seen.clamp(max=255).to(torch.uint8).cpu().numpy(),
+                "selected": selected.cpu().numpy(),
+                "score": self.score.to(torch.float16).cpu().numpy(),
+                "relabelled_to": relabelled.to(label_dtype(self.num_classes)).cpu().numpy()}
+
+
+#: The form of a :attr:`nlbench.Method.sample_score_name` (it names a column of exported tables).
+SCORE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def score_name(method: Method) -> str:
+    """The method's :attr:`~nlbench.Method.sample_score_name`, checked: a lowercase name that is not
+    one of the other columns of ``nlbench export --samples``."""
+    name = getattr(method, "sample_score_name", "score")
+    if not isinstance(name, str) or not SCORE_NAME.fullmatch(name) or name in SAMPLE_COLUMNS:
+        raise RunFailed(f"{describe_method(method)}: sample_score_name must be a lowercase name of letters, digits "
+                        f"and _ (up to 40 characters) other than {', '.join(SAMPLE_COLUMNS)}; got {name!r}")
+    return name
+
+
 class ImageCache:
     """The uint8 training images, placed by :meth:`place`, gathered by index onto the device."""
 
@@ -255,6 +336,9 @@ class EpochRunner:
         #: The batches of a method-planned epoch (None: the engine's own order, ``self.order``).
         self.plan: list[PlannedStep] | None = None
         self.meter: StepMeter | None = None
+        self.recorder: SampleRecorder | None = None
+        #: The per-sample record of the last finished epoch (:class:`SampleRecorder`), for the store.
+        self.samples: dict[str, np.ndarray] | None = None
 
     def start(self, epoch: int) -> int:
         """Begin ``epoch`` (0-based); returns its number of steps."""
@@ -283,6 +367,8 @@ class EpochRunner:
         self.order = order.to(self.device)
         self.augment_gen = ctx.generator("augment")
         self.meter = self.meter_cls(self.device)
+        self.recorder = SampleRecorder(self.n, self.ctx.num_classes, self.device)
+        self.samples = None
         self.step_index = 0
         return self.steps
 
@@ -313,6 +399,7 @@ class EpochRunner:
             raise RunFailed(f"{describe_method(self.method)}: train_step must return a dict whose 'loss' is a "
                             f"scalar tensor, got {got} ({where})")
         self.meter.add(out, y, self.is_noisy[index])  # type: ignore[union-attr]
+        self.recorder.add(index, out, where)  # type: ignore[union-attr]
         self.step_index += 1
         return int(index.numel())
 
@@ -322,6 +409,8 @@ class EpochRunner:
         summary = self.meter.summary(max(1, self.step_index), self.phase.name, self.epoch)
         summary.update(self.method.on_epoch_end(self.phase, self.epoch))
         summary.update(relabel_counts(self.labels, self.clean))
+        self.samples = self.recorder.finish(self.labels) if self.recorder is not None else None
+        self.recorder = None
         correct, self.ctx.scan_correct = self.ctx.scan_correct, None
         if correct is not None:
             summary.update(split_accuracy(correct, self.is_noisy, "scan_acc"))
