@@ -28,7 +28,7 @@ from nlbench.lib.selection import (
     peer_members,
     resolve_forget_rate,
 )
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 
 FIDELITIES = ("paper", "code")
 NORMALISATIONS = ("mean", "code")
@@ -44,10 +44,12 @@ class CoTeachingParams:
 
     #: tau; -1 = the run's nominal noise rate (the paper's choice).
     forget_rate: float = -1.0
+    # T_k and c are tuned over the Co-teaching paper's own study of the schedule (T_k in 5, 10, 15;
+    # c in 0.5, 1, 2); tau stays the run's noise rate, the paper's choice (forget_rate = -1).
     #: T_k: epochs over which the forget rate ramps up to tau.
-    num_gradual: Annotated[int, Range(0, None)] = 10
+    num_gradual: Annotated[int, Range(0, None), Tune(5, 15)] = 10
     #: c: exponent of the ramp, R(e) = 1 - tau * min(e^c / T_k, 1).
-    exponent: Annotated[float, Range(0, None, low_open=True)] = 1.0
+    exponent: Annotated[float, Range(0, None, low_open=True), Tune(choices=(0.5, 1.0, 2.0))] = 1.0
     #: "paper": the form above with 0-based epochs. "code": the official linspace(0, tau^c, T_k)
     #: array read at the code's epoch counter e + 1 (§6 #15: tau, not e, raised to the power c).
     schedule: Literal[FORGET_SCHEDULES] = "paper"

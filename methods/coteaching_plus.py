@@ -29,7 +29,7 @@ from nlbench.lib.selection import (
     peer_members,
     resolve_forget_rate,
 )
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 
 FIDELITIES = ("paper", "code")
 NORMALISATIONS = ("mean", "code")
@@ -48,10 +48,12 @@ class CoTeachingPlusParams:
 
     #: tau; -1 = the run's nominal noise rate.
     forget_rate: float = -1.0
+    # E_k as Co-teaching's T_k (5 to 15); init_epoch from the first epoch to E_k around Part A's 5
+    # (no ablation of it is recorded in docs/methods.md §5.3).
     #: E_k: epochs over which the forget rate ramps up to tau.
-    num_gradual: Annotated[int, Range(0, None)] = 10
+    num_gradual: Annotated[int, Range(0, None), Tune(5, 15)] = 10
     #: First (0-based) epoch of the disagreement phase; earlier epochs run plain Co-teaching.
-    init_epoch: Annotated[int, Range(0, None)] = 5
+    init_epoch: Annotated[int, Range(0, None), Tune(0, 10)] = 5
     #: "constant": tau * min(e / E_k, 1), constant tau after E_k (the code's "type_1" shape).
     #: "rise": the paper's min(e tau / E_k, (1 + (e - E_k) / (E - E_k)) tau), rising to 2 tau (§6 #18).
     #: "code": the official linspace(0, tau, E_k) array read at epoch e + 1.

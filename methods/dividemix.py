@@ -47,7 +47,7 @@ from nlbench.lib.mixmatch import (
     warmup_epochs,
 )
 from nlbench.lib.selection import peer_members
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 from nlbench.seeding import derive_seed
 
 SEGMENTS = ("net1", "net2")
@@ -60,13 +60,15 @@ class DivideMixParams:
     #: W, the CE warm-up epochs of both networks; 0 = max(1, round(0.1 * epochs)).
     warmup_epochs: Annotated[int, Range(0, None)] = 0
     #: tau: a sample is labeled for the peer when its clean probability exceeds it.
-    tau: Annotated[float, Range(0, 1, high_open=True)] = 0.5
+    tau: Annotated[float, Range(0, 1, high_open=True), Tune(0.3, 0.7)] = 0.5  # around the code's 0.5
     #: T, the sharpening temperature of co-refinement and co-guessing.
     temperature: Annotated[float, Range(0, None, low_open=True)] = 0.5
+    # alpha and lambda_u are choices among the paper's per-setting values (docs/methods.md §5.12):
+    # alpha 4 (CIFAR) or 0.5 (Clothing1M); lambda_u 0, 25 or 150 (by noise rate and dataset).
     #: alpha of the Beta(alpha, alpha) MixUp draw.
-    alpha: Annotated[float, Range(0, None, low_open=True)] = 4.0
+    alpha: Annotated[float, Range(0, None, low_open=True), Tune(choices=(0.5, 4.0))] = 4.0
     #: lambda_u, the weight of the unlabeled loss (after its ramp); 0 = the Clothing1M recipe.
-    lambda_u: Annotated[float, Range(0, None)] = 25.0
+    lambda_u: Annotated[float, Range(0, None), Tune(choices=(0.0, 25.0, 150.0))] = 25.0
     #: Epochs over which lambda_u ramps up from 0 after the warm-up.
     rampup_epochs: Annotated[int, Range(0, None)] = 16
     #: h: the GMM fits the mean of the last h normalised loss vectors (the code: 5 at 90 % noise).
@@ -85,6 +87,7 @@ class DivideMix(Method):
                "labeled set with MixMatch (co-refinement, co-guessing)")
     paper = "Li, Socher, Hoi, DivideMix: Learning with Noisy Labels as Semi-supervised Learning, ICLR 2020"
     HParams = DivideMixParams
+    sample_score_name = "clean_probability"  # the peer's GMM probability that the label is clean
     deploys = "the sum of both networks' logits"
     single_member = "net1"
     needs_raw = True  # the second view of each labeled sample

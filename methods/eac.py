@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.data.augment import ERASING, random_erasing
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 
 ERASING_MODES = ("auto", "pipeline", "always")
 FIDELITIES = ("paper", "code")
@@ -38,8 +38,10 @@ FIDELITIES = ("paper", "code")
 class EACParams:
     """EAC hyperparameters (defaults: the design's Part C.1.1)."""
 
+    # Tuned log-uniformly over [0.1, 10] around the code's 5: from random initialisation lambda = 5
+    # stalls at the majority class where lambda = 1 and 0 learn (docs/methods.md §5.8, measured).
     #: lambda, the weight of the attention-consistency loss.
-    lam: Annotated[float, Range(0, None)] = 5.0
+    lam: Annotated[float, Range(0, None), Tune(0.1, 10.0, log=True)] = 5.0
     #: Random erasing of the first view: "auto" = add it when the run's pipeline has none,
     #: "pipeline" = trust the pipeline, "always" = erase on top of the pipeline.
     erasing: Literal[ERASING_MODES] = "auto"
@@ -107,6 +109,7 @@ class EAC(Method):
     paper = ("Zhang et al., Learn From All: Erasing Attention Consistency for Noisy Label Facial Expression "
              "Recognition, ECCV 2022")
     HParams = EACParams
+    sample_score_name = "consistency_error"  # the per-sample flip-consistency error of the attention maps
     passes_per_step = 2.0  # the image and its flip, each forward and backward
 
     def __init__(self, hp: EACParams | None = None) -> None:

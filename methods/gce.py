@@ -20,7 +20,7 @@ from torch import Tensor
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.lib.losses import gce_per_sample
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 
 
 @dataclass
@@ -28,7 +28,7 @@ class GCEParams:
     """GCE hyperparameters (default: the SCE repository's GCE baseline)."""
 
     #: q in (0, 1]: 0 would be CE, 1 is 1 - p_y.
-    q: Annotated[float, Range(0, 1, low_open=True)] = 0.7
+    q: Annotated[float, Range(0, 1, low_open=True), Tune(0.1, 1.0)] = 0.7  # near-CE 0.1 to MAE-like 1
 
 
 class GCE(Method):
@@ -38,6 +38,7 @@ class GCE(Method):
     summary = "one network, generalized cross-entropy (1 - p_y^q)/q, q = 0.7"
     paper = "Zhang and Sabuncu, NeurIPS 2018"
     HParams = GCEParams
+    sample_score_name = "weight"  # p_y^q, the weight of the sample's CE gradient
 
     def build(self, ctx) -> None:
         super().build(ctx)

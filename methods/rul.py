@@ -29,7 +29,7 @@ from torch import Tensor, nn
 import nlbench
 from nlbench import Batch, Method, Phase
 from nlbench.lib.selection import Relabeller, auto_relabel_epoch
-from nlbench.options import Range
+from nlbench.options import Range, Tune
 from nlbench.seeding import derive_seed
 
 PAIRINGS = ("random", "different_label")
@@ -43,12 +43,14 @@ class RULParams:
     #: Dimension of the feature mu (and of log s^2) the pairs are mixed in.
     feature_dim: Annotated[int, Range(1, 4096)] = 64
     #: Dropout of both heads.
-    dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.4
+    dropout: Annotated[float, Range(0, 1, high_open=True), Tune(0.2, 0.6)] = 0.4  # around the code's 0.4
     #: Partners: "random" (a permutation of the batch, the code) or "different_label" (a uniform
     #: partner with another current label, the paper as users read it; itself when there is none).
     pairing: Literal[PAIRINGS] = "random"
+    # Tuned on or off: the author calls relabelling "vital" for noisy labels (RUL issue #4), the
+    # code has none (docs/methods.md §5.9); the validation split decides.
     #: SCN's relabelling on the unmixed probabilities (not in the official code).
-    relabel: bool = False
+    relabel: Annotated[bool, Tune(choices=(False, True))] = False
     #: Relabel when max prob - prob of the given label exceeds this (with relabel = true).
     relabel_threshold: Annotated[float, Range(0, 1, high_open=True)] = 0.2
     #: First relabelling epoch (1-based); 0 = 10, or 10 % of the epochs in shorter runs (as SCN).
@@ -123,6 +125,7 @@ class RUL(Method):
     summary = "pairs mixed by their relative uncertainty (two heads on the feature map) + add-up loss"
     paper = "Zhang et al., Relative Uncertainty Learning for Facial Expression Recognition, NeurIPS 2021"
     HParams = RULParams
+    sample_score_name = "log_uncertainty"  # log u, the sample's (unnormalised) uncertainty
 
     @classmethod
     def validate(cls, hp: RULParams, settings: dict) -> None:

@@ -7,6 +7,8 @@ Every option set of nlbench is a dataclass: :class:`nlbench.settings.TrainSettin
   an integer or a float, floats must be finite;
 - ``Literal[...]`` for a choice of values (``fidelity: Literal["paper", "code"] = "paper"``);
 - ``Annotated[float, Range(0, 1)]`` for an allowed range (bounds included unless ``open``);
+- ``Annotated[float, Range(0, 1), Tune(0.3, 1.0)]`` for the search space ``nlbench tune`` explores
+  (:class:`Tune`; checked against the range and the default by :mod:`nlbench.tune.space`);
 - a ``#:`` comment above the field: its one-line documentation, listed by
   ``nlbench methods NAME`` and ``nlbench datasets NAME``;
 - ``runtime(default)`` for a field that changes where or how fast a run computes but not its
@@ -66,6 +68,42 @@ class Range:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Tune:
+    """The search space of a hyperparameter for ``nlbench tune``, written beside its :class:`Range`.
+
+    ``Tune(0.3, 1.0)``: uniform on [0.3, 1.0]; ``Tune(1e-4, 1e-2, log=True)``: log-uniform;
+    ``Tune(1, 5)`` on an ``int`` field: the integers 1 to 5; ``Tune(choices=(0.0, 1e-4))``: one of
+    the values (also for ``bool`` and ``Literal`` fields). Only metadata: it never enters a run id.
+    Here the marker checks itself; :func:`nlbench.tune.space.method_space` checks it against the
+    field (inside its range or choices, the default inside the space).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    #: Sample log-uniformly (multiplicative knobs: learning rates, loss weights spanning decades).
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError(f"{self!r}: give either low and high (with log) or choices, not both")
+            choices = tuple(self.choices) if isinstance(self.choices, (list, tuple)) else None
+            if choices is None or len(choices) < 2 or len(set(map(repr, choices))) != len(choices):
+                raise ValueError(f"{self!r}: choices must be a tuple of at least two different values")
+            object.__setattr__(self, "choices", choices)
+            return
+        bounds = (self.low, self.high)
+        if any(b is None or isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b)
+               for b in bounds):
+            raise ValueError(f"{self!r}: low and high must be finite numbers (or give choices)")
+        if not self.low < self.high:  # type: ignore[operator]
+            raise ValueError(f"{self!r}: low must be below high")
+        if self.log and self.low <= 0:  # type: ignore[operator]
+            raise ValueError(f"{self!r}: a log scale needs low > 0")
 
 
 def runtime(default: Any) -> Any:
@@ -243,6 +281,22 @@ def first_sentence(text: str) -> str:
     """The first sentence of a doc comment, for one-line listings."""
     match = re.match(r"(.+?[.;])(\s|$)", text)
     return match.group(1) if match else text
+
+
+def field_metadata(cls: type, kind: type) -> dict[str, Any]:
+    """The ``Annotated`` metadata of type ``kind`` (e.g. :class:`Tune`) of each field of a dataclass that has one."""
+    hints = _type_hints(cls)
+    found: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        hint = hints.get(field.name)
+        if get_origin(hint) is not Annotated:
+            continue
+        marks = [extra for extra in get_args(hint)[1:] if isinstance(extra, kind)]
+        if len(marks) > 1:
+            raise ValueError(f"{cls.__name__}.{field.name} has {len(marks)} {kind.__name__} annotations; give one")
+        if marks:
+            found[field.name] = marks[0]
+    return found
 
 
 def _type_hints(cls: type) -> dict[str, Any]:

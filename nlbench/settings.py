@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from nlbench.errors import ConfigError
-from nlbench.options import Range, added, runtime
+from nlbench.options import Range, Tune, added, runtime
 
 #: Training augmentation pipelines (:mod:`nlbench.data.augment`); "" = the dataset's own.
 #: The batched augmentation pipelines (:mod:`nlbench.data.augment` implements each).
@@ -20,6 +20,13 @@ AUGMENTATIONS = ("", *PIPELINES)
 #: Label-noise modes (:mod:`nlbench.data.noise`).
 NOISE_MODES = ("flip", "exact", "uniform", "pair", "fer-confusion", "instance")
 POSITIVE = Range(0, None, low_open=True)
+# Search spaces of the shared knobs (``nlbench tune``, docs/tuning.md), declared once for every
+# method. The lrs span a decade each side of the paper's Adam lrs (1e-3, 1e-2), which covers the
+# FER codes' own choices (EAC and RUL: 2e-4 backbone, RUL: 2e-3 classifier; docs/methods.md Part C).
+# Weight decay is a choice, not log-uniform, because the paper's pipeline has none (0, the default,
+# which no log scale reaches); the other values are the codes' (CCT's KD 4e-5, SCN, EAC and RUL
+# 1e-4, NCT, ELR and DivideMix 5e-4 to 1e-3) rounded to decades.
+WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3)
 
 
 @dataclass(frozen=True)
@@ -35,16 +42,16 @@ class TrainSettings:
     #: timm model name of the backbone every network is built from.
     backbone: str = "resnet18"
     #: Adam learning rate of the backbone's layers.
-    backbone_lr: Annotated[float, POSITIVE] = 1e-3
+    backbone_lr: Annotated[float, POSITIVE, Tune(1e-4, 1e-2, log=True)] = 1e-3
     #: Adam learning rate of the classifier (the last fully connected layer).
-    classifier_lr: Annotated[float, POSITIVE] = 1e-2
+    classifier_lr: Annotated[float, POSITIVE, Tune(1e-3, 1e-1, log=True)] = 1e-2
     #: Every learning rate is multiplied by this after each epoch.
     lr_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.95
     #: Step decay on top of lr_decay: every lr x 0.1 from each of these epochs (0-based) of a
     #: phase on, e.g. [9]; a method's own schedule (CCT's "code" distillation) replaces both.
     lr_milestones: tuple[int, ...] = added(())
     #: Adam weight decay (L2) of every parameter group.
-    weight_decay: Annotated[float, Range(0, None)] = 0.0
+    weight_decay: Annotated[float, Range(0, None), Tune(choices=WEIGHT_DECAYS)] = 0.0
     #: Training augmentation: "" = the dataset's own pipeline, or cct | affectnet | scn | eac | erase | none.
     augmentation: Literal[AUGMENTATIONS] = ""
     #: Class-balanced oversampling by the observed (noisy) labels (docs/methods.md §1.4).

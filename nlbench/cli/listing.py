@@ -1,7 +1,8 @@
 """``nlbench methods | datasets | plugins``: what is registered, by which plugin, what failed.
 
 ``nlbench methods NAME`` and ``nlbench datasets NAME`` list every option of one plugin with its
-default, its type or choices and the one-line doc from its source (:mod:`nlbench.options`).
+default, its type or choices and the one-line doc from its source (:mod:`nlbench.options`);
+``nlbench methods NAME`` also shows what ``nlbench tune`` searches (:mod:`nlbench.tune.space`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import typer
 from nlbench.cli.common import ConfigOption
 
 
-def _source(entry: Any) -> str:
+def _source(entry: Any, short: bool = False) -> str:
+    """Which plugin registered ``entry`` (``short``: "built-in" for nlbench's own, for narrow lists)."""
     plugin = entry.plugin
     version = f" {plugin.version}" if plugin.version else ""
+    if short and plugin.kind == "built-in":
+        return "built-in"
     if plugin.kind == "entry point":  # the distribution is what users install and upgrade
         return f"{plugin.origin}{version} (entry point {plugin.name})"
     return f"{plugin.name}{version} ({plugin.kind})"
@@ -29,20 +33,26 @@ def methods(
     from rich.table import Table
 
     from nlbench.cli.common import load
-    from nlbench.progress import stdout_console
+    from nlbench.progress import keep_words_whole, stdout_console
 
-    _, registry = load(config)
+    cfg, registry = load(config)
     if name is not None:
+        from nlbench.tune.space import check_overrides, search_space
+
         cls = registry.method(name)
+        check_overrides(cfg, registry)  # every [tune] table, not only this method's: a typo fails here
+        space = search_space(cls, cfg)  # before printing anything: a bad space is an error, not half a listing
         _describe_options(f"method {name}", cls, registry.methods[name], cls.HParams,
                           f"methods.{name}", extra=_method_facts(cls))
+        _describe_space(cls, space, cfg.source)
         return
     table = Table(title="methods")
     for column in ("name", "summary", "paper", "plugin"):
         table.add_column(column, overflow="fold")
     for key, entry in sorted(registry.methods.items()):
-        table.add_row(key, entry.cls.summary, entry.cls.paper, _source(entry))
-    stdout_console().print(table)
+        table.add_row(key, entry.cls.summary, entry.cls.paper, _source(entry, short=True))
+    console = stdout_console()
+    console.print(keep_words_whole(table, console.width))
     _warn_failures(registry)
 
 
@@ -55,7 +65,7 @@ def datasets(
     from rich.table import Table
 
     from nlbench.cli.common import load
-    from nlbench.progress import stdout_console
+    from nlbench.progress import keep_words_whole, stdout_console
 
     cfg, registry = load(config)
     if name is not None:
@@ -72,9 +82,9 @@ def datasets(
     for key, entry in sorted(registry.datasets.items()):
         cls = entry.cls
         classes = str(len(cls.class_names)) if cls.class_names else "per data root"
-        table.add_row(key, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry))
+        table.add_row(key, classes, "yes" if cls.needs_root else "no", cls.summary, _source(entry, short=True))
     console = stdout_console()
-    console.print(table)
+    console.print(keep_words_whole(table, console.width))
     instances = cfg.dataset_instances()
     if instances:
         from rich.markup import escape
@@ -144,6 +154,42 @@ def _describe_options(title: str, cls: Any, entry: Any, options_cls: type, prefi
         return
     console.print(options_table(options_cls, escape(f"options (--set {prefix}.NAME=VALUE or [{prefix}] in "
                                                     f"benchmark.toml)")))
+
+
+def _describe_space(cls: Any, space: dict[str, Any], source: Any) -> None:
+    """Print what ``nlbench tune`` searches for method ``cls`` (:func:`nlbench.tune.space.search_space`):
+    its own options, then the shared knobs."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from nlbench.progress import keep_words_whole, stdout_console
+    from nlbench.tune.space import SHARED, SPACES, format_value
+
+    title = (f"tuned by `nlbench tune` (override: [tune.{SPACES}.{cls.name}] and [tune.{SHARED}] in "
+             f"benchmark.toml)")
+    table = Table(title=escape(title), title_justify="left")
+    for column in ("option", "default", "space", "scale"):
+        table.add_column(column, overflow="fold")
+    own = [dim for dim in space.values() if dim.key.startswith("methods.")]
+    shared = [dim for dim in space.values() if not dim.key.startswith("methods.")]
+    for dims in (own, shared):
+        if dims is shared and own:
+            table.add_section()
+        for dim in dims:
+            name = dim.name if dims is own else dim.key  # the method's own by name, the shared by --set key
+            mark = " *" if dim.source == "benchmark.toml" else ""
+            table.add_row(f"{name}{mark}", format_value(dim.default), dim.describe(), dim.scale)
+    console = stdout_console()
+    console.print(keep_words_whole(table, console.width))
+    notes = [] if own else [f"{cls.name} tunes no options of its own."]
+    notes.append("train.* are the shared knobs: every method is tuned over them alike.")
+    if any(dim.source == "benchmark.toml" for dim in space.values()):
+        notes.append(f"* set in {source or 'benchmark.toml'}.")
+    outside = [dim.name for dim in space.values() if not dim.contains(dim.default)]
+    if outside:
+        notes.append(f"The default of {', '.join(outside)} lies outside the space benchmark.toml sets.")
+    for note in notes:
+        console.print(note, markup=False, highlight=False)
 
 
 def options_table(options_cls: type, title: str, configured: dict[str, Any] | None = None) -> Any:

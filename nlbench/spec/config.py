@@ -3,7 +3,8 @@
 The file holds ``[run]`` defaults, ``[train]`` (the shared pipeline), ``[methods.<name>]``,
 ``[datasets.<name>]`` (one dataset: the ``plugin`` it is an instance of, its training settings and
 its ``options``), ``[plugins]`` and
-``[sweeps.<name>]`` (named grids for ``nlbench sweep --preset``). How these combine into the
+``[sweeps.<name>]`` (named grids for ``nlbench sweep --preset``), and ``[tune]`` (overrides of the
+search spaces of ``nlbench tune``: :mod:`nlbench.tune.space`). How these combine into the
 settings of one run (the precedence) is decided in one
 place, :func:`nlbench.spec.resolve_spec`. Every key is checked: an unknown one is an error that
 names it.
@@ -29,7 +30,9 @@ CONFIG_ENV = "NLBENCH_CONFIG"
 CONFIG_NAME = "benchmark.toml"
 
 
-TOP_LEVEL = {"run", "train", "methods", "datasets", "plugins", "sweeps"}
+TOP_LEVEL = {"run", "train", "methods", "datasets", "plugins", "sweeps", "tune"}
+#: The tables of ``[tune]``: ``[tune.spaces.<method>]`` and ``[tune.shared]`` (the [train] knobs).
+TUNE_TABLES = ("shared", "spaces")
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Config:
     plugin_paths: list[Path] = field(default_factory=list)
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: Path | None = None
+    #: ``[tune]``: ``spaces`` (method -> overrides) and ``shared``; their values are checked against
+    #: the options by :func:`nlbench.tune.space.check_overrides`.
+    tune: dict[str, Any] = field(default_factory=dict)
 
     def run_defaults(self) -> RunDefaults:
         """The ``[run]`` section on top of the built-in defaults."""
@@ -113,6 +119,7 @@ class Config:
             "datasets": {k: {**v, **({"options": dict(v["options"])} if isinstance(v.get("options"), dict) else {})}
                          for k, v in self.datasets.items()},
             "sweeps": {k: dict(v) for k, v in self.sweeps.items()},
+            "tune": {k: ({m: dict(t) for m, t in v.items()} if k == "spaces" else dict(v)) for k, v in self.tune.items()},
         }
         for key, value in items:
             if key.split(".", 1)[0] == "plugins":
@@ -120,7 +127,7 @@ class Config:
             set_dotted(raw, key, value)
         checked = _check_structure(raw, None)  # --set items: their messages name the key, not the file
         return replace(self, run=checked["run"], train=checked["train"], methods=checked["methods"],
-                       datasets=checked["datasets"], sweeps=checked["sweeps"])
+                       datasets=checked["datasets"], sweeps=checked["sweeps"], tune=checked["tune"])
 
 
 def find_config(explicit: str | Path | None = None) -> Path | None:
@@ -166,7 +173,7 @@ def load_config(path: Path | None, sets: list[str] | None = None) -> Config:
     config = Config(
         run=checked["run"], train=checked["train"], methods=checked["methods"], datasets=checked["datasets"],
         plugin_paths=[file_relative(p, base) for p in plugins.get("paths", [])],
-        sweeps=checked["sweeps"], source=path,
+        sweeps=checked["sweeps"], source=path, tune=checked["tune"],
     )
     return config.with_sets([parse_set(item) for item in sets or []])
 
@@ -214,6 +221,7 @@ def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:
     for name, table in raw.get("datasets", {}).items():
         if "options" in table and not isinstance(table["options"], dict):
             raise ConfigError(f"[datasets.{name}.options] must be a table, got {table['options']!r}.")
+    tune = _check_tune(raw.get("tune", {}), path)
     plugins = raw.get("plugins", {})
     unknown_plugins = sorted(set(plugins) - {"paths"})
     if unknown_plugins:
@@ -233,7 +241,23 @@ def _check_structure(raw: dict[str, Any], path: Path | None) -> dict[str, Any]:
         "methods": {k: dict(v) for k, v in raw.get("methods", {}).items()},
         "datasets": {k: dict(v) for k, v in raw.get("datasets", {}).items()},
         "sweeps": {k: dict(v) for k, v in raw.get("sweeps", {}).items()},
+        "tune": tune,
     }
+
+
+def _check_tune(tune: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The structure of ``[tune]``: tables only (the values need the methods: :mod:`nlbench.tune.space`)."""
+    where = f" in {path}" if path else ""
+    unknown = sorted(set(tune) - set(TUNE_TABLES))
+    if unknown:
+        raise ConfigError(f"unknown key tune.{unknown[0]}{where}; known: {', '.join(TUNE_TABLES)} "
+                          f"([tune.spaces.METHOD], [tune.shared]).")
+    spaces, shared = tune.get("spaces", {}), tune.get("shared", {})
+    if not isinstance(spaces, dict) or not all(isinstance(t, dict) for t in spaces.values()):
+        raise ConfigError(f"[tune.spaces]{where} must hold one table per method, e.g. [tune.spaces.cct], got {spaces!r}.")
+    if not isinstance(shared, dict):
+        raise ConfigError(f"[tune.shared]{where} must be a table of [train] settings, got {shared!r}.")
+    return {"spaces": {k: dict(v) for k, v in spaces.items()}, "shared": dict(shared)}
 
 
 def parse_set(item: str) -> tuple[str, Any]:
