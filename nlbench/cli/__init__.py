@@ -53,6 +53,7 @@ SUMMARIES = {
     "evaluate": "Evaluate a stored model on another dataset or split.",
     "predict": "Write a stored model's class probabilities for images (CSV).",
     "new": "Write a new plugin file and its test from a template.",
+    "tune": "Tune every method with an equal budget on noisy validation.",
 }
 
 
@@ -75,6 +76,7 @@ def _register_commands() -> None:
         status,
         sweep,
         table,
+        tune,
     )
 
     for name, command in (("run", run.run), ("sweep", sweep.sweep), ("status", status.status), ("runs", runs.runs),
@@ -82,7 +84,7 @@ def _register_commands() -> None:
                           ("methods", listing.methods), ("datasets", listing.datasets), ("plugins", listing.plugins),
                           ("settings", listing.settings), ("prepare", prepare.prepare), ("plot", plot.plot),
                           ("report", report.report), ("config", config.config), ("evaluate", evaluate.evaluate),
-                          ("predict", predict.predict)):
+                          ("predict", predict.predict), ("tune", tune.tune)):
         app.command(name, short_help=SUMMARIES[name])(command)
     app.add_typer(noise.app, name="noise", short_help=SUMMARIES["noise"])
     app.add_typer(crowd.app, name="crowd", short_help=SUMMARIES["crowd"])

@@ -1,0 +1,140 @@
+"""nlbench tune: equal budgets, trials chosen on noisy validation only, studies that continue."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from tests.conftest import TINY
+
+optuna = pytest.importorskip("optuna")
+
+from nlbench.errors import UsageError  # noqa: E402
+from nlbench.plugins import get_registry  # noqa: E402
+from nlbench.spec.config import load_config  # noqa: E402
+from nlbench.spec.resolve import RunRequest  # noqa: E402
+from nlbench.tune.study import MethodStudy, TuneRequest, run_tuning  # noqa: E402
+
+SETS = [item for item in TINY if item != "--set"]
+
+
+def _request(**changes) -> TuneRequest:
+    values = {"methods": ["standard"], "base": RunRequest(epochs=1, sets=list(SETS)), "budget": 6,
+              "seeds": [1, 2, 3], "tune_seeds": [101], "sampler": "random"}
+    values.update(changes)
+    return TuneRequest(**values)
+
+
+class FakeTraining:
+    """Stands in for the executor: a run's validation accuracy rises with the backbone lr's
+    distance from 1e-3 while its test accuracy falls, so choosing on the test set would pick
+    the opposite trial. Records which runs it was asked for."""
+
+    def __init__(self, cost: float = 1.0) -> None:
+        self.asked: list = []
+        self.cost = cost
+
+    def __call__(self, specs) -> dict:
+        self.asked.append(specs)
+        out = {}
+        for spec in specs:
+            distance = abs(math.log10(spec.train.backbone_lr) + 3)
+            out[spec.run_id] = {"run_id": spec.run_id, "cost": {"network_epochs": self.cost},
+                                "metrics": {"model": {"val_curve": [10.0, 50 + 10 * distance],
+                                                      "last": 60 - 10 * distance + spec.seed}}}
+        return out
+
+
+def _tune(tmp_path, request, training=None, per_round=1):
+    config, registry = load_config(None), get_registry()
+    training = training or FakeTraining()
+    outcomes = run_tuning(request, config, registry, tmp_path, training, say=lambda text: None, per_round=per_round)
+    return outcomes, training
+
+
+def test_the_chosen_trial_is_the_best_on_validation_never_the_best_on_test(tmp_path):
+    (outcome,), training = _tune(tmp_path, _request())
+    study = MethodStudy("standard", _request(), load_config(None), get_registry(), tmp_path).study
+    trials = [t for t in study.trials if t.value is not None]
+    assert len(trials) == 6 and outcome.trials == 6
+    by_val = max(trials, key=lambda t: t.value)
+    by_test = min(trials, key=lambda t: abs(math.log10(t.params["train.backbone_lr"]) + 3))  # best test, worst val
+    assert outcome.chosen == by_val.params and outcome.val == pytest.approx(by_val.value)
+    assert outcome.chosen != by_test.params
+    # Trials train on the tuning seed only; the evaluation seeds see the default and the chosen configuration.
+    trial_seeds = {spec.seed for batch in training.asked[:-1] for spec in batch}
+    assert trial_seeds == {101}
+    final = training.asked[-1]
+    assert sorted(spec.seed for spec in final) == [1, 1, 2, 2, 3, 3]
+    assert set(outcome.default) == set(outcome.tuned) == {1, 2, 3}
+
+
+def test_a_rerun_continues_the_study_and_never_exceeds_the_budget(tmp_path):
+    _tune(tmp_path, _request(budget=3))
+    (again,), training = _tune(tmp_path, _request(budget=3))
+    assert again.trials == 3 and len(training.asked) == 1  # only the evaluation runs
+    (more,), training = _tune(tmp_path, _request(budget=5), per_round=2)
+    assert more.trials == 5  # the same study: its name leaves the budget out, so a larger one continues it
+    assert [len(batch) for batch in training.asked[:-1]] == [2]
+
+
+def test_trials_a_stopped_tune_started_are_trained_and_scored_not_replaced(tmp_path):
+    request = _request(budget=2)
+    study = MethodStudy("standard", request, load_config(None), get_registry(), tmp_path)
+    trial, values = study.ask()  # asked, then the tune stopped before its run ended
+    (outcome,), training = _tune(tmp_path, request)
+    first = training.asked[0]
+    assert len(first) == 1 and first[0].train.backbone_lr == pytest.approx(values["train.backbone_lr"])
+    assert outcome.trials == 2  # the started trial counts toward the budget
+
+
+def test_a_compute_budget_counts_network_epochs(tmp_path):
+    (outcome,), training = _tune(tmp_path, _request(budget=10, unit="network-epochs"), FakeTraining(cost=3.0))
+    assert outcome.spent == 9 and outcome.trials == 3  # a fourth trial would make 12 > 10
+
+
+def test_a_failed_run_counts_as_a_failed_trial(tmp_path):
+    def failing(specs):
+        return {}
+
+    config, registry = load_config(None), get_registry()
+    (outcome,) = run_tuning(_request(budget=2), config, registry, tmp_path, failing, say=lambda text: None)
+    assert outcome.trials == 2 and outcome.failed == 2 and outcome.chosen is None and outcome.tuned == {}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"tune_seeds": [1]}, "both tuning and evaluation seeds"),
+    ({"unit": "hours"}, "--budget-unit"),
+    ({"sampler": "grid"}, "--sampler"),
+    ({"budget": 2.5}, "--budget must be a positive whole number"),
+    ({"budget": 0}, "--budget must be"),
+])
+def test_bad_requests_are_refused_before_any_study(changes, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        _request(**changes).check()
+
+
+def test_status_of_a_store_without_studies(cli, tmp_path):
+    result = cli("tune", "--status", "--runs-dir", str(tmp_path))
+    assert result.code == 0 and "no tuning studies" in result.out
+
+
+@pytest.mark.slow
+def test_tune_from_the_command_line_trains_trials_and_compares(cli, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["tune", "--methods", "standard", "--budget", "2", "--seeds", "1,2", "--epochs", "1",
+            "--sampler", "random", "--runs-dir", str(runs), "--export", str(tmp_path / "chosen.toml"), *TINY]
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "standard trial 0: val" in result.err and "standard trial 1: val" in result.err
+    assert "Tuned vs default" in result.out and "standard" in result.out
+    import tomllib
+
+    chosen = tomllib.loads((tmp_path / "chosen.toml").read_text())["chosen"]["standard"]
+    assert chosen["trials"] == 2 and any(item.startswith("train.backbone_lr=") for item in chosen["set"])
+    status = cli("tune", "--status", "--runs-dir", str(runs))
+    assert status.code == 0 and re.search(r"standard-\w+ +│ +2 │ +0 │ +0", status.out), status.out
+    again = cli(*args)  # the study is complete: nothing is trained again
+    assert again.code == 0 and "trial" not in again.err and "[1/" not in again.err
