@@ -36,3 +36,8 @@ class StoppedWaiting(NlbenchError):
 
     exit_code = 130
     label = "interrupted"
+
+
+class RunStopped(Exception):
+    """A run stopped on purpose before its end by an observer (a tuner pruning a poor trial):
+    left interrupted and resumable, reported as ``stopped``, never as failed."""

@@ -46,6 +46,9 @@ class ExecutorOptions:
     wait: bool | None = None
     #: Loggers every run of the sweep reports to (``--logger``; see :mod:`nlbench.loggers`).
     loggers: list[str] = field(default_factory=list)
+    #: Observers of single runs: run id -> plugin objects (picklable) registered while that run
+    #: trains, e.g. the pruner of a tuning trial (:mod:`nlbench.tune.pruning`).
+    observers: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -36,7 +36,7 @@ class FakeTraining:
         self.asked: list = []
         self.cost = cost
 
-    def __call__(self, specs) -> dict:
+    def __call__(self, specs, observers=None) -> dict:
         self.asked.append(specs)
         out = {}
         for spec in specs:
@@ -96,7 +96,7 @@ def test_a_compute_budget_counts_network_epochs(tmp_path):
 
 
 def test_a_failed_run_counts_as_a_failed_trial(tmp_path):
-    def failing(specs):
+    def failing(specs, observers):
         return {}
 
     config, registry = load_config(None), get_registry()
@@ -138,3 +138,102 @@ def test_tune_from_the_command_line_trains_trials_and_compares(cli, tmp_path):
     assert status.code == 0 and re.search(r"standard-\w+ +│ +2 │ +0 │ +0", status.out), status.out
     again = cli(*args)  # the study is complete: nothing is trained again
     assert again.code == 0 and "trial" not in again.err and "[1/" not in again.err
+    table = cli("table", "--tuned", "--runs-dir", str(runs))
+    assert table.code == 0 and "Tuned vs default" in table.out and "median pruner" in table.out
+    assert re.search(r"│ standard +│ +2 +│", table.out), table.out
+    assert cli("table", "--tuned", "--methods", "cct", "--runs-dir", str(runs)).code == 2
+
+
+def _study_with_history(tmp_path, finals=(60.0, 62.0, 64.0), epochs=6):
+    """A study whose first three trials ran all ``epochs`` epochs, ending at ``finals``."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nlbench.tune.pruning import make_pruner
+
+    journal = str(tmp_path / "journal.log")
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(journal)),
+                                pruner=make_pruner("median", epochs), direction="maximize")
+    for final in finals:
+        trial = study.ask()
+        for step in range(1, epochs + 1):
+            trial.report(final * step / epochs, step)
+        study.tell(trial, final)
+    return journal, study
+
+
+def _epoch(epoch: int, val: float, phase: str = "train") -> dict:
+    return {"phase": phase, "epoch": epoch, "epochs": 6, "val": {"model": val}}
+
+
+def test_the_pruner_stops_a_trial_below_the_median_after_the_warmup_and_not_before(tmp_path):
+    from nlbench.errors import RunStopped
+    from nlbench.tune.pruning import TrialPruner
+
+    journal, study = _study_with_history(tmp_path)
+    poor = study.ask()
+    pruner = TrialPruner(journal, "s", poor._trial_id, "median", 6)
+    pruner.on_epoch_end(run=None, record=_epoch(0, 1.0))  # far below, but inside the warm-up (2 epochs)
+    pruner.on_epoch_end(run=None, record=_epoch(1, 1.0))
+    pruner.on_epoch_end(run=None, record=_epoch(0, 99.0, phase="distill"))  # a later phase is not judged
+    with pytest.raises(RunStopped, match="pruned by nlbench tune after epoch 3"):
+        pruner.on_epoch_end(run=None, record=_epoch(2, 1.0))
+    good = study.ask()
+    keeper = TrialPruner(journal, "s", good._trial_id, "median", 6)
+    for epoch in range(6):
+        keeper.on_epoch_end(run=None, record=_epoch(epoch, 70.0 * (epoch + 1) / 6))
+    keeper.on_epoch_end(run=None, record=_epoch(5, 70.0))  # a resumed run reports an epoch again: no error
+
+
+class PrunableTraining(FakeTraining):
+    """FakeTraining whose trial runs go through their pruners epoch by epoch, as the engine calls them."""
+
+    def __call__(self, specs, observers=None) -> dict:
+        from nlbench.errors import RunStopped
+
+        out = super().__call__(specs, observers)
+        for spec in specs:
+            final = out[spec.run_id]["metrics"]["model"]["val_curve"][-1]
+            try:
+                for epoch in range(6):
+                    for observer in (observers or {}).get(spec.run_id, []):
+                        observer.on_epoch_end(run=None, record=_epoch(epoch, final * (epoch + 1) / 6))
+            except RunStopped:
+                out[spec.run_id] = {"run_id": spec.run_id, "stopped": (epoch + 1, 6)}
+        return out
+
+
+def test_pruned_trials_count_their_epochs_and_report_what_they_saved(tmp_path):
+    request = _request(budget=12, unit="network-epochs", base=RunRequest(epochs=6, sets=list(SETS)))
+    (outcome,), training = _tune(tmp_path, request, PrunableTraining(cost=3.0))
+    assert outcome.pruned >= 1 and outcome.saved > 0
+    assert outcome.spent <= 12
+    assert outcome.spent < 3 * outcome.trials  # a pruned trial costs the epochs it trained, not a whole trial
+    study = MethodStudy("standard", request, load_config(None), get_registry(), tmp_path).study
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert outcome.chosen == max(complete, key=lambda t: t.value).params
+
+
+def test_a_stopped_run_is_left_resumable_and_reported_stopped_not_failed(tmp_path):
+    from nlbench.executors import ExecutorOptions
+    from nlbench.spec.resolve import resolve_spec
+    from nlbench.sweep.worker import run_dir_of, train_one
+
+    spec = resolve_spec(RunRequest(epochs=2, sets=list(SETS)), load_config(None), get_registry())
+    options = ExecutorOptions(runs_dir=str(tmp_path), observers={spec.run_id: [StopAfterFirstEpoch()]}, quiet=True)
+    report = train_one(spec.to_json(), options)
+    assert report.outcome == "stopped" and "stopped on purpose" in report.error
+    state = run_dir_of(spec.to_json(), options).state()
+    assert state.state == "interrupted" and state.status["epoch"] == 1
+    again = train_one(spec.to_json(), ExecutorOptions(runs_dir=str(tmp_path), quiet=True))
+    assert again.outcome == "done" and again.resumed.startswith("resumed")
+
+
+class StopAfterFirstEpoch:
+    """An observer that stops its run after the first epoch."""
+
+    @__import__("nlbench").hookimpl
+    def on_epoch_end(self, run, record):
+        from nlbench.errors import RunStopped
+
+        raise RunStopped("stopped on purpose")

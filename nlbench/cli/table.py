@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -40,6 +41,8 @@ def table(
                                                "t-interval and the paired t-test, and average ranks."),
     with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
     cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
+    tuned: bool = typer.Option(False, "--tuned", help="Each method tuned by `nlbench tune` beside its default "
+                                                       "configuration: chosen values, budget, paired difference."),
     methods: MethodsFilter = None, datasets: DatasetsFilter = None, noise: NoiseFilter = None,
     seeds: SeedsFilter = None, run: RunFilter = None, where: WhereFilter = None,
     runs: RunsDirOption = None,
@@ -69,6 +72,9 @@ def table(
         raise UsageError(f"--compare compares methods; layout {layout} has no method rows (use table1, table2 or table3).")
     cfg = load_config(find_config(config))
     folder = runs_dir(runs, cfg, must_exist=True)
+    if tuned:
+        _print_tuned(folder, methods, fmt)
+        return
     import sys
 
     result = build_table(folder, metric, member, layout=layout, score=score,
@@ -80,3 +86,19 @@ def table(
     comparison = compare_to(result, compare) if compare is not None else None
     rank_result = ranks(result) if compare is not None else None
     render(result, fmt, comparison=comparison, rank_result=rank_result, cost=cost_rows(result) if cost else None)
+
+
+def _print_tuned(folder: Path, methods: Optional[str], fmt: str) -> None:
+    """``table --tuned``: the outcomes ``nlbench tune`` stored, one table per way of tuning."""
+    from nlbench.cli.common import split_items
+    from nlbench.cli.tune import load_tuned, print_tuned
+
+    if fmt != "rich":
+        raise UsageError("--tuned prints a terminal table only (--format rich); the runs themselves export with "
+                         "`nlbench export`.")
+    groups = load_tuned(folder, split_items(methods) or None)
+    if not groups:
+        raise UsageError(f"no outcome of `nlbench tune` in {folder}"
+                         + (f" for methods {methods}" if methods else "") + ": run `nlbench tune` first.")
+    for context, outcomes in groups:
+        print_tuned(outcomes, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +24,9 @@ def tune(
     tune_seeds: Optional[str] = typer.Option(None, "--tune-seeds",
                                              help="Seeds of the trials (default 101): never evaluation seeds."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default) or random."),
+    pruner: str = typer.Option("median", "--pruner",
+                               help="median (default), halving or none: stop poor trials from their per-epoch "
+                                    "noisy-validation accuracy."),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder holding the dataset's files."),
     executor: str = typer.Option("local", "--executor", help="local (default), slurm or submitit-local."),
@@ -57,7 +61,7 @@ def tune(
                         sets=list(set_)),
         budget=budget, unit=budget_unit, seeds=parse_numbers(seeds, int, "--seeds") or [1, 2, 3],
         tune_seeds=parse_numbers(tune_seeds, int, "--tune-seeds") or [101], sampler=sampler,
-        sampler_seed=sampler_seed,
+        sampler_seed=sampler_seed, pruner=pruner,
     )
     request.check()
     if jobs is not None and jobs < 1:
@@ -74,18 +78,21 @@ def tune(
     )
     interrupt_on_sigterm()
 
-    def run_batch(specs: list[Any]) -> dict[str, Any]:
-        return _train(specs, executor_cls, options, reporter)
+    def run_batch(specs: list[Any], observers: dict[str, list[Any]]) -> dict[str, Any]:
+        return _train(specs, executor_cls, dataclasses.replace(options, observers=observers), reporter)
 
     outcomes = run_tuning(request, cfg, registry, folder, run_batch, reporter.message, per_round=jobs or 1)
-    _print_outcomes(outcomes, request)
+    context = _context(request)
+    _store(folder, outcomes, context)
+    print_tuned(outcomes, context)
     if export:
         _export(Path(export), outcomes, request)
         reporter.message(f"wrote the chosen configurations to {export}")
 
 
 def _train(specs: list[Any], executor_cls: type, options: Any, reporter: Any) -> dict[str, Any]:
-    """Train ``specs`` (skipping done ones) and return run id -> result (None where a run did not finish)."""
+    """Train ``specs`` (skipping done ones) and return run id -> result, or ``{"stopped": (epoch,
+    epochs)}`` for a run its trial's pruner stopped; a run that did not finish is left out."""
     from nlbench.fileio import read_json_or_none
     from nlbench.store import RESULT
     from nlbench.sweep.worker import run_dir_of
@@ -103,10 +110,62 @@ def _train(specs: list[Any], executor_cls: type, options: Any, reporter: Any) ->
         for report in executor_cls(options).run(todo, reporter):
             if report.outcome in ("done", "skipped"):
                 results[report.run_id] = read_json_or_none(Path(report.path) / RESULT)
+            elif report.outcome == "stopped":
+                status = run_dir_of(unique[report.run_id], options).state().status
+                results[report.run_id] = {"run_id": report.run_id,
+                                          "stopped": (int(status.get("epoch", 0)), int(status.get("epochs", 1)))}
     return results
 
 
-def _print_outcomes(outcomes: list[Any], request: Any) -> None:
+def _context(request: Any) -> dict[str, Any]:
+    """What a table of tuned methods says about how they were tuned."""
+    base = request.base
+    return {"budget": request.budget, "unit": request.unit, "sampler": request.sampler, "pruner": request.pruner,
+            "tune_seeds": request.tune_seeds, "seeds": request.seeds, "dataset": base.dataset or "default dataset",
+            "noise": base.noise, "noise_mode": base.noise_mode, "epochs": base.epochs, "sets": base.sets}
+
+
+#: Where ``nlbench tune`` stores each method's outcome, for ``nlbench table --tuned``.
+OUTCOMES = Path("tune") / "outcomes"
+
+
+def _store(folder: Path, outcomes: list[Any], context: dict[str, Any]) -> None:
+    """Each method's outcome as JSON in the store (replaced by a later tune of the same study)."""
+    from nlbench.fileio import atomic_write_json
+
+    for outcome in outcomes:
+        (folder / OUTCOMES).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / OUTCOMES / f"{outcome.study}.json",
+                          {"outcome": dataclasses.asdict(outcome), "context": context})
+
+
+def load_tuned(folder: Path, methods: list[str] | None = None) -> list[tuple[dict[str, Any], list[Any]]]:
+    """The stored outcomes of ``nlbench tune`` in a store, grouped by how they were tuned: (context, outcomes)."""
+    import json
+
+    from nlbench.fileio import read_json_or_none
+    from nlbench.tune.study import MethodOutcome
+
+    groups: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+    for path in sorted((folder / OUTCOMES).glob("*.json")):
+        data = read_json_or_none(path)
+        if not isinstance(data, dict) or not isinstance(data.get("outcome"), dict):
+            continue  # a damaged file: the study itself is in the journal, `tune` writes it again
+        fields = dict(data["outcome"])
+        for key in ("default", "tuned"):  # JSON object keys are strings; seeds are ints
+            fields[key] = {int(seed): value for seed, value in (fields.get(key) or {}).items()}
+        try:
+            outcome = MethodOutcome(**fields)
+        except TypeError:
+            continue
+        if methods and outcome.method not in methods:
+            continue
+        context = data.get("context") or {}
+        groups.setdefault(json.dumps(context, sort_keys=True), (context, []))[1].append(outcome)
+    return list(groups.values())
+
+
+def print_tuned(outcomes: list[Any], context: dict[str, Any]) -> None:
     """The default and the tuned configuration of every method on the evaluation seeds, paired."""
     import numpy as np
     from rich.table import Table
@@ -114,8 +173,9 @@ def _print_outcomes(outcomes: list[Any], request: Any) -> None:
     from nlbench.progress import keep_words_whole, stdout_console
     from nlbench.report.statistics import paired_comparison
 
-    table = Table(title=f"Tuned vs default: test accuracy (%), last epoch, seeds "
-                        f"{', '.join(map(str, request.seeds))}", title_justify="left")
+    noise = f", noise {context['noise']:g}" if context.get("noise") is not None else ""
+    table = Table(title=f"Tuned vs default on {context.get('dataset')}{noise}: test accuracy (%), last epoch, "
+                        f"seeds {', '.join(map(str, context.get('seeds', [])))}", title_justify="left")
     for column in ("method", "trials", "default", "tuned", "tuned - default", "chosen (val %)"):
         table.add_column(column, justify="left" if column in ("method", "chosen (val %)") else "right")
 
@@ -135,15 +195,23 @@ def _print_outcomes(outcomes: list[Any], request: Any) -> None:
         chosen = "none scored" if outcome.chosen is None else (
             ", ".join(f"{key.rsplit('.', 1)[-1]}={_fmt(value)}" for key, value in outcome.chosen.items())
             + f" ({outcome.val:.2f})")
-        spent = f"{outcome.trials}" + (f" ({outcome.failed} failed)" if outcome.failed else "")
-        if request.unit != "trials":
+        spent = f"{outcome.trials}" + "".join(f", {n} {what}" for n, what in ((outcome.pruned, "pruned"),
+                                                                               (outcome.failed, "failed")) if n)
+        if context.get("unit") != "trials":
             spent += f", {outcome.spent:g} net-ep"
         table.add_row(outcome.method, spent, cell(outcome.default), cell(outcome.tuned), diff, chosen)
-    table.caption = (f"Budget {request.budget:g} {request.unit} per method, {request.sampler} sampler; trials on "
-                     f"seed(s) {', '.join(map(str, request.tune_seeds))}, chosen on the noisy validation split "
-                     "(never the test set); p: paired t-test over the evaluation seeds.")
+    saved = sum(outcome.saved for outcome in outcomes)
+    spent = sum(outcome.spent for outcome in outcomes) if context.get("unit") != "trials" else None
+    note = (f"Budget {context.get('budget', 0):g} {context.get('unit')} per method, "
+            f"{context.get('sampler')} sampler, {context.get('pruner')} pruner"
+            + (f" (pruning saved about {saved:.0f} network-epochs"
+               + (f" beside the {spent:g} spent)" if spent is not None else ")") if saved else "")
+            + f"; trials on seed(s) {', '.join(map(str, context.get('tune_seeds', [])))}, chosen on the noisy "
+            "validation split (never the test set); tuned - default: mean paired difference, p: paired t-test "
+            "over the evaluation seeds.")
     console = stdout_console()
     console.print(keep_words_whole(table, console.width))
+    console.print(note, width=min(console.width, 80))  # a paragraph at reading width, not the table's
 
 
 def _fmt(value: Any) -> str:

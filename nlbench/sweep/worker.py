@@ -27,7 +27,7 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
     writes its log and anything else stays quiet."""
     import torch
 
-    from nlbench.errors import NlbenchError
+    from nlbench.errors import NlbenchError, RunStopped
     from nlbench.plugins import get_registry
     from nlbench.progress import make_reporter
     from nlbench.spec.runspec import RunSpec
@@ -43,13 +43,18 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
     if hasattr(reporter, "start"):
         reporter.start()
     engine = Engine(spec, registry, Path(options.runs_dir), reporter)
+    observers = list((getattr(options, "observers", None) or {}).get(spec.run_id, []))
     try:
         # The sweep's --logger (absent from jobs an older nlbench queued); inside the try, so that a
         # node without the logger's package reports a failed run instead of killing its worker.
         registry.enable_loggers(getattr(options, "loggers", []))
+        for observer in observers:
+            registry.manager.register(observer)
         outcome = engine.execute(force=spec.run_id in options.force_ids, keep_checkpoint=options.keep_checkpoint)
     except RunLocked as err:
         return RunReport(spec.run_id, "locked", str(engine.run.path), str(err))
+    except RunStopped as err:  # an observer stopped it on purpose (a pruned trial): resumable, not failed
+        return RunReport(spec.run_id, "stopped", str(engine.run.path), str(err))
     except NlbenchError as err:
         if job_log:
             print(f"failed {spec.run_id} {engine.run.path}: {err}", file=sys.stderr, flush=True)
@@ -59,6 +64,9 @@ def train_one(spec_json: dict[str, Any], options: ExecutorOptions, threads: int 
             traceback.print_exc()
         return RunReport(spec.run_id, "failed", str(engine.run.path), f"{type(err).__name__}: {err}")
     finally:
+        for observer in observers:
+            if registry.manager.is_registered(observer):
+                registry.manager.unregister(observer)
         reporter.close()
     return RunReport(spec.run_id, "skipped" if outcome.skipped else "done", str(outcome.run_dir.path),
                      resumed=outcome.resumed or "")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nlbench.context import Context
-from nlbench.errors import RunFailed, UsageError
+from nlbench.errors import RunFailed, RunStopped, UsageError
 from nlbench.fileio import read_json_or_none
 from nlbench.progress import Reporter
 from nlbench.registry import Registry
@@ -119,7 +119,7 @@ class Engine:
             except SystemExit as exit_:  # a plugin called sys.exit: its run failed, nlbench does not exit
                 raise RunFailed(f"method {self.spec.method!r} called sys.exit({exit_.code!r}) while training") from None
         except BaseException as err:
-            state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            state = "interrupted" if isinstance(err, (KeyboardInterrupt, RunStopped)) else "failed"
             # where it stopped, for `nlbench status`
             store.set_status(state, error=f"{type(err).__name__}: {err}", **store.reached())
             raise

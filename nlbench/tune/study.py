@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nlbench.errors import UsageError
+from nlbench.tune.pruning import PRUNERS, TrialPruner, make_pruner
 from nlbench.tune.space import Dimension, search_space, set_items, suggest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +61,8 @@ class TuneRequest:
     #: Seeds the chosen and the default configurations are trained and compared on.
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     sampler: str = "tpe"
+    #: Stops poor trials early from their per-epoch noisy-validation accuracy (:mod:`nlbench.tune.pruning`).
+    pruner: str = "median"
     #: Seeds the sampler (with the method's name, so every method's study is reproducible alone).
     sampler_seed: int = 0
 
@@ -69,6 +72,8 @@ class TuneRequest:
             raise UsageError(f"--budget-unit must be one of {', '.join(UNITS)}, got {self.unit!r}.")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}.")
         if not (self.budget > 0 and math.isfinite(self.budget)) or (self.unit == "trials" and self.budget != int(self.budget)):
             raise UsageError(f"--budget must be a positive {'whole number' if self.unit == 'trials' else 'number'}, "
                              f"got {self.budget:g}.")
@@ -105,13 +110,15 @@ class MethodStudy:
         self.method, self.request = method, request
         self.space: dict[str, Dimension] = search_space(registry.method(method), config)
         self.name = study_name(method, request, self.space)
-        path = store / JOURNAL
+        self.epochs = trial_specs(method, {}, request.tune_seeds[:1], request, config, registry)[0].train.epochs
+        path = self.journal = store / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
         seed = int(hashlib.sha256(f"{request.sampler_seed}:{method}".encode()).hexdigest()[:8], 16)
         sampler = (optuna.samplers.RandomSampler(seed=seed) if request.sampler == "random"
                    else optuna.samplers.TPESampler(seed=seed, constant_liar=True))  # parallel trials spread out
         self.study = optuna.create_study(study_name=self.name, storage=JournalStorage(JournalFileBackend(str(path))),
-                                         sampler=sampler, direction="maximize", load_if_exists=True)
+                                         sampler=sampler, pruner=make_pruner(request.pruner, self.epochs),
+                                         direction="maximize", load_if_exists=True)
         self.study.set_user_attr("method", method)
 
     # -- the budget ----------------------------------------------------------------------------
@@ -158,12 +165,37 @@ class MethodStudy:
         # Study.ask itself returns.
         return [(optuna.trial.Trial(self.study, frozen._trial_id), dict(frozen.params)) for frozen in self.started()]
 
+    def pruners(self, trial: Any, specs: list[RunSpec]) -> dict[str, list[Any]]:
+        """The observers that prune ``trial``'s run (none with several tuning seeds: their runs would
+        report the same epochs to one trial)."""
+        if self.request.pruner == "none" or len(specs) != 1:
+            return {}
+        return {specs[0].run_id: [TrialPruner(str(self.journal), self.name, trial._trial_id, self.request.pruner,
+                                              self.epochs)]}
+
+    def full_cost(self) -> float | None:
+        """What a whole trial costs, from the trials that ran to the end (None before any)."""
+        costs = [t.user_attrs["cost"] for t in self.finished() if t.value is not None and "pruned_at" not in t.user_attrs
+                 and "cost" in t.user_attrs]
+        return sum(costs) / len(costs) if costs else None
+
     def tell(self, trial: Any, results: list[dict[str, Any]] | None) -> float | None:
-        """Score ``trial`` from its runs' results; None: a run failed (the trial counts, unscored)."""
+        """Score ``trial`` from its runs' results; None: a run failed (the trial counts, unscored),
+        or the pruner stopped it (a result ``{"stopped": (epoch, epochs)}``: it costs the epochs it
+        trained)."""
         from optuna.trial import TrialState
 
         if results is None:
             self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        stopped = [result["stopped"] for result in results if "stopped" in result]
+        if stopped:
+            epoch, epochs = stopped[0]
+            full = self.full_cost()
+            trial.set_user_attr("pruned_at", epoch)
+            trial.set_user_attr("cost", (full if full is not None else epochs) * epoch / epochs)
+            trial.set_user_attr("saved", (full if full is not None else epochs) * (epochs - epoch) / epochs)
+            self.study.tell(trial, state=TrialState.PRUNED)
             return None
         trial.set_user_attr("cost", sum(cost_of(result) for result in results))
         trial.set_user_attr("run_ids", [result["run_id"] for result in results])
@@ -189,7 +221,7 @@ def study_name(method: str, request: TuneRequest, space: dict[str, Dimension]) -
     base = dataclasses.asdict(request.base)
     base.pop("method", None)
     base.pop("seed", None)
-    identity = {"base": base, "tune_seeds": request.tune_seeds, "sampler": request.sampler,
+    identity = {"base": base, "tune_seeds": request.tune_seeds, "sampler": request.sampler, "pruner": request.pruner,
                 "sampler_seed": request.sampler_seed, "unit": request.unit,
                 "space": {key: dataclasses.asdict(dim) for key, dim in space.items()}}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -215,9 +247,12 @@ class MethodOutcome:
     trials: int
     failed: int
     spent: float
-    chosen: dict[str, Any] | None
+    #: Trials stopped by the pruner, and the compute (budget units' network-epochs) that saved.
+    pruned: int = 0
+    saved: float = 0.0
+    chosen: dict[str, Any] | None = None
     #: Mean noisy-validation accuracy (%) of the chosen trial over the tuning seeds.
-    val: float | None
+    val: float | None = None
     #: Test accuracy (%, last epoch, deployable model) per evaluation seed: default and chosen configuration.
     default: dict[int, float] = field(default_factory=dict)
     tuned: dict[int, float] = field(default_factory=dict)
@@ -228,8 +263,9 @@ def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: 
     """Tune every method of ``request`` to its budget, then train the chosen and the default
     configurations on the evaluation seeds.
 
-    ``run_batch(specs)`` trains run specs (an executor) and returns run id -> result dict, or None
-    for a run that did not finish; ``say(text)`` reports progress. Each round asks every study for
+    ``run_batch(specs, observers)`` trains run specs (an executor; ``observers``: run id -> the
+    pruners of its trial) and returns run id -> result dict (``{"stopped": (epoch, epochs)}`` for a
+    pruned run), or nothing for a run that did not finish; ``say(text)`` reports progress. Each round asks every study for
     up to ``per_round`` trials that fit its budget (plus the trials a stopped tune had started)
     and trains them all at once, so that workers are shared by the methods."""
     studies = [MethodStudy(method, request, config, registry, store) for method in request.methods]
@@ -249,28 +285,35 @@ def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: 
                 batch.append((study, trial, values, specs))
         if not batch:
             break
-        results = run_batch([spec for *_, specs in batch for spec in specs])
+        observers = {run_id: pruners for study, trial, _, specs in batch
+                     for run_id, pruners in study.pruners(trial, specs).items()}
+        results = run_batch([spec for *_, specs in batch for spec in specs], observers)
         for study, trial, values, specs in batch:
             got = [results.get(spec.run_id) for spec in specs]
             score = study.tell(trial, None if any(result is None for result in got) else got)
             budget = f"{study.spent():g}/{request.budget:g} {request.unit}"
             shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in values.items())
-            say(f"{study.method} trial {trial.number}: "
-                + (f"val {score:.2f}" if score is not None else "failed") + f" ({budget}) {shown}")
+            pruned = [result["stopped"] for result in got if result and "stopped" in result]
+            state = (f"val {score:.2f}" if score is not None
+                     else f"pruned after epoch {pruned[0][0]}" if pruned else "failed")
+            say(f"{study.method} trial {trial.number}: {state} ({budget}) {shown}")
     outcomes = []
     evaluation: list[tuple[MethodOutcome, str, list[RunSpec]]] = []
     for study in studies:
         best = study.best()
         finished = study.finished()
-        outcome = MethodOutcome(study.method, study.name, len(finished), sum(t.value is None for t in finished),
-                                study.spent(), best[0] if best else None, best[1] if best else None)
+        pruned = [t for t in finished if "pruned_at" in t.user_attrs]
+        outcome = MethodOutcome(study.method, study.name, len(finished),
+                                sum(t.value is None and "pruned_at" not in t.user_attrs for t in finished),
+                                study.spent(), len(pruned), sum(t.user_attrs.get("saved", 0.0) for t in pruned),
+                                best[0] if best else None, best[1] if best else None)
         outcomes.append(outcome)
         evaluation.append((outcome, "default", trial_specs(study.method, {}, request.seeds, request, config, registry)))
         if best is not None:
             evaluation.append((outcome, "tuned", trial_specs(study.method, best[0], request.seeds, request, config,
                                                              registry)))
     say(f"training the chosen and the default configurations on seeds {', '.join(map(str, request.seeds))}")
-    results = run_batch([spec for *_, specs in evaluation for spec in specs])
+    results = run_batch([spec for *_, specs in evaluation for spec in specs], {})
     for outcome, which, specs in evaluation:
         accuracies = {spec.seed: results[spec.run_id]["metrics"]["model"]["last"]
                       for spec in specs if results.get(spec.run_id) is not None}
