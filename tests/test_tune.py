@@ -135,7 +135,7 @@ def test_tune_from_the_command_line_trains_trials_and_compares(cli, tmp_path):
     chosen = tomllib.loads((tmp_path / "chosen.toml").read_text())["chosen"]["standard"]
     assert chosen["trials"] == 2 and any(item.startswith("train.backbone_lr=") for item in chosen["set"])
     status = cli("tune", "--status", "--runs-dir", str(runs))
-    assert status.code == 0 and re.search(r"standard-\w+ +│ +2 │ +0 │ +0", status.out), status.out
+    assert status.code == 0 and re.search(r"standard-\w+ +│ 2 scored +│", status.out), status.out
     again = cli(*args)  # the study is complete: nothing is trained again
     assert again.code == 0 and "trial" not in again.err and "[1/" not in again.err
     table = cli("table", "--tuned", "--runs-dir", str(runs))

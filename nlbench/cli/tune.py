@@ -253,8 +253,8 @@ def _print_status(folder: Path) -> None:
 
     storage = JournalStorage(JournalFileBackend(str(path)))
     table = Table(title=f"tuning studies in {folder}", title_justify="left")
-    for column in ("study", "scored", "failed", "running", "best val %", "best values"):
-        table.add_column(column, justify="left" if column in ("study", "best values") else "right")
+    for column in ("study", "trials", "best val %", "best values"):
+        table.add_column(column, justify="right" if column == "best val %" else "left")
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
@@ -263,6 +263,9 @@ def _print_status(folder: Path) -> None:
         scored = [t for t in trials if t.state == TrialState.COMPLETE]
         best = max(scored, key=lambda t: t.value) if scored else None
         values = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in best.params.items()) if best else ""
-        table.add_row(summary.study_name, str(count[TrialState.COMPLETE]), str(count[TrialState.FAIL]),
-                      str(count[TrialState.RUNNING]), f"{best.value:.2f}" if best else "–", values)
+        pruned = sum("pruned_at" in t.user_attrs for t in trials)
+        trials_text = ", ".join(f"{n} {what}" for n, what in (
+            (count[TrialState.COMPLETE], "scored"), (pruned, "pruned"), (count[TrialState.FAIL], "failed"),
+            (count[TrialState.RUNNING], "running")) if n or what == "scored")
+        table.add_row(summary.study_name, trials_text, f"{best.value:.2f}" if best else "–", values)
     console.print(keep_words_whole(table, console.width))
