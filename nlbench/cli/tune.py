@@ -172,6 +172,7 @@ def print_tuned(outcomes: list[Any], context: dict[str, Any]) -> None:
 
     from nlbench.progress import keep_words_whole, stdout_console
     from nlbench.report.statistics import paired_comparison
+    from nlbench.tune.space import describe_point
 
     noise = f", noise {context['noise']:g}" if context.get("noise") is not None else ""
     table = Table(title=f"Tuned vs default on {context.get('dataset')}{noise}: test accuracy (%), last epoch, "
@@ -193,7 +194,7 @@ def print_tuned(outcomes: list[Any], context: dict[str, Any]) -> None:
                                            np.array([outcome.default[s] for s in paired]))
             diff = f"{comparison.mean:+.2f}" + (f" p={comparison.p:.3f}" if comparison.p is not None else "")
         chosen = "none scored" if outcome.chosen is None else (
-            ", ".join(f"{key.rsplit('.', 1)[-1]}={_fmt(value)}" for key, value in outcome.chosen.items())
+            describe_point(outcome.chosen)
             + f" ({outcome.val:.2f})")
         spent = f"{outcome.trials}" + "".join(f", {n} {what}" for n, what in ((outcome.pruned, "pruned"),
                                                                                (outcome.failed, "failed")) if n)
@@ -212,10 +213,6 @@ def print_tuned(outcomes: list[Any], context: dict[str, Any]) -> None:
     console = stdout_console()
     console.print(keep_words_whole(table, console.width))
     console.print(note, width=min(console.width, 80))  # a paragraph at reading width, not the table's
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _export(path: Path, outcomes: list[Any], request: Any) -> None:
@@ -239,6 +236,7 @@ def _print_status(folder: Path) -> None:
     from rich.table import Table
 
     from nlbench.progress import keep_words_whole, stdout_console
+    from nlbench.tune.space import describe_point
     from nlbench.tune.study import JOURNAL, require_optuna
 
     optuna = require_optuna()
@@ -262,7 +260,7 @@ def _print_status(folder: Path) -> None:
                                                                              TrialState.RUNNING)}
         scored = [t for t in trials if t.state == TrialState.COMPLETE]
         best = max(scored, key=lambda t: t.value) if scored else None
-        values = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in best.params.items()) if best else ""
+        values = describe_point(best.params) if best else ""
         pruned = sum("pruned_at" in t.user_attrs for t in trials)
         trials_text = ", ".join(f"{n} {what}" for n, what in (
             (count[TrialState.COMPLETE], "scored"), (pruned, "pruned"), (count[TrialState.FAIL], "failed"),

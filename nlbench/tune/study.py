@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nlbench.errors import UsageError
 from nlbench.tune.pruning import PRUNERS, TrialPruner, make_pruner
-from nlbench.tune.space import Dimension, search_space, set_items, suggest
+from nlbench.tune.space import Dimension, describe_point, search_space, set_items, suggest
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.registry import Registry
@@ -292,7 +292,7 @@ def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: 
             got = [results.get(spec.run_id) for spec in specs]
             score = study.tell(trial, None if any(result is None for result in got) else got)
             budget = f"{study.spent():g}/{request.budget:g} {request.unit}"
-            shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in values.items())
+            shown = describe_point(values)
             pruned = [result["stopped"] for result in got if result and "stopped" in result]
             state = (f"val {score:.2f}" if score is not None
                      else f"pruned after epoch {pruned[0][0]}" if pruned else "failed")
@@ -320,6 +320,3 @@ def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: 
         setattr(outcome, which, accuracies)
     return outcomes
 
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
