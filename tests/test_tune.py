@@ -78,6 +78,9 @@ def test_a_rerun_continues_the_study_and_never_exceeds_the_budget(tmp_path):
     (more,), training = _tune(tmp_path, _request(budget=5), per_round=2)
     assert more.trials == 5  # the same study: its name leaves the budget out, so a larger one continues it
     assert [len(batch) for batch in training.asked[:-1]] == [2]
+    moved = RunRequest(epochs=1, sets=list(SETS), device="cpu", cache_dir=str(tmp_path / "elsewhere"))
+    (same,), training = _tune(tmp_path, _request(budget=5, base=moved))
+    assert same.study == more.study and same.trials == 5  # device and cache folder change no result
 
 
 def test_trials_a_stopped_tune_started_are_trained_and_scored_not_replaced(tmp_path):

@@ -91,14 +91,15 @@ def table(
 def _print_tuned(folder: Path, methods: Optional[str], fmt: str) -> None:
     """``table --tuned``: the outcomes ``nlbench tune`` stored, one table per way of tuning."""
     from nlbench.cli.common import split_items
-    from nlbench.cli.tune import load_tuned, print_tuned
+    from nlbench.report.tuned import print_table, tuned_table
+    from nlbench.tuned import load_outcomes
 
-    if fmt != "rich":
-        raise UsageError("--tuned prints a terminal table only (--format rich); the runs themselves export with "
+    if fmt not in ("rich", "markdown", "csv"):
+        raise UsageError(f"--tuned prints rich, markdown or csv, not {fmt}; the runs themselves export with "
                          "`nlbench export`.")
-    groups = load_tuned(folder, split_items(methods) or None)
+    groups = load_outcomes(folder, split_items(methods) or None)
     if not groups:
         raise UsageError(f"no outcome of `nlbench tune` in {folder}"
                          + (f" for methods {methods}" if methods else "") + ": run `nlbench tune` first.")
     for context, outcomes in groups:
-        print_tuned(outcomes, context)
+        print_table(tuned_table(outcomes, context), fmt)

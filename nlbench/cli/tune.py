@@ -16,6 +16,12 @@ def tune(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset of every run (default synthfer)."),
     noise: Optional[float] = typer.Option(None, "--noise", "-n", help="Label-noise rate of every run."),
     noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="Noise mode of every run."),
+    noise_source: Optional[str] = typer.Option(None, "--noise-source", help="injected (default) or dataset."),
+    noise_file: Optional[str] = typer.Option(None, "--noise-file", help="Train every run on this noise file's labels."),
+    noise_file_base: Optional[int] = typer.Option(None, "--noise-file-base",
+                                                  help="First class number in a 'name label' list."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="ResNet-18 checkpoint file for every run."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Training epochs of every run (trials too)."),
     set_: list[str] = typer.Option([], "--set", help="A fixed setting of every run, e.g. train.val_fraction=0.2."),
     budget: float = typer.Option(20, "--budget", help="Budget per method: trials, or network-epochs (--budget-unit)."),
@@ -35,10 +41,12 @@ def tune(
     slurm_time: int = typer.Option(240, "--slurm-time", help="SLURM time limit per job, minutes."),
     slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per SLURM job."),
     slurm_gpus: int = typer.Option(0, "--slurm-gpus", help="GPUs per SLURM job."),
+    slurm_mem: Optional[int] = typer.Option(None, "--slurm-mem", help="Memory per SLURM job, GB (default: the cluster's)."),
     status: bool = typer.Option(False, "--status", help="Show the studies of the store and their progress; train nothing."),
     export: Optional[str] = typer.Option(None, "--export", help="Write the chosen configurations to this TOML file."),
     config: ConfigOption = None,
     runs: RunsDirOption = None,
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default: ~/.cache/nlbench)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr."),
 ) -> None:
     """Tune every method with the same budget on noisy validation, then compare tuned and default."""
@@ -49,6 +57,7 @@ def tune(
     from nlbench.spec.resolve import RunRequest
     from nlbench.sweep.grid import expand_methods
     from nlbench.tune.study import TuneRequest, require_optuna, run_tuning
+    from nlbench.tuned import store_outcomes
 
     cfg, registry = load(config, report=True)
     folder = runs_dir(runs, cfg)
@@ -57,8 +66,9 @@ def tune(
         return
     request = TuneRequest(
         methods=expand_methods(split_items(methods) or ["standard"]),
-        base=RunRequest(dataset=dataset, noise=noise, noise_mode=noise_mode, epochs=epochs, data_root=data_root,
-                        sets=list(set_)),
+        base=RunRequest(dataset=dataset, noise=noise, noise_mode=noise_mode, noise_source=noise_source,
+                        epochs=epochs, data_root=data_root, pretrained=pretrained, device=device, cache_dir=cache_dir,
+                        noise_file=noise_file, noise_file_base=noise_file_base, sets=list(set_)),
         budget=budget, unit=budget_unit, seeds=parse_numbers(seeds, int, "--seeds") or [1, 2, 3],
         tune_seeds=parse_numbers(tune_seeds, int, "--tune-seeds") or [101], sampler=sampler,
         sampler_seed=sampler_seed, pruner=pruner,
@@ -74,7 +84,7 @@ def tune(
     options = ExecutorOptions(
         jobs=jobs, runs_dir=str(folder), plugin_paths=[str(p) for p in cfg.plugin_paths], quiet=quiet,
         slurm_partition=slurm_partition, slurm_time_min=slurm_time, slurm_cpus=slurm_cpus, slurm_gpus=slurm_gpus,
-        wait=True,  # a trial is scored when its runs end
+        slurm_mem_gb=slurm_mem, wait=True,  # a trial is scored when its runs end
     )
     interrupt_on_sigterm()
 
@@ -83,7 +93,7 @@ def tune(
 
     outcomes = run_tuning(request, cfg, registry, folder, run_batch, reporter.message, per_round=jobs or 1)
     context = _context(request)
-    _store(folder, outcomes, context)
+    store_outcomes(folder, outcomes, context)
     print_tuned(outcomes, context)
     if export:
         _export(Path(export), outcomes, request)
@@ -125,94 +135,11 @@ def _context(request: Any) -> dict[str, Any]:
             "noise": base.noise, "noise_mode": base.noise_mode, "epochs": base.epochs, "sets": base.sets}
 
 
-#: Where ``nlbench tune`` stores each method's outcome, for ``nlbench table --tuned``.
-OUTCOMES = Path("tune") / "outcomes"
-
-
-def _store(folder: Path, outcomes: list[Any], context: dict[str, Any]) -> None:
-    """Each method's outcome as JSON in the store (replaced by a later tune of the same study)."""
-    from nlbench.fileio import atomic_write_json
-
-    for outcome in outcomes:
-        (folder / OUTCOMES).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / OUTCOMES / f"{outcome.study}.json",
-                          {"outcome": dataclasses.asdict(outcome), "context": context})
-
-
-def load_tuned(folder: Path, methods: list[str] | None = None) -> list[tuple[dict[str, Any], list[Any]]]:
-    """The stored outcomes of ``nlbench tune`` in a store, grouped by how they were tuned: (context, outcomes)."""
-    import json
-
-    from nlbench.fileio import read_json_or_none
-    from nlbench.tune.study import MethodOutcome
-
-    groups: dict[str, tuple[dict[str, Any], list[Any]]] = {}
-    for path in sorted((folder / OUTCOMES).glob("*.json")):
-        data = read_json_or_none(path)
-        if not isinstance(data, dict) or not isinstance(data.get("outcome"), dict):
-            continue  # a damaged file: the study itself is in the journal, `tune` writes it again
-        fields = dict(data["outcome"])
-        for key in ("default", "tuned"):  # JSON object keys are strings; seeds are ints
-            fields[key] = {int(seed): value for seed, value in (fields.get(key) or {}).items()}
-        try:
-            outcome = MethodOutcome(**fields)
-        except TypeError:
-            continue
-        if methods and outcome.method not in methods:
-            continue
-        context = data.get("context") or {}
-        groups.setdefault(json.dumps(context, sort_keys=True), (context, []))[1].append(outcome)
-    return list(groups.values())
-
-
-def print_tuned(outcomes: list[Any], context: dict[str, Any]) -> None:
+def print_tuned(outcomes: list[Any], context: dict[str, Any], fmt: str = "rich") -> None:
     """The default and the tuned configuration of every method on the evaluation seeds, paired."""
-    import numpy as np
-    from rich.table import Table
+    from nlbench.report.tuned import print_table, tuned_table
 
-    from nlbench.progress import keep_words_whole, stdout_console
-    from nlbench.report.statistics import paired_comparison
-    from nlbench.tune.space import describe_point
-
-    noise = f", noise {context['noise']:g}" if context.get("noise") is not None else ""
-    table = Table(title=f"Tuned vs default on {context.get('dataset')}{noise}: test accuracy (%), last epoch, "
-                        f"seeds {', '.join(map(str, context.get('seeds', [])))}", title_justify="left")
-    for column in ("method", "trials", "default", "tuned", "tuned - default", "chosen (val %)"):
-        table.add_column(column, justify="left" if column in ("method", "chosen (val %)") else "right")
-
-    def cell(values: dict[int, float]) -> str:
-        if not values:
-            return "–"
-        data = np.array(list(values.values()))
-        return f"{data.mean():.2f} ± {data.std(ddof=1):.2f}" if data.size > 1 else f"{data[0]:.2f}"
-
-    for outcome in outcomes:
-        paired = sorted(set(outcome.default) & set(outcome.tuned))
-        diff = "–"
-        if paired:
-            comparison = paired_comparison(np.array([outcome.tuned[s] for s in paired]),
-                                           np.array([outcome.default[s] for s in paired]))
-            diff = f"{comparison.mean:+.2f}" + (f" p={comparison.p:.3f}" if comparison.p is not None else "")
-        chosen = "none scored" if outcome.chosen is None else (
-            describe_point(outcome.chosen)
-            + f" ({outcome.val:.2f})")
-        spent = f"{outcome.trials}" + "".join(f", {n} {what}" for n, what in ((outcome.pruned, "pruned"),
-                                                                               (outcome.failed, "failed")) if n)
-        if context.get("unit") != "trials":
-            spent += f", {outcome.spent:g} net-ep"
-        table.add_row(outcome.method, spent, cell(outcome.default), cell(outcome.tuned), diff, chosen)
-    saved = sum(outcome.saved for outcome in outcomes)
-    spent = sum(outcome.spent for outcome in outcomes) if context.get("unit") != "trials" else None
-    note = (f"Budget {context.get('budget', 0):g} {context.get('unit')} per method, "
-            f"{context.get('sampler')} sampler, {context.get('pruner')} pruner"
-            + (f" (pruning saved about {saved:.0f} network-epochs"
-               + (f" beside the {spent:g} spent)" if spent is not None else ")") if saved else "")
-            + f"; trials on seed(s) {', '.join(map(str, context.get('tune_seeds', [])))}, chosen on the noisy "
-            "validation split (never the test set); tuned - default: mean paired difference, p: paired t-test "
-            "over the evaluation seeds.")
-    console = stdout_console()
-    console.print(keep_words_whole(table, console.width))
-    console.print(note, width=min(console.width, 80))  # a paragraph at reading width, not the table's
+    print_table(tuned_table(outcomes, context), fmt)
 
 
 def _export(path: Path, outcomes: list[Any], request: Any) -> None:
@@ -236,8 +163,8 @@ def _print_status(folder: Path) -> None:
     from rich.table import Table
 
     from nlbench.progress import keep_words_whole, stdout_console
-    from nlbench.tune.space import describe_point
     from nlbench.tune.study import JOURNAL, require_optuna
+    from nlbench.tuned import describe_point
 
     optuna = require_optuna()
     path = folder / JOURNAL

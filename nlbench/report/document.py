@@ -64,6 +64,7 @@ def build(runs_dir: Path, out: Path, filters: Any, *, gradcam_runs: int = 2,
     ids = {r.run_id for r in runs}
     sections = [protocol_section(runs, runs_dir)]
     sections += table_sections(runs_dir, ids)
+    sections += tuned_sections(runs_dir, getattr(filters, "methods", None) or None)
     figures.require()
     folder = out / "figures"
     shown = Section("Figures")
@@ -172,6 +173,20 @@ def table_sections(runs_dir: Path, ids: set[str]) -> list[Section]:
         notes = [f"- {note.removeprefix('note: ').removeprefix('warning: ')}" for note in table.notes]
         sections.append(Section(TITLES[layout], [text.getvalue().strip()] + (["\n".join(notes)] if notes else [])))
     return sections
+
+
+def tuned_sections(runs_dir: Path, methods: list[str] | None = None) -> list[Section]:
+    """The tuned-vs-default tables of the store's ``nlbench tune`` outcomes (none: no section)."""
+    from nlbench.report.tuned import markdown, tuned_table
+    from nlbench.tuned import load_outcomes
+
+    groups = load_outcomes(runs_dir, methods)
+    if not groups:
+        return []
+    intro = ("Each method tuned with the same budget by `nlbench tune`, chosen on the noisy validation split, then "
+             "trained at its chosen and at its default configuration on the evaluation seeds.")
+    return [Section("Tuned vs default", [intro] + [markdown(tuned_table(outcomes, context))
+                                                   for context, outcomes in groups])]
 
 
 def write(sections: list[Section], out: Path, title: str) -> tuple[Path, Path]:

@@ -306,12 +306,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def describe_point(values: dict[str, Any]) -> str:
-    """A drawn point as one short line, options by name, floats to 3 digits: ``q=0.726, weight_decay=0``."""
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={f'{value:.3g}' if isinstance(value, float) else value}"
-                     for key, value in values.items())
-
-
 def format_value(value: Any) -> str:
     """A number as users read it (``1e-05``, ``0.7``, ``25``), anything else as TOML."""
     if isinstance(value, float) and math.isfinite(value):

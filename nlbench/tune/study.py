@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from nlbench.errors import UsageError
 from nlbench.tune.pruning import PRUNERS, TrialPruner, make_pruner
-from nlbench.tune.space import Dimension, describe_point, search_space, set_items, suggest
+from nlbench.tune.space import Dimension, search_space, set_items, suggest
+from nlbench.tuned import MethodOutcome, describe_point
 
 if TYPE_CHECKING:  # pragma: no cover
     from nlbench.registry import Registry
@@ -221,6 +222,7 @@ def study_name(method: str, request: TuneRequest, space: dict[str, Dimension]) -
     base = dataclasses.asdict(request.base)
     base.pop("method", None)
     base.pop("seed", None)
+    base.update(device=None, cache_dir=None)  # where a trial trains and caches changes no result: the same study
     identity = {"base": base, "tune_seeds": request.tune_seeds, "sampler": request.sampler, "pruner": request.pruner,
                 "sampler_seed": request.sampler_seed, "unit": request.unit,
                 "space": {key: dataclasses.asdict(dim) for key, dim in space.items()}}
@@ -236,26 +238,6 @@ def trial_specs(method: str, values: dict[str, Any], seeds: list[int], request: 
     return [resolve_spec(dataclasses.replace(request.base, method=method, seed=seed,
                                              sets=[*request.base.sets, *set_items(values)]), config, registry)
             for seed in seeds]
-
-
-@dataclass
-class MethodOutcome:
-    """One method after tuning: its budget, its chosen values, and both configurations' test accuracy."""
-
-    method: str
-    study: str
-    trials: int
-    failed: int
-    spent: float
-    #: Trials stopped by the pruner, and the compute (budget units' network-epochs) that saved.
-    pruned: int = 0
-    saved: float = 0.0
-    chosen: dict[str, Any] | None = None
-    #: Mean noisy-validation accuracy (%) of the chosen trial over the tuning seeds.
-    val: float | None = None
-    #: Test accuracy (%, last epoch, deployable model) per evaluation seed: default and chosen configuration.
-    default: dict[int, float] = field(default_factory=dict)
-    tuned: dict[int, float] = field(default_factory=dict)
 
 
 def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: Path, run_batch: Any,
