@@ -303,3 +303,29 @@ def test_a_client_that_stops_waiting_says_the_jobs_keep_running(slurm, tmp_path)
         assert _queued(job), "the job stopped with its client"
     finally:
         _slurm("scancel", job)
+
+
+def test_tune_trains_its_trials_as_slurm_arrays_sharing_one_journal(cli, slurm, tmp_path):
+    """`nlbench tune --executor slurm`: every trial is a task of an array, each job reports its epochs
+    to the study through the journal file in the store (no database server), and the chosen and
+    default configurations are trained and compared at the end."""
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    runs = tmp_path / "runs"
+    done = cli("tune", *ONE_CPU, "--jobs", "2", "--methods", "standard", "--budget", "2", "--seeds", "1",
+               "--epochs", "2", "--sampler", "random", "--runs-dir", str(runs), *TINY)
+    assert done.code == 0, done.err
+    assert done.err.count("as SLURM job array") == 2  # the trials' array, then the evaluation runs'
+    assert "standard trial 0: val" in done.err and "standard trial 1: val" in done.err
+    assert "Tuned vs default" in done.out
+    storage = JournalStorage(JournalFileBackend(str(runs / "tune" / "journal.log")))
+    [summary] = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert len(trials) == 2
+    for trial in trials:  # written by the SLURM jobs themselves, epoch by epoch
+        assert sorted(trial.intermediate_values) == [1, 2], trial.intermediate_values
+        assert trial.value == trial.intermediate_values[2]  # the score is the last epoch's noisy validation
+    jobs = [json.loads((run / "status.json").read_text()) for run in run_dirs(runs)]
+    assert len(jobs) == 4 and all(job["state"] == "done" and job.get("slurm_job") for job in jobs)
