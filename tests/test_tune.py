@@ -83,6 +83,24 @@ def test_a_rerun_continues_the_study_and_never_exceeds_the_budget(tmp_path):
     assert same.study == more.study and same.trials == 5  # device and cache folder change no result
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_continued_study_proposes_new_points_not_its_first_ones_again(tmp_path, sampler):
+    _tune(tmp_path, _request(budget=2, sampler=sampler))
+    (outcome,), _ = _tune(tmp_path, _request(budget=4, sampler=sampler))
+    study = optuna.load_study(study_name=outcome.study, storage=_storage(tmp_path))
+    points = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(points) == 4 and len(set(points)) == 4, points
+
+
+def _storage(folder):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nlbench.tune.study import JOURNAL
+
+    return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+
+
 def test_trials_a_stopped_tune_started_are_trained_and_scored_not_replaced(tmp_path):
     request = _request(budget=2)
     study = MethodStudy("standard", request, load_config(None), get_registry(), tmp_path)

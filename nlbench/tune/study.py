@@ -100,6 +100,17 @@ def cost_of(result: dict[str, Any]) -> float:
     return float((result.get("cost") or {}).get("network_epochs") or 0.0)
 
 
+def make_sampler(request: TuneRequest, method: str, earlier: int) -> Any:
+    """The seeded sampler of a method's study that already holds ``earlier`` trials."""
+    import optuna
+
+    key = f"{request.sampler_seed}:{method}" + (f":{earlier}" if earlier else "")
+    seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+    if request.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # parallel trials spread out
+
+
 class MethodStudy:
     """The Optuna study of one method: its space, its budget, and its trials' runs."""
 
@@ -114,12 +125,13 @@ class MethodStudy:
         self.epochs = trial_specs(method, {}, request.tune_seeds[:1], request, config, registry)[0].train.epochs
         path = self.journal = store / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
-        seed = int(hashlib.sha256(f"{request.sampler_seed}:{method}".encode()).hexdigest()[:8], 16)
-        sampler = (optuna.samplers.RandomSampler(seed=seed) if request.sampler == "random"
-                   else optuna.samplers.TPESampler(seed=seed, constant_liar=True))  # parallel trials spread out
         self.study = optuna.create_study(study_name=self.name, storage=JournalStorage(JournalFileBackend(str(path))),
-                                         sampler=sampler, pruner=make_pruner(request.pruner, self.epochs),
+                                         sampler=make_sampler(request, method, 0),
+                                         pruner=make_pruner(request.pruner, self.epochs),
                                          direction="maximize", load_if_exists=True)
+        # A continued study draws from a stream of its own: the sampler's state is not in the
+        # journal, and the same seed again would propose the points of the first trials again.
+        self.study.sampler = make_sampler(request, method, len(self.study.get_trials(deepcopy=False)))
         self.study.set_user_attr("method", method)
 
     # -- the budget ----------------------------------------------------------------------------
