@@ -18,7 +18,7 @@ import numpy as np
 import nlbench
 from nlbench import Dataset, SampleTable
 from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD
-from nlbench.lib.synthface import CLASS_NAMES, render_faces, sample_labels
+from nlbench.lib.synthface import CLASS_NAMES, LANDMARKS_VERSION, face_landmarks, render_faces, sample_labels
 from nlbench.options import Range
 
 
@@ -67,6 +67,9 @@ class Synthfer(Dataset):
     Options = SynthferOptions
     #: 2: tight face crop (``nlbench.lib.synthface.FACE_SCALE``).
     version = "2"
+    #: Where the renderer drew each face's brows, eyes, nose, mouth and chin (computed, not detected).
+    landmark_scheme = "aflw19"
+    landmark_version = LANDMARKS_VERSION
 
     def __init__(self, root=None, options=None) -> None:
         super().__init__(root, options)
@@ -96,6 +99,12 @@ class Synthfer(Dataset):
             ambiguous_share=self.options.ambiguous_share, nuisance=self.options.nuisance,
         )
         return pixels, table
+
+    def read_landmarks(self, split: str) -> np.ndarray:
+        """The 19 points of every face of ``split``, from the draws its image was rendered with."""
+        _, seed = self._split(split)
+        return face_landmarks(self.table(split).labels, seed, ambiguous_share=self.options.ambiguous_share,
+                              nuisance=self.options.nuisance)
 
 
 @nlbench.hookimpl

@@ -269,6 +269,12 @@ class Dataset:
     #: (a new renderer, a fixed parser): it is part of the cache key and of the run id, so images
     #: and results of the old version are never mistaken for the new one.
     version: ClassVar[str] = "1"
+    #: The landmark scheme (:data:`nlbench.landmarks.SCHEMES`) of :meth:`read_landmarks`, or None
+    #: when the dataset has no landmarks (an instance may set it from its options).
+    landmark_scheme: str | None = None
+    #: Version of the landmark definition: with the scheme, it names the landmarks in the id of a
+    #: run whose method trains on them (``data.landmarks``), and only of such a run.
+    landmark_version: str = "1"
 
     def __init__(self, root: Path | None = None, options: dict[str, Any] | None = None) -> None:
         if self.needs_root and root is None:
@@ -329,6 +335,14 @@ class Dataset:
 
         Datasets read from files return ``None`` (the default) and are decoded by the core through
         :meth:`read_image`.
+        """
+        return None
+
+    def read_landmarks(self, split: str) -> np.ndarray | None:
+        """The landmarks of every sample of ``split`` in :meth:`table` order: (N, L, 2) float32 (x, y)
+        as fractions of the image, edge convention, NaN where missing; None without landmarks.
+
+        Called only for a run whose method needs them, so other runs never pay for reading them.
         """
         return None
 

@@ -58,7 +58,9 @@ class Batch:
     ``raw`` holds the gathered uint8 images (B x 3 x H x W, on the device, before augmentation)
     for methods that set :attr:`Method.needs_raw` to make views of their own (``ctx.augment``);
     it is None otherwise. ``segment`` names the :class:`Segment` of the method's epoch plan the
-    batch belongs to (None in an epoch the engine planned).
+    batch belongs to (None in an epoch the engine planned). ``landmarks`` (B x L x 2, pixels of the
+    network input, moved with ``x``'s flip, scale and translation; :mod:`nlbench.landmarks`) is
+    filled for methods that set :attr:`Method.needs_landmarks`, None otherwise.
     """
 
     x: Tensor
@@ -66,6 +68,7 @@ class Batch:
     index: Tensor
     raw: Tensor | None = None
     segment: str | None = None
+    landmarks: Tensor | None = None
 
 
 @dataclass
@@ -128,6 +131,10 @@ class Method:
     #: Whether ``train_step`` needs the un-augmented uint8 batch as ``batch.raw`` (to make its own
     #: views with ``ctx.augment``); off by default, so no method pays for it unasked.
     needs_raw: bool = False  # a class default; a method may set it per instance (EAC's code form)
+    #: Whether ``train_step`` needs the faces' landmarks as ``batch.landmarks`` (a class default; a
+    #: method may set it per instance from its hyperparameters, e.g. a landmark-free ablation). A
+    #: run of such a method needs a dataset with landmarks, and their scheme and version enter its id.
+    needs_landmarks: bool = False
     #: Forward-backward passes of each trained network per step (EAC: 2, the image and its flip),
     #: so the stored cost counts work rather than networks.
     passes_per_step: ClassVar[float] = 1.0
@@ -146,7 +153,8 @@ class Method:
 
         ``settings`` holds the resolved run settings: ``epochs``, ``noise_rate``, ``batch_size``,
         ``image_size``, ``augmentation`` (the resolved pipeline, never ""), ``drop_last``,
-        ``backbone`` and ``dataset`` (its name).
+        ``backbone``, ``dataset`` (its name), ``num_classes``, ``balanced_sampling``,
+        ``has_landmarks`` and ``landmark_scheme`` (None without landmarks).
         """
 
     @classmethod

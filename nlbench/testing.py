@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from nlbench.context import Context, LabelStore
 from nlbench.data.augment import Augmenter
+from nlbench.landmarks import to_input
 from nlbench.method import Batch, Method, Phase
 from nlbench.plugins import get_registry
 from nlbench.progress import Reporter
@@ -56,6 +57,7 @@ from nlbench.spec.resolve import RunRequest, resolve_spec
 from nlbench.spec.runspec import RunSpec
 from nlbench.train.assemble import Assembly, assemble
 from nlbench.train.engine import Engine
+from nlbench.train.epoch import ImageCache
 from nlbench.train.evaluate import accuracies, predict_split
 
 #: The tiny run every method is checked on.
@@ -228,7 +230,7 @@ def _check(method_cls: type[Method], hparams: Any, root: Path, device_name: str,
             _expect(same, f"{name}: member {member!r} predicts differently after state_dict -> load_state_dict")
 
     with checks.check("train_step returns the documented outputs"):  # one more step on the fresh instance
-        _check_train_step(fresh, last, fresh_run.train.images, augmenter, spec.train.batch_size, device, classes,
+        _check_train_step(fresh, last, fresh_run.train_images, augmenter, spec.train.batch_size, device, classes,
                           name)
     return ConformanceReport(run.path, outcome.result, history, checks.passed)
 
@@ -273,7 +275,7 @@ def _predictions(method: Method, x: Tensor, phase: Phase, classes: int, name: st
     return {k: v.float().cpu() for k, v in scores.items()}
 
 
-def _check_train_step(method: Method, phase: Phase, images: Tensor, augmenter: Augmenter, batch_size: int,
+def _check_train_step(method: Method, phase: Phase, source: ImageCache, augmenter: Augmenter, batch_size: int,
                       device: torch.device, classes: int, name: str) -> None:
     """Run one train_step and check its outputs against the contract of nlbench.Method."""
     ctx = method.ctx
@@ -282,11 +284,15 @@ def _check_train_step(method: Method, phase: Phase, images: Tensor, augmenter: A
         method.start_phase(phase)
         method.on_epoch_start(phase, 0)
         method.train_mode(phase)
-        raw = images.index_select(0, index.cpu()).to(device)
-        x = augmenter.train(raw, ctx.generator("augment"))
+        raw = source.get(0, index)
+        x, geometry = augmenter.train_geometry(raw, ctx.generator("augment"))
+        landmarks = None
+        if method.needs_landmarks and source.landmarks is not None and source.scheme is not None:
+            landmarks = to_input(source.landmarks[index], geometry, augmenter.size, source.scheme)
         y = ctx.labels.current[index]
         with ctx.autocast():
-            out = method.train_step(Batch(x, y, index, raw if method.needs_raw else None), phase, 0)
+            out = method.train_step(Batch(x, y, index, raw if method.needs_raw else None, landmarks=landmarks),
+                                    phase, 0)
         method.on_epoch_end(phase, 0)
     n = int(index.numel())
     _expect(isinstance(out, dict) and "loss" in out, f"{name}: train_step must return a dict with 'loss'")

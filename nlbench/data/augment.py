@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlbench.landmarks import Geometry
 from nlbench.settings import PIPELINES  # the one list, shared with the settings' choices
 
 NOISE_STD = math.sqrt(30.0) / 255.0
@@ -171,8 +172,13 @@ class Augmenter:
 
     def train(self, images: Tensor, gen: torch.Generator) -> Tensor:
         """Augment a uint8 batch (B x 3 x H x W, on the training device) with per-sample draws."""
+        return self.train_geometry(images, gen)[0]
+
+    def train_geometry(self, images: Tensor, gen: torch.Generator) -> tuple[Tensor, Geometry]:
+        """:meth:`train`, and the flip, scale and translation it drew per sample (to move landmarks
+        with the image, :func:`nlbench.landmarks.to_input`). The draws are those of :meth:`train`."""
         if self.pipeline == "none":
-            return self.test(images)
+            return self.test(images), Geometry.identity(images.shape[0], images.device)
         x = images.float().div_(255.0)
         n, device = x.shape[0], x.device
         flip = torch.zeros(n, dtype=torch.bool, device=device)
@@ -218,4 +224,5 @@ class Augmenter:
         x = (x - self.mean) / self.std
         if self.pipeline in ERASING:
             x = random_erasing(x, gen)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x, Geometry(flip, scale, tx, ty)

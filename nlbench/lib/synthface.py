@@ -302,3 +302,60 @@ def render_faces(labels: np.ndarray, size: int, seed: int, *, ambiguous_share: f
                             float(ambiguous_share), float(nuisance))
         out[start:start + len(idx)] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+#: Version of :func:`face_landmarks`' point definition (it enters the id of runs that train on landmarks).
+LANDMARKS_VERSION = "1"
+
+
+def _warp(uf: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """Feature-plane horizontal coordinate -> face coordinate: the renderer's crude yaw, inverted."""
+    return 0.22 * yaw + uf * (1.0 - 0.35 * yaw * np.sign(uf))
+
+
+def face_landmarks(labels: np.ndarray, seed: int, *, ambiguous_share: float = 0.15,
+                   nuisance: float = 1.0) -> np.ndarray:
+    """The 19 AFLW-style points of the faces :func:`render_faces` draws, (N, 19, 2) float32.
+
+    Points are (x, y) as fractions of the image side, edge convention (0: the left or top edge of
+    the first pixel, 1: the right or bottom edge of the last), computed analytically from each
+    sample's own draws (the same streams as its image), so they hold at every rendered size. Order
+    (image-left first): brows 0-2 outer, middle, inner and 5-3; eyes 6-8 outer corner, centre,
+    inner corner and 11-9; nose 12-14 (left nostril, tip, right nostril); mouth 15-17 (left
+    corner, centre, right corner); chin 18.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n, nu = len(labels), float(nuisance)
+    uni, nrm = np.empty((n, _N_UNIFORM)), np.empty((n, _N_NORMAL))
+    for i in range(n):  # the renderer's per-sample streams, without the sensor noise drawn after them
+        rng = np.random.default_rng([int(seed), i])
+        uni[i] = rng.random(_N_UNIFORM)
+        nrm[i] = rng.standard_normal(_N_NORMAL)
+    e = _expression(labels, uni, nrm, ambiguous_share)
+    curv, braise, btilt, mouth_y, asym, mwidth = e[:, 0], e[:, 4], e[:, 5], e[:, 8], e[:, 9], e[:, 2]
+    scale = FACE_SCALE * np.exp(0.10 * nu * nrm[:, 10])
+    tx, ty = 0.10 * nu * nrm[:, 11], 0.12 - 0.16 * FACE_SCALE + 0.08 * nu * nrm[:, 12]
+    roll = np.deg2rad(12.0) * nu * nrm[:, 13]
+    yaw = 0.35 * nu * (2.0 * uni[:, 6] - 1.0)
+    ex, ey, ew = 0.25 + 0.015 * nrm[:, 18], -0.10 + 0.015 * nrm[:, 19], 0.115 + 0.01 * nrm[:, 20]
+    by0 = ey - (0.15 + 0.015 * nrm[:, 21])
+    my = 0.40 + 0.02 * nrm[:, 22] + mouth_y
+    mw = (0.20 + 0.015 * nrm[:, 24]) * (1.0 + mwidth)
+    inner_v, outer_v = by0 - braise + btilt, by0 - braise - 0.3 * btilt
+    zero = np.zeros(n)
+    # (feature-plane u, v) of each point; "nose" points sit in the nose plane (shifted by 0.06 yaw).
+    brow_outer, brow_inner = (ex + 0.12, outer_v + 0.02), (np.full(n, 0.07), inner_v)
+    brow_mid = ((brow_outer[0] + brow_inner[0]) / 2, (brow_outer[1] + brow_inner[1]) / 2)
+    feature = [(-brow_outer[0], brow_outer[1]), (-brow_mid[0], brow_mid[1]), (-brow_inner[0], brow_inner[1]),
+               brow_inner, brow_mid, brow_outer,
+               (-(ex + ew), ey), (-ex, ey), (-(ex - ew), ey), (ex - ew, ey), (ex, ey), (ex + ew, ey)]
+    nose = [(np.full(n, -0.055), np.full(n, 0.21)), (zero, np.full(n, 0.18)), (np.full(n, 0.055), np.full(n, 0.21))]
+    mouth = [(-mw, my - 2 / 3 * curv - asym), (zero, my + curv / 3), (mw, my - 2 / 3 * curv + asym)]
+    u = np.stack([_warp(a, yaw) for a, _ in feature] + [_warp(a + 0.06 * yaw, yaw) for a, _ in nose]
+                 + [_warp(a, yaw) for a, _ in mouth] + [zero], axis=1)
+    v = np.stack([b for _, b in feature + nose + mouth] + [np.full(n, 0.80)], axis=1)
+    # Face coordinates -> image coordinates in [-1, 1]: the inverse of the renderer's similarity.
+    c, s = np.cos(roll)[:, None], np.sin(roll)[:, None]
+    x = tx[:, None] + scale[:, None] * (c * u - s * v)
+    y = ty[:, None] + scale[:, None] * (s * u + c * v)
+    return (np.stack([x, y], axis=-1) + 1.0).astype(np.float32) / 2.0

@@ -234,7 +234,8 @@ def resolve_spec(request: RunRequest, config: Config, registry: Registry,
     spec = RunSpec(
         method=method_name, hparams=FrozenMap(dataclasses.asdict(hp)),
         data=DataSpec(name=dataset_name, version=str(dataset_cls.version), options=options_json,
-                      fingerprint=dataset.fingerprint(), root=root_path, plugin=dataset_plugin),
+                      fingerprint=dataset.fingerprint(), root=root_path, plugin=dataset_plugin,
+                      landmarks=landmarks_of(method_cls, hp, dataset, method_name)),
         noise=NoiseSpec(rate=float(rate), mode=mode, source=source, file_sha256=file_sha,
                         file_label_base=request.noise_file_base if file_path else None,
                         file=str(file_path) if file_path else None), seed=int(seed), train=settings,
@@ -280,10 +281,23 @@ def dataset_noise_rate(dataset: Any, seed: int = 1) -> float:
     return round(dataset_noise(dataset.table("train"), dataset=name, seed=seed).realised_rate, 6)
 
 
+def landmarks_of(method_cls: type, hp: Any, dataset: Any, method_name: str) -> str | None:
+    """``scheme@version`` of the landmarks a run trains on (None: its method needs none), so the
+    landmark definition is in the id of the runs that use it, and of no other run."""
+    if not getattr(method_cls(hp), "needs_landmarks", False):
+        return None
+    if dataset.landmark_scheme is None:  # the method's validate should have said so; never train without them
+        raise UsageError(f"method {method_name!r} trains on facial landmarks, and dataset {dataset.instance!r} "
+                         f"has none.")
+    return f"{dataset.landmark_scheme}@{dataset.landmark_version}"
+
+
 def method_settings(settings: TrainSettings, dataset: Any) -> dict[str, Any]:
     """The run settings a method's ``validate`` sees besides epochs, noise rate and batch size."""
     return {"image_size": settings.image_size, "augmentation": settings.augmentation or dataset.augmentation,
-            "drop_last": settings.drop_last, "backbone": settings.backbone, "dataset": dataset.name}
+            "drop_last": settings.drop_last, "backbone": settings.backbone, "dataset": dataset.name,
+            "num_classes": dataset.num_classes, "balanced_sampling": settings.balanced_sampling,
+            "has_landmarks": dataset.landmark_scheme is not None, "landmark_scheme": dataset.landmark_scheme}
 
 
 def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, noise_rate: float,
@@ -299,6 +313,7 @@ def build_hparams(method_cls: type, values: dict[str, Any], *, epochs: int, nois
     where = f"methods.{method_cls.name}"
     hp = build_options(method_cls.HParams, values, where)
     seen = {"image_size": 224, "augmentation": "cct", "drop_last": True, "backbone": "resnet18", "dataset": "",
+            "num_classes": 7, "balanced_sampling": False, "has_landmarks": False, "landmark_scheme": None,
             **(run_settings or {})}
     try:
         method_cls.validate(hp, {"epochs": epochs, "noise_rate": noise_rate, "batch_size": batch_size, **seen})

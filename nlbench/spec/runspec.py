@@ -76,6 +76,9 @@ class DataSpec:
     #: id) when it is the plugin of that name, as every run before instances was. A worker opens
     #: the plugin from this field alone (:attr:`plugin_name`), never from benchmark.toml.
     plugin: str | None = field(default=None, metadata={OMIT_NONE: True})
+    #: ``scheme@version`` of the facial landmarks the run's method trains on; None (and left out of
+    #: the JSON, so of the run id) for the runs of every method that needs none.
+    landmarks: str | None = field(default=None, metadata={OMIT_NONE: True})
 
     def __post_init__(self) -> None:
         if self.plugin == self.name:  # an instance of itself: the id of the same run without the field

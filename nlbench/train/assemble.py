@@ -30,7 +30,8 @@ from nlbench.data.noise import NoiseResult, dataset_noise, inject_noise
 from nlbench.data.validation import training_subset, validation_split
 from nlbench.dataset import open_dataset
 from nlbench.environment import cpu_has_bf16
-from nlbench.errors import NlbenchError, RunFailed, UsageError
+from nlbench.errors import DataError, NlbenchError, RunFailed, UsageError
+from nlbench.landmarks import Scheme
 from nlbench.method import Method
 from nlbench.seeding import derive_seed
 from nlbench.train.backbone import BackboneFactory
@@ -230,6 +231,8 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     method = build_method(spec, registry, ctx)
     held_index = torch.as_tensor(held)
     train_cache = ImageCache(ImageCache.place(train_images, device, spec.train), device)
+    if method.needs_landmarks:
+        train_cache.scheme, train_cache.landmarks = training_landmarks(dataset, len(train), fit, device)
     ctx.images, ctx.modules_of = train_cache, method.modules  # ctx.fetch and ctx.scan
     return Assembly(
         spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised, noise=noise,
@@ -244,6 +247,23 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
         val_clean=torch.as_tensor(train.table.labels[held], device=device),
         train_index=fit, val_index=held,
     )
+
+
+def training_landmarks(dataset: Dataset, size: int, fit: np.ndarray,
+                       device: torch.device) -> tuple[Scheme, torch.Tensor]:
+    """The scheme and the landmarks (on the device) of the training images trained on, checked."""
+    from nlbench.landmarks import SCHEMES
+
+    scheme = SCHEMES.get(dataset.landmark_scheme or "")
+    if scheme is None:
+        raise DataError(f"dataset {dataset.instance!r} has no facial landmarks of a known scheme "
+                        f"({dataset.landmark_scheme!r}; known: {', '.join(SCHEMES)}), and the method trains on them.")
+    points = dataset.read_landmarks("train")
+    expected = (size, len(scheme.points), 2)
+    if points is None or tuple(np.shape(points)) != expected:
+        raise DataError(f"dataset {dataset.instance!r}: its {scheme.name} landmarks should be an array of shape "
+                        f"{expected}, got {None if points is None else tuple(np.shape(points))}.")
+    return scheme, torch.as_tensor(np.asarray(points, dtype=np.float32)[fit], device=device)
 
 
 def with_settings(spec: RunSpec, **changes: Any) -> RunSpec:

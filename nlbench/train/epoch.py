@@ -23,6 +23,7 @@ import torch
 from nlbench.context import Context, LabelStore, last_occurrences
 from nlbench.data.augment import Augmenter
 from nlbench.errors import RunFailed
+from nlbench.landmarks import Scheme, to_input
 from nlbench.method import Batch, Method, Phase, Segment
 from nlbench.seeding import derive_seed
 from nlbench.settings import TrainSettings
@@ -293,6 +294,10 @@ class ImageCache:
 
     def __init__(self, placed: torch.Tensor, device: torch.device) -> None:
         self.images, self.device = placed, device
+        #: The faces' landmarks (N x L x 2 fractions of the image, on the device) and their scheme,
+        #: for a method that trains on them; None otherwise.
+        self.landmarks: torch.Tensor | None = None
+        self.scheme: Scheme | None = None
 
     @staticmethod
     def place(images: torch.Tensor, device: torch.device, settings: TrainSettings) -> torch.Tensor:
@@ -381,13 +386,19 @@ class EpochRunner:
         else:
             segment, index = self.plan[step].segment, self.plan[step].index
         raw = self.source.get(step, index)
-        x = self.augmenter.train(raw, self.augment_gen)
+        landmarks = None
+        if self.method.needs_landmarks:
+            x, geometry = self.augmenter.train_geometry(raw, self.augment_gen)
+            assert self.source.landmarks is not None and self.source.scheme is not None, "assembled without landmarks"
+            landmarks = to_input(self.source.landmarks[index], geometry, self.augmenter.size, self.source.scheme)
+        else:
+            x = self.augmenter.train(raw, self.augment_gen)
         y = self.labels.current[index]
         where = f"in phase {self.phase.name}, epoch {self.epoch + 1}, batch {step + 1}"
         try:
             with self.ctx.autocast():
-                out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None, segment),
-                                             self.phase, self.epoch)
+                out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None, segment,
+                                                   landmarks), self.phase, self.epoch)
         except (RunFailed, KeyboardInterrupt):
             raise
         except (Exception, SystemExit) as err:  # a plugin's sys.exit fails its run, it does not end nlbench
