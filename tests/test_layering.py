@@ -36,6 +36,7 @@ EXCEPTIONS = {
     ("nlbench.testing", "nlbench.spec.runspec"): "check_method builds its run spec",
     ("nlbench.testing", "nlbench.spec.config"): "check_method reads no benchmark.toml: an empty Config",
     ("nlbench.testing", "nlbench.data.augment"): "check_method predicts through the run's augmenter",
+    ("nlbench.testing", "nlbench.train.epoch"): "check_method steps once more from the run's image cache",
     # The store names a run's folder after its spec (type-only: it reads the spec's fields).
     ("nlbench.store", "nlbench.spec.runspec"): "run_dir_name(spec) annotation",
     # Old import paths, kept for one release (module __getattr__ with a DeprecationWarning).
