@@ -38,6 +38,7 @@ import numpy as np
 import nlbench
 from nlbench import DataError, Dataset, SampleTable
 from nlbench.dataset import IMAGENET_MEAN, IMAGENET_STD
+from nlbench.options import runtime
 
 CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 PREFIXES = {"train": "train_", "test": "test_"}
@@ -57,6 +58,11 @@ class RafdbOptions:
     noisy_list: str = ""
     #: Label of the first class in noisy_list: 1 (RAF-DB/CCT files) or 0 (SCN's released files).
     noisy_label_base: Literal[0, 1] = 1
+    #: Facial landmarks of the training images, for methods that train on them (LA-Net): LA-Net's
+    #: ``raf_train_19_landmarks.tensor`` (19 AFLW points per image, pixels of the 224 px aligned
+    #: image, rows in the order of the label list's train_ lines), relative to the RAF-DB folder or
+    #: absolute. Its content (sha256) enters the id of the runs that use it, not its path.
+    landmarks_file: str = runtime("")
 
 
 class Rafdb(Dataset):
@@ -122,6 +128,41 @@ class Rafdb(Dataset):
             )
         if self.options.noisy_list and not self._resolve(self.options.noisy_list).is_file():
             raise DataError(f"noisy label list {self._resolve(self.options.noisy_list)} does not exist.")
+        if self.options.landmarks_file and not self._resolve(self.options.landmarks_file).is_file():
+            raise DataError(f"landmarks file {self._resolve(self.options.landmarks_file)} does not exist "
+                            f"(datasets.rafdb.options.landmarks_file).")
+
+    @property
+    def landmark_scheme(self) -> str | None:  # type: ignore[override]
+        """aflw19 with a landmarks file, else none."""
+        return "aflw19" if self.options.landmarks_file else None
+
+    @property
+    def landmark_version(self) -> str:  # type: ignore[override]
+        """The landmarks file's content: its sha256 (16 hex digits), so another file is another run."""
+        from nlbench.identity import file_sha256
+
+        return file_sha256(self._resolve(self.options.landmarks_file))[:16]
+
+    def read_landmarks(self, split: str) -> np.ndarray | None:
+        """The training images' 19 points from the landmarks file, as fractions of the image side."""
+        if split != "train" or not self.options.landmarks_file:
+            return None
+        from nlbench.safe_load import load_tensors
+
+        path = self._resolve(self.options.landmarks_file)
+        try:
+            points = load_tensors(path)
+        except Exception as err:  # a damaged or foreign file: one clear message
+            raise DataError(f"landmarks file {path} could not be read as a tensor file ({err}).") from None
+        listed = [name for entry_split, name, _, _ in self._read_entries() if entry_split == "train"]
+        if not hasattr(points, "shape") or tuple(points.shape) != (len(listed), 19, 2):
+            shape = tuple(points.shape) if hasattr(points, "shape") else type(points).__name__
+            raise DataError(f"landmarks file {path} holds {shape}; expected ({len(listed)}, 19, 2): one row of 19 "
+                            f"(x, y) points per train_ line of {self.options.label_file}, in its order.")
+        row = {self._image_name(name): number for number, name in enumerate(listed)}  # by image file name
+        rows = [row[Path(ref).name] for ref in self.table("train").refs]
+        return (np.asarray(points, dtype=np.float32)[rows] / 224.0).astype(np.float32)
 
     def _read_entries(self) -> list[tuple[str, str, int, str]]:
         if self._entries is not None:

@@ -126,15 +126,16 @@ def is_added(field: dataclasses.Field) -> bool:
 
 
 def identity_dict(options: Any) -> dict[str, Any]:
-    """An options dataclass as a plain dict, its :func:`added` fields left out while at their default.
+    """An options dataclass as a plain dict, its :func:`added` fields left out while at their default
+    and its :func:`runtime` fields left out.
 
     What a dataset's options contribute to the run id and the decode cache key: an option added
     later enters them only when set, so the runs and images stored before it keep their ids.
     """
     values = dataclasses.asdict(options)
     for field in dataclasses.fields(options):
-        if is_added(field) and values[field.name] == _default(field):
-            del values[field.name]
+        if (is_added(field) and values[field.name] == _default(field)) or field.metadata.get(RUNTIME):
+            del values[field.name]  # a runtime option (e.g. where a file is) says its content elsewhere
     return values
 
 

@@ -120,3 +120,29 @@ def test_noisy_list_matched_by_name(tmp_path: Path) -> None:
     incomplete.write_text("train_00001.jpg 1\n")
     with pytest.raises(DataError, match=r"no noisy label for 7 of the 8 training images"):
         rafdb(root, noisy_list=str(incomplete)).table("train")
+
+
+def test_landmarks_file_rows_follow_the_label_list_and_are_matched_by_name(tmp_path: Path) -> None:
+    import torch
+
+    from nlbench.options import identity_dict
+
+    root = make_rafdb(tmp_path)
+    # LA-Net's file: one row per train_ line of the list (00001-00007, 00009, 00010), pixels of 224 px
+    points = torch.arange(9 * 19 * 2, dtype=torch.float32).view(9, 19, 2) / 10
+    torch.save(points, root / "landmarks.tensor")
+    plain = rafdb(root)
+    assert plain.landmark_scheme is None and plain.read_landmarks("train") is None
+    ds = rafdb(root, landmarks_file="landmarks.tensor")
+    assert ds.landmark_scheme == "aflw19" and len(ds.landmark_version) == 16
+    got = ds.read_landmarks("train")
+    # the table keeps 00001-00007 and the corrupt 00010 (row 8); 00009 has no image
+    assert got.shape == (8, 19, 2) and got.dtype == np.float32
+    assert np.allclose(got[:7], points[:7].numpy() / 224) and np.allclose(got[7], points[8].numpy() / 224)
+    assert ds.read_landmarks("test") is None
+    assert identity_dict(ds.options) == identity_dict(plain.options)  # the path is not the identity
+    torch.save(points[:5], root / "short.tensor")
+    with pytest.raises(DataError, match=r"expected \(9, 19, 2\)"):
+        rafdb(root, landmarks_file="short.tensor").read_landmarks("train")
+    with pytest.raises(DataError, match="landmarks file .* does not exist"):
+        rafdb(root, landmarks_file="missing.tensor").check()
