@@ -15,7 +15,8 @@ Two formats are read, one is written:
 * the lists the official SCN / EAC / CCT repositories publish for RAF-DB: ``name label`` per line,
   whitespace separated, no header. Labels are integers from the dataset's ``list_label_base``
   (1 for RAF-DB, whose lists count from 1; 0 elsewhere; ``--noise-file-base`` overrides it) or
-  class names.
+  class names. The lists those repositories published are recognised by their sha256
+  (:mod:`nlbench.data.published_noise`): the run's note names them and their rate is checked.
 
 Rows are matched to the training samples by name: the sample's path relative to the data root,
 else its file name, else its file name without RAF-DB's ``_aligned`` suffix (lists name
@@ -200,7 +201,10 @@ def labels_from_file(path: str | None, dataset: Any, table: Any, *, expected_sha
 
     if path is None or not Path(path).is_file():
         raise DataError(f"noise file {path} does not exist (it was read when the run was specified).")
-    if expected_sha256 is not None and file_sha256(Path(path)) != expected_sha256:
+    from nlbench.data.published_noise import recognise
+
+    sha = file_sha256(Path(path))
+    if expected_sha256 is not None and sha != expected_sha256:
         raise DataError(f"noise file {path} changed since the run was specified (its sha256 differs); "
                         f"start the run again to train on the new labels.")
     base = getattr(dataset, "list_label_base", 0) if label_base is None else label_base
@@ -208,8 +212,10 @@ def labels_from_file(path: str | None, dataset: Any, table: Any, *, expected_sha
     _check_same_data(Path(path), settings, dataset, table)
     labels, unmatched = match_labels(Path(path), rows, sample_names(table.refs, dataset.root))
     realised = float(np.mean(labels != table.labels)) if len(labels) else 0.0
+    # A list an official repository published: its origin goes into the note, its rate is checked.
+    published = recognise(sha, realised, len(labels), Path(path).name)
     extra = f"; {unmatched} of its rows name no training sample and were ignored" if unmatched else ""
-    return NoiseResult(labels, realised, None, f"labels of noise file {Path(path).name}{extra}")
+    return NoiseResult(labels, realised, None, f"labels of noise file {Path(path).name}{published}{extra}")
 
 
 def samples_sha256(table: Any, root: Path | None) -> str:

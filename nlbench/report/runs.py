@@ -220,8 +220,11 @@ def read_runs(runs_dir: Path, filters: Filters | None = None, run_ids: Iterable[
 def noise_label(noise: dict[str, Any]) -> str:
     """The noise of a run as a row or panel label: the injected rate (and mode), real, or a noise file."""
     if noise.get("source") == "file":  # runs on one noise file are compared with each other only
+        from nlbench.data.published_noise import table_label
+
         sha = (noise.get("file") or {}).get("sha256") or "?"
-        return f"file {sha[:8]} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
+        name = table_label(sha) or f"file {sha[:8]}"  # a list a paper published goes by its name
+        return f"{name} ({100 * float(noise.get('realised_rate') or 0):.1f}%)"
     if noise.get("source") == "dataset" and noise.get("rule"):
         return f"real ({noise['rule']})"  # seeds of one rule belong in one cell
     if noise.get("source") == "dataset":

@@ -199,9 +199,12 @@ def _method_order(name: str) -> tuple[int, str, bool, str, str]:
 
 
 def _noise_order(label: str) -> tuple[int, float, str]:
-    if label.startswith(("real", "file")):  # after the injected rates: real noise, then noise files
-        return (1 if label.startswith("real") else 2, 0.0, label)
-    return (0, float(label.split(" ", 1)[0]), label)
+    if label.startswith("real"):  # after the injected rates: real noise, then noise files
+        return (1, 0.0, label)
+    try:
+        return (0, float(label.split(" ", 1)[0]), label)
+    except ValueError:  # a noise file: "file <sha256 prefix> (...)" or a published list's name
+        return (2, 0.0, label)
 
 
 def _dataset_order(name: str) -> tuple[int, str, str]:
