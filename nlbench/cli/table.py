@@ -40,6 +40,10 @@ def table(
                                           help="Baseline method: each method's paired difference to it, with its 95% "
                                                "t-interval and the paired t-test, and average ranks."),
     with_paper: bool = typer.Option(False, "--with-paper", help="Show the paper's published value beside each cell."),
+    paper: Optional[str] = typer.Option(
+        None, "--paper",
+        help="Whose published values --with-paper shows (implies it): cct (the CCT paper, the default) or lanet "
+             "(LA-Net, ICCV 2023: its Tables 1 and 3, which also print Standard, SCN, RUL, EAC and DMUE)."),
     cost: bool = typer.Option(False, "--cost", help="Also show the training cost of every method."),
     tuned: bool = typer.Option(False, "--tuned", help="Each method tuned by `nlbench tune` beside its default "
                                                        "configuration: chosen values, budget, paired difference."),
@@ -70,6 +74,12 @@ def table(
             raise UsageError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
     if compare is not None and not LAYOUT_SPECS[layout].method_rows:
         raise UsageError(f"--compare compares methods; layout {layout} has no method rows (use table1, table2 or table3).")
+    if paper is not None:
+        from nlbench.report.published import paper_names
+
+        if paper not in paper_names():
+            raise UsageError(f"unknown paper {paper!r} for --paper; choose one of {', '.join(paper_names())}.")
+        with_paper = True
     cfg = load_config(find_config(config))
     folder = runs_dir(runs, cfg, must_exist=True)
     if tuned:
@@ -78,7 +88,7 @@ def table(
     import sys
 
     result = build_table(folder, metric, member, layout=layout, score=score,
-                         with_paper=with_paper, warn=lambda note: print(note, file=sys.stderr),
+                         with_paper=with_paper, paper=paper or "cct", warn=lambda note: print(note, file=sys.stderr),
                          filters=make_filters(methods, datasets, noise, seeds, run, where))
     if compare is not None and result.rows and compare not in {row[-1] for row in result.rows}:
         shown = sorted({row[-1] for row in result.rows})

@@ -270,9 +270,10 @@ def _settings_text(frame: pd.DataFrame) -> str:
 def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run_ids: set[str] | None = None,
                 layout: str = "table1", score: str = "accuracy",
                 with_paper: bool = False, warn: Callable[[str], None] | None = None,
-                filters: Filters | None = None) -> ComparisonTable:
+                filters: Filters | None = None, paper: str = "cct") -> ComparisonTable:
     """Aggregate the finished runs under ``runs_dir`` (those passing ``filters``, or those of
-    ``run_ids``) into ``layout``."""
+    ``run_ids``) into ``layout``; ``with_paper`` adds the values printed by ``paper`` (the name of
+    a file in ``nlbench/report/published/``)."""
     lacking: Counter = Counter()
     if layout == "cross" and (metric != "last" or member != "model"):
         from nlbench.errors import UsageError
@@ -354,7 +355,7 @@ def build_table(runs_dir: Path, metric: str = "last", member: str = "model", run
                             score=score)
     _attach_references(table, raw)
     if with_paper and layout != "cross":
-        _attach_paper(table, metric, score)
+        _attach_paper(table, metric, score, paper)
     elif with_paper:
         table.notes.append("note: the paper has no cross-dataset results; --with-paper shows nothing here.")
     if warn is not None:
@@ -468,11 +469,12 @@ def _attach_references(table: ComparisonTable, frame: pd.DataFrame) -> None:
                 f"{r.variant} on {r.column}, noise {r.noise}, seed {r.seed}{fold}: {r.dominant.describe()}")
 
 
-def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:
-    """The paper's printed value of every cell it has (accuracy only)."""
-    from nlbench.report.published import load_published
+def _attach_paper(table: ComparisonTable, metric: str, score: str, paper: str = "cct") -> None:
+    """The printed value of every cell that paper ``paper`` has (accuracy only): one paper per
+    table, named in the caption, so no shown value is of uncertain origin."""
+    from nlbench.report.published import load_paper
 
-    published = load_published()
+    published = load_paper(paper)
     if score != "accuracy":
         table.notes.append("note: the paper publishes accuracy only; --with-paper shows nothing for other scores.")
         return
@@ -481,8 +483,12 @@ def _attach_paper(table: ComparisonTable, metric: str, score: str) -> None:
             value = _paper_value(published, table.layout, row, column, table.frame)
             if value is not None:
                 table.paper[(row, column)] = value
-    table.caption += (f" Paper: the value printed in {published.source} (its epoch selection is not stated; "
-                      f"the official code selects on the test set), Δ = ours - paper.")
+    if not table.paper:
+        table.notes.append(f"note: paper {paper!r} prints none of this table's cells; --with-paper shows nothing.")
+    shown = {column for _, column in table.paper}  # a caveat only where its dataset has a paper value
+    caveats = "".join(f" {text}" for dataset, text in published.caveats.items() if dataset in shown)
+    table.caption += (f" Paper: the value printed in {published.source} ({published.selection}), "
+                      f"Δ = ours - paper.{caveats}")
 
 
 def _paper_value(published: Any, layout: str, row: tuple[str, ...], column: str, frame: pd.DataFrame) -> float | None:
