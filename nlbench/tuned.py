@@ -37,6 +37,8 @@ class MethodOutcome:
     #: Test accuracy (%, last epoch, deployable model) per evaluation seed: default and chosen configuration.
     default: dict[int, float] = field(default_factory=dict)
     tuned: dict[int, float] = field(default_factory=dict)
+    #: Whether the chosen configuration is the default one (the study's first trial).
+    chosen_is_default: bool = False
 
 
 def describe_point(values: dict[str, Any]) -> str:

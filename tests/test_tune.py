@@ -92,6 +92,30 @@ def test_a_continued_study_proposes_new_points_not_its_first_ones_again(tmp_path
     assert len(points) == 4 and len(set(points)) == 4, points
 
 
+class DefaultIsBest(FakeTraining):
+    """Validation accuracy falls with the backbone lr's distance from its default 1e-3."""
+
+    def __call__(self, specs, observers=None) -> dict:
+        out = super().__call__(specs, observers)
+        for spec in specs:
+            curve = out[spec.run_id]["metrics"]["model"]["val_curve"]
+            curve[-1] = 90 - curve[-1]
+        return out
+
+
+def test_a_new_study_begins_with_the_default_and_keeps_it_when_nothing_beats_it_on_validation(tmp_path):
+    (outcome,), training = _tune(tmp_path, _request(budget=4), DefaultIsBest())
+    first = training.asked[0][0]
+    assert first.train.backbone_lr == 1e-3 and first.train.weight_decay == 0.0  # trial 0: the default
+    assert outcome.chosen_is_default and outcome.chosen["train.backbone_lr"] == 1e-3
+    default_ids = {spec.run_id for spec in training.asked[-1] if spec.train.backbone_lr == 1e-3}
+    assert len(default_ids) == 3  # the tuned and the default configuration are the same runs
+    assert outcome.tuned == outcome.default
+    (again,), _ = _tune(tmp_path, _request(budget=4), DefaultIsBest())
+    study = optuna.load_study(study_name=again.study, storage=_storage(tmp_path))
+    assert sum(t.params["train.backbone_lr"] == 1e-3 for t in study.get_trials()) == 1  # enqueued once
+
+
 def _storage(folder):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -225,10 +249,10 @@ class PrunableTraining(FakeTraining):
 
 
 def test_pruned_trials_count_their_epochs_and_report_what_they_saved(tmp_path):
-    request = _request(budget=12, unit="network-epochs", base=RunRequest(epochs=6, sets=list(SETS)))
+    request = _request(budget=15, unit="network-epochs", base=RunRequest(epochs=6, sets=list(SETS)))
     (outcome,), training = _tune(tmp_path, request, PrunableTraining(cost=3.0))
     assert outcome.pruned >= 1 and outcome.saved > 0
-    assert outcome.spent <= 12
+    assert outcome.spent <= 15
     assert outcome.spent < 3 * outcome.trials  # a pruned trial costs the epochs it trained, not a whole trial
     study = MethodStudy("standard", request, load_config(None), get_registry(), tmp_path).study
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -56,7 +56,9 @@ def tuned_table(outcomes: list[MethodOutcome], context: dict[str, Any]) -> Tuned
     by_network_epochs = context.get("unit") != "trials"
     rows = []
     for outcome in outcomes:
-        chosen = "none scored" if outcome.chosen is None else f"{describe_point(outcome.chosen)} ({outcome.val:.2f})"
+        chosen = ("none scored" if outcome.chosen is None
+                  else f"the default ({outcome.val:.2f})" if outcome.chosen_is_default
+                  else f"{describe_point(outcome.chosen)} ({outcome.val:.2f})")
         spent = f"{outcome.trials}" + "".join(f", {n} {what}" for n, what in ((outcome.pruned, "pruned"),
                                                                                (outcome.failed, "failed")) if n)
         if by_network_epochs:

@@ -100,6 +100,18 @@ def cost_of(result: dict[str, Any]) -> float:
     return float((result.get("cost") or {}).get("network_epochs") or 0.0)
 
 
+def default_point(spec: RunSpec, space: dict[str, Dimension]) -> dict[str, Any] | None:
+    """The values a default run of ``spec`` has for each tuned key, or None if one is outside the space."""
+    point = {}
+    for key, dim in space.items():
+        table, name = key.split(".", 1)[0], key.rsplit(".", 1)[-1]
+        value = getattr(spec.train, name) if table == "train" else spec.hparams[name]
+        if not dim.contains(value):
+            return None
+        point[key] = value
+    return point
+
+
 def make_sampler(request: TuneRequest, method: str, earlier: int) -> Any:
     """The seeded sampler of a method's study that already holds ``earlier`` trials."""
     import optuna
@@ -122,7 +134,10 @@ class MethodStudy:
         self.method, self.request = method, request
         self.space: dict[str, Dimension] = search_space(registry.method(method), config)
         self.name = study_name(method, request, self.space)
-        self.epochs = trial_specs(method, {}, request.tune_seeds[:1], request, config, registry)[0].train.epochs
+        default_spec = trial_specs(method, {}, request.tune_seeds[:1], request, config, registry)[0]
+        self.epochs = default_spec.train.epochs
+        #: The default configuration as a point of the space (None if the space leaves it out).
+        self.default = default_point(default_spec, self.space)
         path = self.journal = store / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
         self.study = optuna.create_study(study_name=self.name, storage=JournalStorage(JournalFileBackend(str(path))),
@@ -131,7 +146,12 @@ class MethodStudy:
                                          direction="maximize", load_if_exists=True)
         # A continued study draws from a stream of its own: the sampler's state is not in the
         # journal, and the same seed again would propose the points of the first trials again.
-        self.study.sampler = make_sampler(request, method, len(self.study.get_trials(deepcopy=False)))
+        earlier = len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = make_sampler(request, method, earlier)
+        if not earlier and self.default is not None:
+            # The first trial is the default configuration, so the choice is never worse than the
+            # default on the noisy validation split: tuning can keep it.
+            self.study.enqueue_trial(self.default)
         self.study.set_user_attr("method", method)
 
     # -- the budget ----------------------------------------------------------------------------
@@ -300,7 +320,8 @@ def run_tuning(request: TuneRequest, config: Config, registry: Registry, store: 
         outcome = MethodOutcome(study.method, study.name, len(finished),
                                 sum(t.value is None and "pruned_at" not in t.user_attrs for t in finished),
                                 study.spent(), len(pruned), sum(t.user_attrs.get("saved", 0.0) for t in pruned),
-                                best[0] if best else None, best[1] if best else None)
+                                best[0] if best else None, best[1] if best else None,
+                                chosen_is_default=best is not None and best[0] == study.default)
         outcomes.append(outcome)
         evaluation.append((outcome, "default", trial_specs(study.method, {}, request.seeds, request, config, registry)))
         if best is not None:
