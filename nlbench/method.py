@@ -60,7 +60,7 @@ class Batch:
     it is None otherwise. ``segment`` names the :class:`Segment` of the method's epoch plan the
     batch belongs to (None in an epoch the engine planned). ``landmarks`` (B x L x 2, pixels of the
     network input, moved with ``x``'s flip, scale and translation; :mod:`nlbench.landmarks`) is
-    filled for methods that set :attr:`Method.needs_landmarks`, None otherwise.
+    filled for methods that set :attr:`Method.needs_landmarks`, None otherwise, and so is ``flipped``.
     """
 
     x: Tensor
@@ -69,6 +69,9 @@ class Batch:
     raw: Tensor | None = None
     segment: str | None = None
     landmarks: Tensor | None = None
+    #: Which samples the augmentation flipped (B bools), beside ``landmarks``: a method that needs
+    #: the points of a flipped face under their original names undoes the swap with it.
+    flipped: Tensor | None = None
 
 
 @dataclass

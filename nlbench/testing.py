@@ -286,13 +286,14 @@ def _check_train_step(method: Method, phase: Phase, source: ImageCache, augmente
         method.train_mode(phase)
         raw = source.get(0, index)
         x, geometry = augmenter.train_geometry(raw, ctx.generator("augment"))
-        landmarks = None
+        landmarks = flipped = None
         if method.needs_landmarks and source.landmarks is not None and source.scheme is not None:
             landmarks = to_input(source.landmarks[index], geometry, augmenter.size, source.scheme)
+            flipped = geometry.flip
         y = ctx.labels.current[index]
         with ctx.autocast():
-            out = method.train_step(Batch(x, y, index, raw if method.needs_raw else None, landmarks=landmarks),
-                                    phase, 0)
+            out = method.train_step(Batch(x, y, index, raw if method.needs_raw else None, landmarks=landmarks,
+                                          flipped=flipped), phase, 0)
         method.on_epoch_end(phase, 0)
     n = int(index.numel())
     _expect(isinstance(out, dict) and "loss" in out, f"{name}: train_step must return a dict with 'loss'")

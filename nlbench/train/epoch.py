@@ -386,11 +386,12 @@ class EpochRunner:
         else:
             segment, index = self.plan[step].segment, self.plan[step].index
         raw = self.source.get(step, index)
-        landmarks = None
+        landmarks = flipped = None
         if self.method.needs_landmarks:
             x, geometry = self.augmenter.train_geometry(raw, self.augment_gen)
             assert self.source.landmarks is not None and self.source.scheme is not None, "assembled without landmarks"
             landmarks = to_input(self.source.landmarks[index], geometry, self.augmenter.size, self.source.scheme)
+            flipped = geometry.flip
         else:
             x = self.augmenter.train(raw, self.augment_gen)
         y = self.labels.current[index]
@@ -398,7 +399,7 @@ class EpochRunner:
         try:
             with self.ctx.autocast():
                 out = self.method.train_step(Batch(x, y, index, raw if self.method.needs_raw else None, segment,
-                                                   landmarks), self.phase, self.epoch)
+                                                   landmarks, flipped), self.phase, self.epoch)
         except (RunFailed, KeyboardInterrupt):
             raise
         except (Exception, SystemExit) as err:  # a plugin's sys.exit fails its run, it does not end nlbench
