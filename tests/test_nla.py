@@ -280,3 +280,14 @@ def test_conformance_of_the_code_form(tmp_path) -> None:
     assert report.result["diagnostics"]["score_noisy"] is not None
     eps = [record["train"]["eps"] for record in report.history]
     assert eps == pytest.approx([0.0, 1 - math.exp(-7.5)], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_equals_a_whole_one(cli, tmp_path) -> None:
+    """eps(e) is set from the epoch at its start and the network is checkpointed: a run stopped after
+    its first epoch resumes exactly."""
+    from conftest import TINY, whole_and_resumed
+
+    a, b = whole_and_resumed(cli, tmp_path, ["run", "--method", "nla", "--epochs", "3", "--noise", "0.3", *TINY])
+    assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
+    assert a["diagnostics"]["eps"] > 0
