@@ -310,6 +310,9 @@ def test_method_groups_expand_in_table_order_each_method_once(cli, tmp_path):
 
     assert expand_methods(["all+modern"]) == [*PAPER_METHODS, *MODERN_METHODS]
     assert expand_methods(["modern"]) == ["eac", "rul"]
+    assert expand_methods(["standard+fer2023"]) == ["standard", "lanet", "nla", "resup", "dmue"]
+    registered = get_registry().methods
+    assert all(name in registered for name in expand_methods(["all+modern+fer2023+lnl"]))
     assert expand_methods(["standard+modern", "eac", "cct"]) == ["standard", "eac", "rul", "cct"]
     with pytest.raises(UsageError, match="empty part"):
         expand_methods(["all+"])

@@ -35,7 +35,7 @@ ALIGN = 32
 
 def config(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Method (see `nlbench methods`)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Sweep: comma-separated methods (all, modern, lnl "
+    methods: Optional[str] = typer.Option(None, "--methods", help="Sweep: comma-separated methods (all, modern, fer2023, lnl "
                                                                   "and + as in `nlbench sweep`)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset (see `nlbench datasets`)."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Sweep: comma-separated datasets."),

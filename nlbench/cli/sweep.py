@@ -12,7 +12,8 @@ from nlbench.cli.common import ConfigOption, RunsDirOption, parse_numbers, split
 def sweep(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A named grid of benchmark.toml ([sweeps.NAME])."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. standard,cct; all = the paper's "
-                                   "seven, modern = eac,rul, lnl = gce,sce,elr,dividemix; join groups with +."),
+                                   "seven, modern = eac,rul, fer2023 = lanet,nla,resup,dmue, lnl = "
+                                   "gce,sce,elr,dividemix; join groups with +."),
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets."),
     noise: Optional[str] = typer.Option(None, "--noise", help="Comma-separated noise rates, e.g. 0,0.2,0.4."),
     noise_modes: Optional[str] = typer.Option(None, "--noise-modes", help="Comma-separated noise modes."),
