@@ -163,3 +163,12 @@ def test_adam_ignores_a_constant_factor_on_the_loss() -> None:
         optimizer.step()
         updates.append(net.weight.detach() - before)
     assert torch.allclose(updates[0], updates[1], rtol=1e-4, atol=1e-9)
+
+
+def test_gce_keeps_a_finite_gradient_where_the_labels_probability_underflows() -> None:
+    """A confidently wrong sample (p_y = e^-200, 0 in float32): pow's gradient would be NaN."""
+    z = torch.tensor([[0.0, 200.0], [1.0, 0.0]], requires_grad=True)
+    loss = gce_per_sample(z, torch.tensor([0, 0]), 0.7)
+    loss.mean().backward()
+    assert torch.isfinite(z.grad).all() and torch.equal(z.grad[0], torch.zeros(2))
+    assert loss[0].item() == pytest.approx(1 / 0.7)

@@ -47,8 +47,10 @@ def gce_per_sample(logits: Tensor, labels: Tensor, q: float) -> Tensor:
 
     q -> 0 gives CE, q = 1 gives 1 - p_y (MAE up to a factor); the gradient is p_y^q times CE's.
     """
-    p_y = F.softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
-    return (1.0 - p_y.pow(q)) / q
+    # p_y^q as exp(q log p_y): where p_y underflows to 0, pow's gradient q p^(q-1) is infinite and
+    # times softmax's zero Jacobian gives NaN; through log_softmax the gradient stays finite.
+    log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    return (1.0 - torch.exp(q * log_p_y)) / q
 
 
 def sce_per_sample(logits: Tensor, labels: Tensor, alpha: float, beta: float,
