@@ -48,6 +48,20 @@ def test_torchvision_keyed_file_loads(tmp_path):
     assert torch.equal(net.conv1.weight, source.conv1.weight) and net.fc.out_features == 8
 
 
+def test_a_finished_runs_model_file_initialises_a_new_run_with_its_network(tmp_path):
+    """model.pt of a run ({"method", "run_id", "weights": {name: state}}): its one network loads;
+    a run deploying several networks is refused, naming them."""
+    source = create_backbone("resnet18", 7)
+    path = tmp_path / "model.pt"
+    torch.save({"method": "standard", "run_id": "ab12", "weights": {"net": source.state_dict()}}, path)
+    net = BackboneFactory("resnet18", 7, seed=0, pretrained=path)()
+    assert torch.equal(net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    torch.save({"method": "coteaching", "run_id": "cd34",
+                "weights": {"net1": source.state_dict(), "net2": source.state_dict()}}, path)
+    with pytest.raises(UsageError, match=r"run cd34 \(coteaching\), which deploys 2 networks \(net1, net2\)"):
+        BackboneFactory("resnet18", 7, seed=0, pretrained=path)()
+
+
 def test_missing_backbone_weights_fail_naming_them(tmp_path):
     source = create_backbone("resnet18", 7)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("layer4.")}

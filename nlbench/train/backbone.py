@@ -48,6 +48,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except UnreadableFile as err:
         raise UsageError(f"cannot read pretrained file {path}: {err}. Give a checkpoint of tensors (a state "
                          f"dict), e.g. the MS-Celeb-1M ResNet-18 of SCN/CCT or a torchvision/timm file.") from None
+    if isinstance(raw, dict) and isinstance(raw.get("weights"), dict) and "run_id" in raw:
+        raw = _network_of_run(path, raw)  # an nlbench run's model.pt: its one deployed network
     if isinstance(raw, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in raw and isinstance(raw[key], dict):
@@ -62,6 +64,18 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             continue  # face-identity heads of MS-Celeb, or another task's classifier
         tensors[plain] = value
     return tensors
+
+
+def _network_of_run(path: Path, stored: dict[str, Any]) -> Any:
+    """The state dict of the one network a finished run's ``model.pt`` deploys (``{"weights": {name:
+    state}}``); a run that deploys several networks is refused, naming them."""
+    networks = {name: state for name, state in stored["weights"].items() if isinstance(state, dict)}
+    if len(networks) != 1:
+        names = ", ".join(sorted(stored["weights"])) or "none"
+        raise UsageError(f"pretrained file {path} is the model of run {stored.get('run_id')} ({stored.get('method')}), "
+                         f"which deploys {len(stored['weights'])} networks ({names}), not one; give a checkpoint of "
+                         f"one ResNet-18.")
+    return next(iter(networks.values()))
 
 
 def load_pretrained(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
