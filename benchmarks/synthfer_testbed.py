@@ -11,13 +11,17 @@ real data. This script trains, through ``nlbench run`` (the real engine, nothing
 * CCT at 40 % flip noise          -> it must hold up better than Standard at the end of training.
 
 and prints one line per epoch per run (test accuracy of the deployable model and of CCT's
-train-phase ensemble, training accuracy on clean / noisy samples) plus the verdict of each check.
+train-phase ensemble, training accuracy on clean / noisy samples), the verdict of each check and a
+memorisation summary (peak, last epoch, drop, training accuracy on the noisy samples at the end).
 It takes about 35 minutes on a 2-core CPU (three processes, one thread each); on a GPU a few.
+``--methods`` puts other methods in CCT's place (each one checked against Standard the same way):
+the test bed is where a method that needs facial landmarks (LA-Net) runs with real ones.
 
     python benchmarks/synthfer_testbed.py                  # the test bed (stored in ./testbed-runs)
     python benchmarks/synthfer_testbed.py --show           # print the curves of stored runs again
     python benchmarks/synthfer_testbed.py --seeds 1 2 3    # more seeds (the curves are per seed)
     python benchmarks/synthfer_testbed.py --set train.batch_size=64   # any setting, for every run
+    python benchmarks/synthfer_testbed.py --methods lanet nla resup dmue --no-clean   # other methods
 
 Runs are ordinary nlbench runs: ``nlbench table --runs-dir testbed-runs`` tabulates them, and an
 interrupted test bed resumes where it stopped.
@@ -34,8 +38,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# (method, noise rate): the three runs of the test bed.
-RUNS = (("standard", 0.0), ("standard", 0.4), ("cct", 0.4))
+CLEAN, NOISY = ("standard", 0.0), ("standard", 0.4)  # the two Standard runs every check compares with
+NOISE = 0.4
 CLEAN_RANGE = (80.0, 95.0)
 MIN_DROP = 3.0  # points below the peak that count as "visibly memorises"
 
@@ -49,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training augmentation [none]: with synthfer's own `cct` pipeline Standard at 40%% "
                              "noise had not begun to memorise after 24 epochs, far beyond a CPU budget")
     parser.add_argument("--train-size", type=int, default=1000, help="synthfer training faces [1000]")
+    parser.add_argument("--methods", nargs="+", default=["cct"], metavar="METHOD",
+                        help="methods trained at 40%% noise beside Standard and checked against it [cct]")
+    parser.add_argument("--no-clean", dest="clean", action="store_false",
+                        help="skip Standard on clean labels (the dataset's own check)")
     parser.add_argument("--device", default="auto", help="device given to nlbench run [auto]")
     parser.add_argument("--jobs", type=int, default=3, help="runs trained at once, one thread each on a CPU [3]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -57,7 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the curves and verdicts to this file")
     args = parser.parse_args(argv)
     args.runs_dir = str(Path(args.runs_dir).resolve())  # the runs start in the repository root
+    args.methods = list(dict.fromkeys(m for m in args.methods if m != "standard"))
     return args
+
+
+def runs_of(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(method, noise rate) of every test-bed run, in the order they are trained and printed."""
+    return [*([CLEAN] if args.clean else []), NOISY, *((method, NOISE) for method in args.methods)]
 
 
 def run_command(args: argparse.Namespace, method: str, noise: float, seed: int) -> list[str]:
@@ -76,7 +90,7 @@ def train_all(args: argparse.Namespace) -> None:
     env = dict(os.environ)
     if args.device != "cuda":
         env.setdefault("OMP_NUM_THREADS", "1")  # on a CPU, parallel one-thread runs beat one many-thread run
-    queue = [run_command(args, m, n, s) for s in args.seeds for m, n in RUNS]
+    queue = [run_command(args, m, n, s) for s in args.seeds for m, n in runs_of(args)]
     running: list[subprocess.Popen] = []
     failed = 0
     while queue or running:
@@ -98,7 +112,7 @@ def load_runs(args: argparse.Namespace) -> list[dict]:
     for result_path in sorted(Path(args.runs_dir).glob("synthfer/*/*/*/result.json")):
         result = json.loads(result_path.read_text())
         key = (result["method"], result["noise"]["rate"], result["seed"])
-        if key[:2] not in RUNS or key[2] not in args.seeds:
+        if key[:2] not in runs_of(args) or key[2] not in args.seeds:
             continue
         train, options = result["train"], result.get("dataset_options", {})
         if (train["epochs"], train["augmentation"], options.get("train_size")) != (args.epochs, args.augmentation,
@@ -126,11 +140,11 @@ def _fmt(value: float | None) -> str:
     return "    -" if value is None else f"{value:5.1f}"
 
 
-def report(runs: list[dict]) -> dict:
-    """Print the curves and the three checks; return them as a dict."""
-    out: dict = {"runs": [], "checks": []}
+def report(runs: list[dict], order: list[tuple[str, float]]) -> dict:
+    """Print the curves, the checks and the memorisation summary; return them as a dict."""
+    out: dict = {"runs": [], "checks": [], "summary": []}
     by_key = {}
-    for run in sorted(runs, key=lambda r: (r["seed"], RUNS.index((r["method"], r["noise"])))):
+    for run in sorted(runs, key=lambda r: (r["seed"], order.index((r["method"], r["noise"])))):
         rows = curves(run)
         by_key[(run["method"], run["noise"], run["seed"])] = rows
         out["runs"].append({k: run[k] for k in ("method", "noise", "seed", "path")} | {"curve": rows})
@@ -140,8 +154,9 @@ def report(runs: list[dict]) -> dict:
             print(f"{r['phase']:<8} {r['epoch']:>5}  {_fmt(r['model']):>10}  {_fmt(r['ensemble']):>8} |"
                   f" {_fmt(r['acc_clean']):>16}  {_fmt(r['acc_noisy'])}")
     seeds = sorted({k[2] for k in by_key})
+    print()
     for seed in seeds:
-        clean, noisy, cct = (by_key.get((m, n, seed)) for m, n in RUNS)
+        clean, noisy = by_key.get((*CLEAN, seed)), by_key.get((*NOISY, seed))
         if clean:
             last = clean[-1]["model"]
             out["checks"].append(_check(f"seed {seed}: clean Standard ends at {last:.1f}% (aim 80-95)",
@@ -155,14 +170,36 @@ def report(runs: list[dict]) -> dict:
                 f"(drop {peak - accs[-1]:.1f} points, need >= {MIN_DROP:.0f}); training accuracy on noisy "
                 f"samples {_fmt(noisy[0]['acc_noisy']).strip()} -> {_fmt(noisy[-1]['acc_noisy']).strip()}%",
                 peak - accs[-1] >= MIN_DROP))
-        if noisy and cct:
-            ensembles = [r["ensemble"] for r in cct if r["ensemble"] is not None]
+        for method, noise in order:
+            other = by_key.get((method, noise, seed))
+            if (method, noise) in (CLEAN, NOISY) or not (noisy and other):
+                continue
+            ensembles = [r["ensemble"] for r in other if r["ensemble"] is not None]
             teachers = f"; its networks' ensemble ended training at {ensembles[-1]:.1f}%" if ensembles else ""
             out["checks"].append(_check(
-                f"seed {seed}: at 40% CCT ends at {cct[-1]['model']:.1f}% (deployable model){teachers}, "
+                f"seed {seed}: at 40% {method} ends at {other[-1]['model']:.1f}% (deployable model){teachers}, "
                 f"Standard at {noisy[-1]['model']:.1f}%",
-                cct[-1]["model"] > noisy[-1]["model"]))
+                other[-1]["model"] > noisy[-1]["model"]))
+    out["summary"] = summary(by_key, order)
     return out
+
+
+def summary(by_key: dict, order: list[tuple[str, float]]) -> list[dict]:
+    """Print and return one memorisation line per run: peak (epoch), last epoch, drop, noisy-sample fit."""
+    print("\nmemorisation (test accuracy of the deployable model, %; fit = training accuracy on the noisy")
+    print("samples against their wrong labels at the end)")
+    print(f"{'run':<22} {'seed':>4}  {'peak (epoch)':>12}  {'last':>5}  {'drop':>5}  {'fit':>5}")
+    lines = []
+    for (method, noise, seed), rows in sorted(by_key.items(), key=lambda kv: (order.index(kv[0][:2]), kv[0][2])):
+        accs = [r["model"] for r in rows]
+        peak = max(accs)
+        line = {"method": method, "noise": noise, "seed": seed, "peak": peak, "peak_epoch": accs.index(peak) + 1,
+                "last": accs[-1], "drop": peak - accs[-1], "fit_noisy": rows[-1]["acc_noisy"]}
+        lines.append(line)
+        name = f"{method} at {noise:.0%}"
+        print(f"{name:<22} {seed:>4}  {peak:>6.1f} ({line['peak_epoch']:>2})  {accs[-1]:>5.1f}  {line['drop']:>5.1f}"
+              f"  {_fmt(line['fit_noisy'])}")
+    return lines
 
 
 def _check(text: str, ok: bool) -> dict:
@@ -179,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished test-bed runs in {args.runs_dir} for these settings")
         return 1
     print()
-    outcome = report(runs)
+    outcome = report(runs, runs_of(args))
     if args.json:
         Path(args.json).write_text(json.dumps(outcome, indent=1))
     return 0 if all(c["ok"] for c in outcome["checks"]) else 1
