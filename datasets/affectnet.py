@@ -26,6 +26,13 @@ adds synthetic noise on top of them. Test accuracy is always on the manually ann
 Problems (expressions that are not integers 0..10, unusable face boxes, images listed twice, listed
 images missing on disk) are reported in ``SampleTable.problems`` and those rows skipped.
 
+Facial landmarks, for methods that train on them (LA-Net): the lists' ``facial_landmarks`` column
+(68 iBUG points, ``x;y;...`` in pixels of the original image), moved into the face box and mapped
+to the 19 AFLW points LA-Net's heatmap head predicts (:data:`IBUG68_TO_AFLW19`). They are read only
+for such a run, and not with ``cropped = true``: the points lie in the original images, not in
+someone's crops. A row whose points are missing or malformed trains without them (NaN: no landmark
+target), and the run says how many.
+
 Settings: 0.5/0.5 normalisation and the AffectNet augmentation (docs/methods.md §1.2); classifier lr
 1e-3, class-balanced oversampling, 401 steps per epoch (the CCT code's iteration cap) and 30 epochs
 (8 classes) / 25 (7 classes), as in CCT's AffectNet logs (§1.3, §1.4). Storage 112: faces are
@@ -52,6 +59,19 @@ from nlbench.dataset import AFFECTNET_ORDER, HALF_MEAN, HALF_STD
 PATH_COLUMN = "subDirectory_filePath"
 BOX_COLUMNS = ("face_x", "face_y", "face_width", "face_height")
 LABEL_COLUMN = "expression"
+LANDMARK_COLUMN = "facial_landmarks"
+#: Each AFLW-19 point (nlbench.landmarks.AFLW19 order) as the mean of these 0-based iBUG-68 points:
+#: brow ends and middles, eye corners and the centre of each eye's six points, nostrils and nose tip,
+#: mouth corners and the centre of the inner lips, chin. Image-left first, as in AFLW19.
+IBUG68_TO_AFLW19: tuple[tuple[int, ...], ...] = (
+    (17,), (19,), (21,), (22,), (24,), (26,),
+    (36,), (36, 37, 38, 39, 40, 41), (39,), (42,), (42, 43, 44, 45, 46, 47), (45,),
+    (31,), (30,), (35,),
+    (48,), (62, 66), (54,),
+    (8,),
+)
+#: Version of the 68 -> 19 map above: with the list's content it names the landmarks in a run's id.
+LANDMARK_MAP_VERSION = "1"
 NO_EXPRESSION = {8: "None", 9: "Uncertain", 10: "No-Face"}
 
 
@@ -176,6 +196,49 @@ class _AffectNet(Dataset):
         return SampleTable(refs=refs, labels=label_array, noisy_labels=label_array.copy() if automatic else None,
                            problems=problems)
 
+    @property
+    def landmark_scheme(self) -> str | None:  # type: ignore[override]
+        """aflw19 (mapped from the lists' 68 points), or none for images that are already crops."""
+        return None if self.options.cropped else "aflw19"
+
+    @property
+    def landmark_version(self) -> str:  # type: ignore[override]
+        """The map's version and the training list's content (its sha256), so edited points are another run."""
+        from nlbench.identity import file_sha256
+
+        return f"{LANDMARK_MAP_VERSION}-{file_sha256(self._sources('train')[0])[:12]}"
+
+    def read_landmarks(self, split: str) -> np.ndarray | None:
+        """The 19 AFLW points of every ``split`` face, as fractions of its face box (NaN where missing).
+
+        The box is clipped to the image as :meth:`read_image` clips it, so each image's header is
+        read (not its pixels).
+        """
+        if self.options.cropped:
+            return None
+        listing = self._sources(split)[0]
+        try:
+            frame = pd.read_csv(listing, dtype=str, keep_default_na=False, low_memory=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"cannot read {listing}: {err}") from None
+        frame.columns = [str(c).strip() for c in frame.columns]
+        if LANDMARK_COLUMN not in frame.columns:
+            raise DataError(f"{listing} has no {LANDMARK_COLUMN} column, so its faces have no landmarks; run LA-Net's "
+                            f"ablation without them with --set methods.lanet.landmarks=\"none\".")
+        images = self._sources(split)[1]
+        text = dict(zip((str(images / p.strip().replace("\\", "/")) for p in frame[PATH_COLUMN]),
+                        frame[LANDMARK_COLUMN]))
+        refs = self.table(split).refs
+        points = np.full((len(refs), len(IBUG68_TO_AFLW19), 2), np.nan, dtype=np.float32)
+        for row, (path, box) in enumerate(refs):
+            ibug = parse_ibug68(text.get(path, ""))
+            if ibug is None:  # stays NaN: the run reports how many faces train without landmarks
+                continue
+            with Image.open(path) as image:  # the header only: the size the crop is clipped to
+                width, height = image.size
+            points[row] = ibug_to_box_fractions(ibug, box, width, height)
+        return points
+
     def _exists(self, images: Path, relative: str) -> bool:
         """Whether ``images/relative`` exists, listing each subfolder once instead of one stat per file."""
         folder_part, _, name = relative.rpartition("/")
@@ -200,6 +263,26 @@ class _AffectNet(Dataset):
         if right <= left or bottom <= top:
             raise ValueError(f"face box {box} lies outside the {rgb.width}x{rgb.height} image")
         return np.asarray(rgb.crop((left, top, right, bottom)))
+
+
+def parse_ibug68(text: str) -> np.ndarray | None:
+    """68 (x, y) points from AffectNet's ``x;y;x;y;...`` text, or None when it is not 136 finite numbers."""
+    try:
+        values = np.asarray([float(v) for v in text.strip().split(";")], dtype=np.float64)
+    except ValueError:
+        return None
+    if values.size != 136 or not np.isfinite(values).all():
+        return None
+    return values.reshape(68, 2)
+
+
+def ibug_to_box_fractions(ibug: np.ndarray, box: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """The AFLW-19 points of one face (19 x 2 float32) as fractions of its face box clipped to the image."""
+    x, y, w, h = box
+    left, top = max(0, x), max(0, y)
+    right, bottom = min(width, x + w), min(height, y + h)
+    aflw = np.stack([ibug[list(group)].mean(axis=0) for group in IBUG68_TO_AFLW19])
+    return ((aflw - (left, top)) / (right - left, bottom - top)).astype(np.float32)
 
 
 class AffectNet8(_AffectNet):

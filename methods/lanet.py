@@ -260,6 +260,14 @@ class LANet(Method):
         self.needs_landmarks = landmarks
         self.contrastive = landmarks and self.hp.lambda_cl > 0
         self.passes_per_step = CONTRASTIVE_PASSES if self.contrastive else QUERY_PASSES if landmarks else 1.0
+        if not landmarks:  # not LA-Net: every table names the ablation in its row
+            self.variant_settings = ("landmarks",)
+
+    def deployment(self) -> dict:
+        out = super().deployment()
+        if not self.needs_landmarks:
+            out["deploys"] = "the expression network (ablation without landmarks: its pair-score head only trains)"
+        return out
 
     @classmethod
     def validate(cls, hp: LANetParams, settings: dict) -> None:

@@ -128,6 +128,10 @@ class Method:
     uses_noise_rate: ClassVar[bool] = False
     #: What ``predict`` deploys, in words, for table captions.
     deploys: ClassVar[str] = "one network"
+    #: Hyperparameters whose values make this instance a named variant rather than the method
+    #: itself (an ablation): every table labels the run's row with them, e.g. ``lanet
+    #: [landmarks=none]``, even where no other run shown differs. Set per instance from the options.
+    variant_settings: tuple[str, ...] = ()
     #: The member (of the last phase) that is the method's single deployable network: what
     #: ``nlbench table --member single`` reports, so that every method deploys one network.
     single_member: ClassVar[str] = "model"
@@ -217,10 +221,14 @@ class Method:
 
     def deployment(self) -> dict[str, Any]:
         """What the run deploys, recorded in its result: ``deploys`` (words), ``single`` (the
-        member key of its single deployable network) and ``beside`` (label -> member key of models a
-        table shows next to the deployable one, e.g. CCT's teachers' ensemble next to its student)."""
+        member key of its single deployable network), ``beside`` (label -> member key of models a
+        table shows next to the deployable one, e.g. CCT's teachers' ensemble next to its student)
+        and, for a named variant, ``variant`` (:attr:`variant_settings`)."""
         last = self.phases()[-1].name
-        return {"deploys": self.deploys, "single": f"{last}/{self.single_member}", "beside": {}}
+        out = {"deploys": self.deploys, "single": f"{last}/{self.single_member}", "beside": {}}
+        if self.variant_settings:
+            out["variant"] = list(self.variant_settings)
+        return out
 
     def trained_networks(self, phase: Phase) -> int:
         """How many networks ``phase`` trains (for the cost: networks x epochs); default: all of them."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nlbench import DataError
@@ -115,3 +116,97 @@ def test_declared_settings() -> None:
         assert cls.train_defaults["classifier_lr"] == 1e-3 and cls.train_defaults["balanced_sampling"] is True
     assert eight.train_defaults["epochs"] == 30 and seven.train_defaults["epochs"] == 25
     assert eight.to_affectnet == tuple(range(8)) and seven.to_affectnet == tuple(range(7))
+
+
+# iBUG-68's mirror: the point each point becomes in a horizontally flipped face (0-based).
+IBUG_FLIP = [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+             45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+             54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+
+
+def landmark_text(points) -> str:
+    return '"' + ";".join(f"{v:g}" for v in np.asarray(points, dtype=float).ravel()) + '"'
+
+
+def make_landmark_affectnet(root: Path) -> Path:
+    """Three training faces: one inside its 60x50 photo, one whose box leaves the photo, one without points."""
+    make_affectnet(root)
+    k = np.arange(68)
+    ramp = np.stack([10 + 0.25 * k, 5 + 0.4 * k], axis=1)  # point k at (10 + k/4, 5 + 0.4 k)
+    rows = [("0/a.png", 1, BOX, landmark_text(ramp)),
+            ("0/b.png", 2, (50, 30, 20, 30), landmark_text(np.tile([55.0, 40.0], (68, 1)))),
+            ("0/c.png", 3, BOX, '"1.0;2.0;3.0"')]
+    lines = [HEADER] + [f'{p},{",".join(map(str, box))},{marks},{e},0.1,-0.2' for p, e, box, marks in rows]
+    (root / "Manually_Annotated_file_lists" / "training.csv").write_text("\n".join(lines) + "\n")
+    for path, *_ in rows:
+        write_photo(root / "Manually_Annotated_Images" / path)
+    return root
+
+
+def test_landmarks_are_the_68_points_mapped_to_aflw19_in_the_clipped_face_box(tmp_path: Path) -> None:
+    from nlbench.landmarks import AFLW19
+
+    ds = affectnet("affectnet8", make_landmark_affectnet(tmp_path))
+    assert ds.landmark_scheme == "aflw19"
+    points = ds.read_landmarks("train")
+    assert points.shape == (3, 19, 2) and points.dtype == np.float32
+    # Face a: box (10, 5, 20, 30); point k sits at (k/4, 0.4 k) pixels inside it.
+    hand = {0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 7: 38.5, 8: 39, 9: 42, 10: 44.5, 11: 45,
+            12: 31, 13: 30, 14: 35, 15: 48, 16: 64, 17: 54, 18: 8}  # AFLW point: iBUG point (or mean of points)
+    for aflw, ibug in hand.items():
+        np.testing.assert_allclose(points[0, aflw], (0.25 * ibug / 20, 0.4 * ibug / 30), rtol=1e-6)
+    # Face b: box (50, 30, 20, 30) clipped by the 60x50 photo to 10 x 20 pixels, as read_image crops it.
+    np.testing.assert_allclose(points[1], np.full((19, 2), 0.5), rtol=1e-6)
+    assert np.isnan(points[2]).all()  # three numbers are not 68 points
+    assert len(AFLW19.points) == 19
+
+
+def test_the_68_to_19_map_keeps_left_and_right_apart() -> None:
+    """A mirrored face's 19 points are the mirrored 19 points, re-indexed by AFLW19's flip."""
+    from datasets.affectnet import ibug_to_box_fractions
+    from nlbench.landmarks import AFLW19
+
+    face = np.random.default_rng(3).uniform(5, 45, (68, 2))
+    mirrored = np.stack([50.0 - face[IBUG_FLIP, 0], face[IBUG_FLIP, 1]], axis=1)
+    box = (0, 0, 50, 50)
+    aflw = ibug_to_box_fractions(face, box, 50, 50)
+    expected = np.stack([1.0 - aflw[:, 0], aflw[:, 1]], axis=1)[list(AFLW19.flip)]
+    np.testing.assert_allclose(ibug_to_box_fractions(mirrored, box, 50, 50), expected, atol=1e-6)
+
+
+def test_landmarks_follow_the_list_and_not_precropped_images(tmp_path: Path) -> None:
+    root = make_landmark_affectnet(tmp_path)
+    before = affectnet("affectnet8", root).landmark_version
+    cropped = affectnet("affectnet8", root, cropped=True)
+    assert cropped.landmark_scheme is None and cropped.read_landmarks("train") is None
+    listing = root / "Manually_Annotated_file_lists" / "training.csv"
+    listing.write_text(listing.read_text().replace("55;40", "56;40", 1))
+    assert affectnet("affectnet8", root).landmark_version != before
+
+
+def test_a_run_hears_how_many_faces_train_without_landmarks(tmp_path: Path) -> None:
+    from nlbench.train.assemble import training_landmarks
+
+    ds = affectnet("affectnet8", make_landmark_affectnet(tmp_path))
+    heard = []
+
+    class Reporter:
+        def message(self, text):
+            heard.append(text)
+
+    scheme, points = training_landmarks(ds, 3, np.array([0, 2]), torch.device("cpu"), Reporter())
+    assert scheme.name == "aflw19" and tuple(points.shape) == (2, 19, 2)
+    assert heard == ["1 of 2 training faces of affectnet8 have no aflw19 landmarks and train without a landmark "
+                     "target"]
+    heard.clear()
+    training_landmarks(ds, 3, np.array([0, 1]), torch.device("cpu"), Reporter())
+    assert heard == []
+
+
+def test_a_face_without_a_landmarks_column_is_refused_with_the_ablation_named(tmp_path: Path) -> None:
+    root = make_landmark_affectnet(tmp_path)
+    listing = root / "Manually_Annotated_file_lists" / "training.csv"
+    frame = listing.read_text().replace("facial_landmarks", "marks")
+    listing.write_text(frame)
+    with pytest.raises(DataError, match=r"no facial_landmarks column.*landmarks=\"none\""):
+        affectnet("affectnet8", root).read_landmarks("train")

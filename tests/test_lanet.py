@@ -516,3 +516,9 @@ def test_a_resumed_run_equals_a_whole_one(cli, tmp_path) -> None:
             "--set", "methods.lanet.queue_size=40", "--set", f'train.backbone="{BACKBONE}"']
     a, b = whole_and_resumed(cli, tmp_path, args)
     assert a["metrics"] == b["metrics"] and a["final"] == b["final"]
+
+
+def test_the_ablation_records_itself_as_a_named_variant_so_tables_never_call_it_lanet() -> None:
+    ablation = built(landmarks="none").deployment()
+    assert ablation["variant"] == ["landmarks"] and "without landmarks" in ablation["deploys"]
+    assert "variant" not in built().deployment()

@@ -177,3 +177,20 @@ def test_a_history_that_lost_lines_does_not_cut_the_others(tmp_path):
 
     figure = plot_curves(read_runs(root).runs, tmp_path / "out")
     assert len(figure.data["synthfer|40|standard"]) == 4
+
+
+def test_a_named_variant_is_labelled_even_where_nothing_beside_it_differs(tmp_path, cli):
+    """LA-Net without landmarks is an ablation, not LA-Net: its row says so in every table."""
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        ablation = fake_run(root, "lanet", seed, hparams={"landmarks": "none", "lambda_kl": 1.0})
+        damage(ablation, lambda r: {**r, "deployment": {**r["deployment"], "variant": ["landmarks"]}})
+        fake_run(root, "standard", seed)
+    labels = variant_labels(read_runs(root).runs)
+    assert sorted(set(labels.values())) == ["lanet [landmarks=none]", "standard"]
+    # Beside real LA-Net runs the setting also differs: named once, not twice.
+    fake_run(root, "lanet", 3, hparams={"landmarks": "dataset", "lambda_kl": 1.0})
+    labels = variant_labels(read_runs(root).runs)
+    assert sorted(set(labels.values())) == ["lanet [landmarks=dataset]", "lanet [landmarks=none]", "standard"]
+    table = cli("table", "--runs-dir", str(root), "--format", "csv")
+    assert "lanet [landmarks=none]" in table.out, table.out

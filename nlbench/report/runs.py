@@ -291,7 +291,9 @@ def variant_labels(runs: list[FinishedRun], axes: tuple[str, ...] = ()) -> dict[
     (version, options, files) within a dataset and test split. A setting that differs labels
     *every* run with its value (``gce [q=0.5]`` beside ``gce [q=0.7]``): an unlabelled row beside
     a labelled one would read as "the method" against "a tweak", whatever the configured value
-    is. ``axes``: hyperparameters a layout shows as columns.
+    is. A run that records itself as a named variant (``deployment.variant``: LA-Net without
+    landmarks) is labelled with those settings always. ``axes``: hyperparameters a layout shows as
+    columns.
     """
 
     def differing(values: Callable[[FinishedRun], dict[str, Any]], group: Callable[[FinishedRun], str]
@@ -323,7 +325,10 @@ def variant_labels(runs: list[FinishedRun], axes: tuple[str, ...] = ()) -> dict[
     initialisations = {_pretrained(run) for run in runs}
     labels = {}
     for run in runs:
-        extra = sorted(hp[run.path]) + sorted(train[run.path]) + sorted(data[run.path])
+        hparams = run.result.get("hparams", {})
+        named = [f"{key}={hparams[key]}" for key in (run.result.get("deployment") or {}).get("variant", [])
+                 if key in hparams]
+        extra = sorted(set(hp[run.path]) | set(named)) + sorted(train[run.path]) + sorted(data[run.path])
         if len(initialisations) > 1 and _pretrained(run):  # one shared initialisation is in the caption
             extra.append(f"pretrained={_pretrained(run)[:8]}")
         labels[run.path] = run.method + (f" [{', '.join(extra)}]" if extra else "")

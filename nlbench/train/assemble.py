@@ -232,7 +232,7 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     held_index = torch.as_tensor(held)
     train_cache = ImageCache(ImageCache.place(train_images, device, spec.train), device)
     if method.needs_landmarks:
-        train_cache.scheme, train_cache.landmarks = training_landmarks(dataset, len(train), fit, device)
+        train_cache.scheme, train_cache.landmarks = training_landmarks(dataset, len(train), fit, device, reporter)
     ctx.images, ctx.modules_of = train_cache, method.modules  # ctx.fetch and ctx.scan
     return Assembly(
         spec=spec, device=device, dataset=dataset, train=train, test=test, noisy=noisy, realised_rate=realised, noise=noise,
@@ -249,9 +249,10 @@ def assemble(spec: RunSpec, registry: Registry, *, device: torch.device | None =
     )
 
 
-def training_landmarks(dataset: Dataset, size: int, fit: np.ndarray,
-                       device: torch.device) -> tuple[Scheme, torch.Tensor]:
-    """The scheme and the landmarks (on the device) of the training images trained on, checked."""
+def training_landmarks(dataset: Dataset, size: int, fit: np.ndarray, device: torch.device,
+                       reporter: Reporter | None = None) -> tuple[Scheme, torch.Tensor]:
+    """The scheme and the landmarks (on the device) of the training images trained on, checked;
+    the reporter hears how many faces have none (they train without a landmark target)."""
     from nlbench.landmarks import SCHEMES
 
     scheme = SCHEMES.get(dataset.landmark_scheme or "")
@@ -263,7 +264,12 @@ def training_landmarks(dataset: Dataset, size: int, fit: np.ndarray,
     if points is None or tuple(np.shape(points)) != expected:
         raise DataError(f"dataset {dataset.instance!r}: its {scheme.name} landmarks should be an array of shape "
                         f"{expected}, got {None if points is None else tuple(np.shape(points))}.")
-    return scheme, torch.as_tensor(np.asarray(points, dtype=np.float32)[fit], device=device)
+    points = np.asarray(points, dtype=np.float32)[fit]
+    without = int(np.isnan(points).all(axis=(1, 2)).sum())
+    if without and reporter is not None:
+        reporter.message(f"{without} of {len(points)} training faces of {dataset.instance} have no {scheme.name} "
+                         f"landmarks and train without a landmark target")
+    return scheme, torch.as_tensor(points, device=device)
 
 
 def with_settings(spec: RunSpec, **changes: Any) -> RunSpec:
