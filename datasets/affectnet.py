@@ -226,8 +226,10 @@ class _AffectNet(Dataset):
             raise DataError(f"{listing} has no {LANDMARK_COLUMN} column, so its faces have no landmarks; run LA-Net's "
                             f"ablation without them with --set methods.lanet.landmarks=\"none\".")
         images = self._sources(split)[1]
-        text = dict(zip((str(images / p.strip().replace("\\", "/")) for p in frame[PATH_COLUMN]),
-                        frame[LANDMARK_COLUMN]))
+        text: dict[str, str] = {}
+        for relative, marks in zip(frame[PATH_COLUMN], frame[LANDMARK_COLUMN]):
+            # The first row of an image listed twice, as read_table keeps it.
+            text.setdefault(str(images / relative.strip().replace("\\", "/")), marks)
         refs = self.table(split).refs
         points = np.full((len(refs), len(IBUG68_TO_AFLW19), 2), np.nan, dtype=np.float32)
         for row, (path, box) in enumerate(refs):

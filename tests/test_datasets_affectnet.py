@@ -135,10 +135,11 @@ def make_landmark_affectnet(root: Path) -> Path:
     ramp = np.stack([10 + 0.25 * k, 5 + 0.4 * k], axis=1)  # point k at (10 + k/4, 5 + 0.4 k)
     rows = [("0/a.png", 1, BOX, landmark_text(ramp)),
             ("0/b.png", 2, (50, 30, 20, 30), landmark_text(np.tile([55.0, 40.0], (68, 1)))),
-            ("0/c.png", 3, BOX, '"1.0;2.0;3.0"')]
+            ("0/c.png", 3, BOX, '"1.0;2.0;3.0"'),
+            ("0/a.png", 4, BOX, landmark_text(ramp + 1))]  # listed twice: the first row counts
     lines = [HEADER] + [f'{p},{",".join(map(str, box))},{marks},{e},0.1,-0.2' for p, e, box, marks in rows]
     (root / "Manually_Annotated_file_lists" / "training.csv").write_text("\n".join(lines) + "\n")
-    for path, *_ in rows:
+    for path, *_ in rows[:3]:
         write_photo(root / "Manually_Annotated_Images" / path)
     return root
 
